@@ -1,0 +1,101 @@
+"""Installable nnU-Net v2 extension: semi-supervised (AdvMIM) and masked-image-modeling trainers.
+
+The repository shows three rooms (``nnunetv2_advmim/`` core, ``trainers/``, ``architectures/``); the
+installed namespace is one package, ``nnunetv2_advmim`` with the sub-packages
+``nnunetv2_advmim.trainers`` and ``nnunetv2_advmim.architectures`` (DESIGN.md section 2).
+
+Stock nnU-Net finds external trainers only through the ``nnUNet_extTrainer`` environment variable
+(DESIGN.md section 3). We ship ``nnunetv2_advmim.pth`` in site-packages: Python's ``site`` module runs
+its ``import`` line at every interpreter start-up, and that line appends our installed ``trainers/``
+folder to the variable (keeping whatever the user set). A regular wheel gets the file through
+``build_py``; an editable wheel (PEP 660) is assembled by ``editable_wheel`` without build_py's output,
+so that command is extended to put the same file into the editable wheel.
+"""
+import os
+
+from setuptools import setup
+from setuptools.command.build_py import build_py
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PTH_NAME = "nnunetv2_advmim.pth"
+PTH_CONTENT = "import nnunetv2_advmim._startup\n"
+
+
+class build_py_with_pth(build_py):
+    """build_py that also places the start-up ``.pth`` file at the root of the wheel (site-packages)."""
+
+    def run(self):
+        super().run()
+        if not getattr(self, "editable_mode", False):
+            target = os.path.join(self.build_lib, PTH_NAME)
+            with open(target, "w") as f:
+                f.write(PTH_CONTENT)
+
+    def get_outputs(self, include_bytecode=True):
+        outputs = list(super().get_outputs(include_bytecode))
+        if not getattr(self, "editable_mode", False):
+            outputs.append(os.path.join(self.build_lib, PTH_NAME))
+        return outputs
+
+
+cmdclass = {"build_py": build_py_with_pth}
+
+try:
+    from setuptools.command.editable_wheel import editable_wheel
+
+    class editable_wheel_with_pth(editable_wheel):
+        """Editable wheel that carries the same start-up ``.pth`` file as the regular wheel."""
+
+        def _run_build_commands(self, dist_name, unpacked_wheel, build_lib, tmp_dir):
+            result = super()._run_build_commands(dist_name, unpacked_wheel, build_lib, tmp_dir)
+            with open(os.path.join(unpacked_wheel, PTH_NAME), "w") as f:
+                f.write(PTH_CONTENT)
+            return result
+
+    cmdclass["editable_wheel"] = editable_wheel_with_pth
+except ImportError:  # setuptools < 64 has no PEP 660 editable wheels
+    pass
+
+
+def read_version():
+    with open(os.path.join(HERE, "nnunetv2_advmim", "__init__.py")) as f:
+        for line in f:
+            if line.startswith("__version__"):
+                return line.split("=")[1].strip().strip("\"'")
+    raise RuntimeError("__version__ not found in nnunetv2_advmim/__init__.py")
+
+
+setup(
+    name="nnunetv2-advmim",
+    version=read_version(),
+    description="nnU-Net v2 extension: AdvMIM semi-supervised training, masked image modeling "
+                "pretraining (random, AnatoMask, MPS-AMS) and a hybrid CNN-Transformer U-Net",
+    long_description=open(os.path.join(HERE, "README.md")).read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=["nnunetv2_advmim", "nnunetv2_advmim.trainers", "nnunetv2_advmim.architectures"],
+    package_dir={
+        "nnunetv2_advmim": "nnunetv2_advmim",
+        "nnunetv2_advmim.trainers": "trainers",
+        "nnunetv2_advmim.architectures": "architectures",
+    },
+    install_requires=[
+        "nnunetv2==2.8.1",
+        "numpy",
+        "scipy",
+        "SimpleITK",
+        "torch",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "pytest-timeout"],
+    },
+    entry_points={
+        "console_scripts": [
+            "nnUNetv2_advmim_env=nnunetv2_advmim.env:main",
+            "nnUNetv2_advmim_make_synthetic=nnunetv2_advmim.synthetic:main",
+            "nnUNetv2_advmim_demo=nnunetv2_advmim.demo:main",
+        ],
+    },
+    cmdclass=cmdclass,
+    zip_safe=False,
+)

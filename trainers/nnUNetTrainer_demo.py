@@ -1,0 +1,18 @@
+import torch
+
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+
+class nnUNetTrainer_demo(nnUNetTrainer):
+    """Stock nnU-Net on a short schedule for the demo and the CPU: 20 epochs x 15 iterations.
+
+    The supervised baseline of the demo: same plans, loss, augmentation and optimizer as
+    ``nnUNetTrainer``, only fewer iterations.
+    """
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device('cuda')):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs = 20
+        self.num_iterations_per_epoch = 15
+        self.num_val_iterations_per_epoch = 2
