@@ -9,7 +9,8 @@ Partial blocks: when a patch size is not a multiple of the block, the last block
 *smaller* block. Internally the image is zero-padded to a whole number of blocks together with a validity
 map, and every per-block statistic (mean, variance, reconstruction error, intensity features) uses only the
 real voxels of the block, so padding never leaks into targets or errors and no grid cell is dropped
-(cropping would leave grid cells of the mask without voxels).
+(cropping would leave grid cells of the mask without voxels). This matches ``masking.upsample_mask``, which
+crops the voxel mask of the last partial block to the patch: a partial block is masked over its real voxels.
 
 Random draws take an optional ``torch.Generator`` (on any device; numbers are drawn on the generator's
 device and moved to the data), so a seeded generator reproduces a selection exactly.
@@ -20,10 +21,12 @@ from typing import Callable, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
+from nnunetv2_advmim.masking import num_masked_blocks
+
 __all__ = [
     "grid_shape", "blockify", "unblockify", "normalised_targets", "per_block_reconstruction_error",
     "masked_reconstruction_loss", "masking_dynamics_ratio", "num_hard_blocks", "anatomask_mask",
-    "teacher_block_errors", "anatomask_select", "adaptive_mask_ratio", "num_masked_blocks", "block_statistics",
+    "teacher_block_errors", "anatomask_select", "adaptive_mask_ratio", "block_statistics",
     "kmeans", "lesion_like_blocks", "mpsams_mask",
 ]
 
@@ -265,13 +268,6 @@ def adaptive_mask_ratio(epoch: int, num_epochs: int, ratio_start: float = 0.25, 
     return float(ratio_start + (ratio_end - ratio_start) * t)
 
 
-def num_masked_blocks(ratio: float, n_blocks: int) -> int:
-    """``round(ratio * n_blocks)`` with halves rounded up (DESIGN.md section 5), robust to float round-off."""
-    if not 0.0 <= ratio <= 1.0:
-        raise ValueError(f"num_masked_blocks: ratio must lie in [0, 1], got {ratio}")
-    return int(math.floor(ratio * n_blocks + 0.5 + 1e-9))
-
-
 def block_statistics(x: torch.Tensor, block: Sequence[int]) -> torch.Tensor:
     """Intensity features per block: mean and standard deviation of every channel, ``(B, N, 2C)``."""
     xb, valid = blockify(x.float(), block)
@@ -279,15 +275,35 @@ def block_statistics(x: torch.Tensor, block: Sequence[int]) -> torch.Tensor:
     return torch.cat([mean, var.sqrt()], dim=1).transpose(1, 2)
 
 
+def _multinomial(weights: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
+    """One index per row drawn with probability proportional to ``weights`` (B, N); uniform if a row is all 0."""
+    w = weights.double()
+    w = torch.where(w.sum(1, keepdim=True) > 0, w, torch.ones_like(w))
+    if generator is None:
+        return torch.multinomial(w, 1)[:, 0]
+    return torch.multinomial(w.to(generator.device), 1, generator=generator)[:, 0].to(weights.device)
+
+
 def kmeans(features: torch.Tensor, k: int, iters: int = 10, generator: Optional[torch.Generator] = None
            ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Batched k-means (Lloyd) per item: ``features`` ``(B, N, F)`` -> ``(assign (B, N), centers (B, k, F),
-    counts (B, k))``. Initial centers are ``k`` distinct random points (seeded by ``generator``); an empty
-    cluster keeps its previous center and has count 0. ``k`` is capped at ``N``."""
-    B, N, _ = features.shape
+    """Batched k-means per item: ``features`` ``(B, N, F)`` -> ``(assign (B, N), centers (B, k, F),
+    counts (B, k))``.
+
+    k-means++ seeding (first centre uniform, each next one drawn with probability proportional to the squared
+    distance to the nearest chosen centre; seeded by ``generator``), then ``iters`` Lloyd iterations. An empty
+    cluster keeps its previous centre and has count 0. ``k`` is capped at ``N``.
+    """
+    B, N, Fdim = features.shape
     k = max(1, min(int(k), N))
-    init = torch.sort(_rand((B, N), generator, features.device), dim=1).indices[:, :k]
-    centers = torch.gather(features, 1, init[..., None].expand(-1, -1, features.shape[2]))
+    features = features.float()
+    idx = _multinomial(torch.ones((B, N), device=features.device), generator)
+    centers = [features[torch.arange(B, device=features.device), idx]]
+    d2 = ((features - centers[0][:, None]) ** 2).sum(-1)
+    for _ in range(1, k):
+        idx = _multinomial(d2, generator)
+        centers.append(features[torch.arange(B, device=features.device), idx])
+        d2 = torch.minimum(d2, ((features - centers[-1][:, None]) ** 2).sum(-1))
+    centers = torch.stack(centers, 1)  # (B, k, F)
     for _ in range(max(int(iters), 0) + 1):
         assign = torch.cdist(features, centers).argmin(-1)  # (B, N)
         onehot = F.one_hot(assign, k).to(features.dtype)  # (B, N, k)
@@ -302,13 +318,17 @@ def lesion_like_blocks(x: torch.Tensor, block: Sequence[int], n_clusters: int = 
     """MPS-AMS's unsupervised masked-patch selection: lesion-like blocks ``(B, *grid)`` bool (no labels read).
 
     Reconstruction (DESIGN.md section 7): per image, block features = per-channel mean and std
-    (``block_statistics``), z-scored over the image's blocks; ``kmeans`` with ``n_clusters``; clusters are
+    (``block_statistics``) of the image standardised per channel (so one intensity scale for both features:
+    z-scoring every feature on its own would blow noise-level differences of block std up to the size of
+    real contrast); ``kmeans`` with ``n_clusters``; clusters are
     ranked rarest first (fewest blocks; ties: centre farthest from the image's mean feature, i.e. most
     atypical), empty clusters last; blocks of the first ``n_lesion_clusters`` clusters are lesion-like.
     """
     block = _check_image_block(x, block, "lesion_like_blocks")
-    feats = block_statistics(x, block)
-    feats = (feats - feats.mean(1, keepdim=True)) / (feats.std(1, unbiased=False, keepdim=True) + 1e-6)
+    xf = x.float()
+    dims = tuple(range(2, x.ndim))
+    scale = xf.std(dim=dims, unbiased=False, keepdim=True) + 1e-6  # (B, C, 1, ...) image intensity scale
+    feats = block_statistics((xf - xf.mean(dim=dims, keepdim=True)) / scale, block)
     assign, centers, counts = kmeans(feats, n_clusters, kmeans_iters, generator)
     atypical = torch.sort(centers.norm(dim=-1), dim=1, descending=True, stable=True).indices  # (B, k)
     size = torch.gather(torch.where(counts > 0, counts, torch.full_like(counts, float("inf"))), 1, atypical)
@@ -325,6 +345,8 @@ def mpsams_mask(x: torch.Tensor, block: Sequence[int], ratio: float, generator: 
                 lesion_fraction: float = 1.0) -> Tuple[torch.Tensor, torch.Tensor]:
     """MPS-AMS mask: lesion-like blocks first, then random fill, exactly ``round(ratio * n_blocks)`` per image.
 
+    The count is ``nnunetv2_advmim.masking.num_masked_blocks`` (Python's ``round``), as for every mask.
+
     Up to ``floor(lesion_fraction * n_masked)`` lesion-like blocks (``lesion_like_blocks``; a random subset if
     there are more) are masked first; the remaining masked blocks are drawn uniformly among all other blocks.
     Use with ``adaptive_mask_ratio`` for the ratio. Returns ``(mask, lesion)``, both ``(B, *grid)`` bool.
@@ -335,7 +357,7 @@ def mpsams_mask(x: torch.Tensor, block: Sequence[int], ratio: float, generator: 
     B = x.shape[0]
     les = lesion.reshape(B, -1)
     n = les.shape[1]
-    n_masked = num_masked_blocks(ratio, n)
+    n_masked = num_masked_blocks((n,), ratio)
     quota = int(math.floor(lesion_fraction * n_masked + 1e-9))
     r1 = _rand(les.shape, generator, x.device)
     chosen_lesion = les & (_ranks(torch.where(les, r1, torch.full_like(r1, -1.0))) < quota)
