@@ -84,7 +84,10 @@ setup(
         "numpy",
         "scipy",
         "SimpleITK",
+        "timm",
         "torch",
+        "monai>=1.4",  # surface metrics (nnunetv2_advmim.metrics)
+        "matplotlib",  # comparison figure (nnunetv2_advmim.compare)
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-timeout"],
@@ -94,6 +97,12 @@ setup(
             "nnUNetv2_advmim_env=nnunetv2_advmim.env:main",
             "nnUNetv2_advmim_make_synthetic=nnunetv2_advmim.synthetic:main",
             "nnUNetv2_advmim_demo=nnunetv2_advmim.demo:main",
+            "nnUNetv2_advmim_evaluate=nnunetv2_advmim.evaluate:main",
+            "nnUNetv2_advmim_compare=nnunetv2_advmim.compare:main",
+            "nnUNetv2_advmim_export_submission=nnunetv2_advmim.submission:main",
+            "nnUNetv2_advmim_plan_hybrid=nnunetv2_advmim.plan_hybrid:main",
+            "nnUNetv2_advmim_preprocess_unlabeled=nnunetv2_advmim.unlabeled:main",
+            "nnUNetv2_advmim_label_budget=nnunetv2_advmim.label_budget:main",
         ],
     },
     cmdclass=cmdclass,

@@ -1,0 +1,390 @@
+"""Unlabeled images in nnU-Net datasets: preprocessing of ``imagesUnlabeled`` and the unlabeled pool (DESIGN.md section 4).
+
+Folder convention
+-----------------
+Raw: ``$nnUNet_raw/DatasetXXX_Name/imagesUnlabeled/{case}_{XXXX}{file_ending}``, same naming, channels and
+file ending as ``imagesTr``. Stock planning ignores the folder.
+
+Preprocessed: ``$nnUNet_preprocessed/DatasetXXX_Name/<data_identifier>_unlabeled/``, a sibling of the
+configuration folder ``<data_identifier>/`` (e.g. ``nnUNetPlans_3d_fullres_unlabeled/``). Stock nnU-Net lists
+every case in ``<data_identifier>/`` for its splits, so unlabeled cases must not live there. The sibling holds
+exactly what the plan's own preprocessor writes for a case without segmentation (``run_case_save`` with
+``seg_file=None``), so nnU-Net's dataset classes (``infer_dataset_class``, ``nnUNetDatasetBlosc2``) read it:
+``{case}.b2nd`` (image), ``{case}_seg.b2nd`` (only the nonzero mask of the image: -1 outside, 0 inside; no label)
+and ``{case}.pkl`` (properties, no ``class_locations``).
+
+Unlabeled pool of a fold
+------------------------
+= the label budget's unlabeled training cases of that fold (``label_budget.json``, see
+:mod:`nnunetv2_advmim.label_budget`; they live in ``<data_identifier>/`` with their labels, which are never read)
++ every preprocessed ``imagesUnlabeled`` case. Validation cases join only when asked (``include_validation``).
+:class:`UnlabeledDataset` loads image data and properties only: it never opens a segmentation file and strips
+``class_locations`` from the properties.
+"""
+import argparse
+import multiprocessing
+import os
+import re
+import sys
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+UNLABELED_SUFFIX = "_unlabeled"
+RAW_UNLABELED_FOLDER = "imagesUnlabeled"
+# properties written by nnU-Net's preprocessor that are derived from labels: never handed out for unlabeled cases
+LABEL_DERIVED_PROPERTIES = ("class_locations",)
+
+
+# ----------------------------------------------------------------------------------------------- paths and plans
+def _env_folder(var: str) -> str:
+    value = os.environ.get(var)
+    if not value:
+        raise RuntimeError(f"The environment variable {var} is not set. Set it as for nnU-Net "
+                           f"(https://github.com/MIC-DKFZ/nnUNet/blob/master/documentation/set_environment_variables.md).")
+    return value
+
+
+def find_dataset_name(dataset_name_or_id, root: str) -> str:
+    """``DatasetXXX_Name`` for an ID (``4``, ``"004"``) or a full name, looked up in ``root``."""
+    s = str(dataset_name_or_id)
+    if s.startswith("Dataset"):
+        return s
+    try:
+        dataset_id = int(s)
+    except ValueError:
+        raise ValueError(f"{dataset_name_or_id!r} is neither a dataset ID nor a DatasetXXX_Name") from None
+    prefix = f"Dataset{dataset_id:03d}_"
+    matches = sorted(f for f in os.listdir(root) if f.startswith(prefix)) if os.path.isdir(root) else []
+    if not matches:
+        raise FileNotFoundError(f"No dataset with ID {dataset_id} in {root}. If the dataset has not been planned yet, "
+                                f"run `nnUNetv2_plan_and_preprocess -d {dataset_id}` first.")
+    if len(matches) > 1:
+        raise RuntimeError(f"More than one dataset with ID {dataset_id} in {root}: {matches}. Remove or rename one.")
+    return matches[0]
+
+
+def preprocessed_dataset_folder(dataset_name_or_id) -> str:
+    root = _env_folder("nnUNet_preprocessed")
+    return os.path.join(root, find_dataset_name(dataset_name_or_id, root))
+
+
+def load_plans_and_dataset_json(preprocessed_folder: str, plans_name: str = "nnUNetPlans"):
+    """Plans manager and dataset.json of a planned dataset; a clear error if it was not planned."""
+    from batchgenerators.utilities.file_and_folder_operations import load_json
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    plans_file = os.path.join(preprocessed_folder, plans_name + ".json")
+    dataset_json_file = os.path.join(preprocessed_folder, "dataset.json")
+    if not os.path.isfile(plans_file) or not os.path.isfile(dataset_json_file):
+        missing = plans_file if not os.path.isfile(plans_file) else dataset_json_file
+        name = os.path.basename(preprocessed_folder)
+        raise FileNotFoundError(f"{missing} does not exist: the dataset {name} has not been planned (with plans "
+                                f"'{plans_name}'). Run `nnUNetv2_plan_and_preprocess -d {name}` first (or pass the "
+                                f"right -plans_name).")
+    return PlansManager(load_json(plans_file)), load_json(dataset_json_file)
+
+
+def unlabeled_folder(preprocessed_folder: str, data_identifier: str) -> str:
+    """Where the preprocessed ``imagesUnlabeled`` cases of one configuration live (module docstring)."""
+    return os.path.join(preprocessed_folder, data_identifier + UNLABELED_SUFFIX)
+
+
+# ------------------------------------------------------------------------------------------- raw unlabeled files
+def list_unlabeled_cases(raw_dataset_folder: str, dataset_json: dict) -> Dict[str, List[str]]:
+    """``{case: [channel files in channel order]}`` of ``imagesUnlabeled``; a clear error for files that break the
+    convention (wrong file ending, no ``_XXXX`` channel suffix, missing or extra channels)."""
+    folder = os.path.join(raw_dataset_folder, RAW_UNLABELED_FOLDER)
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"{folder} does not exist. Put the unlabeled images there, named like imagesTr "
+                                f"({{case}}_0000{dataset_json['file_ending']}, one file per channel).")
+    ending = dataset_json["file_ending"]
+    channels = dataset_json.get("channel_names", dataset_json.get("modality"))
+    n_channels = len(channels)
+    problems, cases = [], {}
+    for f in sorted(os.listdir(folder)):
+        if f.startswith("."):
+            continue
+        path = os.path.join(folder, f)
+        if not f.endswith(ending):
+            problems.append(f"{path}: file ending differs from the dataset's '{ending}'; convert it to {ending} "
+                            f"(or remove it)")
+            continue
+        m = re.fullmatch(r"(.+)_(\d{4})", f[:-len(ending)])
+        if m is None:
+            problems.append(f"{path}: name lacks the channel suffix; rename it to {{case}}_0000{ending}")
+            continue
+        cases.setdefault(m.group(1), {})[int(m.group(2))] = path
+    for case, by_channel in cases.items():
+        if sorted(by_channel) != list(range(n_channels)):
+            problems.append(f"case '{case}' in {folder} has channel files {sorted(by_channel)} but the dataset has "
+                            f"{n_channels} channel(s) {dict(channels)}: provide exactly "
+                            f"{', '.join(f'{case}_{c:04d}{ending}' for c in range(n_channels))}")
+    if problems:
+        shown = "\n  ".join(problems[:20]) + (f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else "")
+        raise ValueError(f"imagesUnlabeled does not match the dataset's conventions:\n  {shown}")
+    if not cases:
+        raise FileNotFoundError(f"{folder} holds no images ending in {ending}.")
+    return {c: [cases[c][i] for i in range(n_channels)] for c in sorted(cases)}
+
+
+# ---------------------------------------------------------------------------------------------- preprocessing
+def case_is_done(out_truncated: str) -> bool:
+    """nnU-Net's ``save_case`` writes the properties file last, so its presence marks a finished case."""
+    return os.path.isfile(out_truncated + ".pkl")
+
+
+def _remove_case_files(out_truncated: str) -> None:
+    folder, case = os.path.split(out_truncated)
+    if not os.path.isdir(folder):
+        return
+    for f in os.listdir(folder):
+        if f in (f"{case}.pkl", f"{case}.npz", f"{case}.npy", f"{case}_seg.npy", f"{case}.b2nd", f"{case}_seg.b2nd"):
+            os.remove(os.path.join(folder, f))
+
+
+def preprocess_case(preprocessor, out_truncated: str, image_files: Sequence[str], plans_manager,
+                    configuration_manager, dataset_json: dict) -> str:
+    """Preprocess one unlabeled case with the plan's own preprocessor (``run_case_save``, no segmentation)."""
+    _remove_case_files(out_truncated)  # leftovers of an interrupted run
+    try:
+        preprocessor.run_case_save(out_truncated, list(image_files), None, plans_manager, configuration_manager,
+                                   dataset_json)
+    except Exception as e:
+        _remove_case_files(out_truncated)
+        raise RuntimeError(f"Could not read or preprocess the unlabeled case {os.path.basename(out_truncated)} "
+                           f"(files: {', '.join(image_files)}): {type(e).__name__}: {e}. If a file is corrupt or "
+                           f"not a readable {dataset_json['file_ending']} image, replace it or remove the case from "
+                           f"imagesUnlabeled, then re-run (finished cases are skipped).") from None
+    return os.path.basename(out_truncated)
+
+
+def _preprocess_case_star(args):
+    return preprocess_case(*args)
+
+
+def preprocess_unlabeled(dataset_name_or_id, configurations: Optional[Sequence[str]] = None,
+                         plans_name: str = "nnUNetPlans", num_processes: int = 4, overwrite: bool = False,
+                         verbose: bool = True) -> Dict[str, Dict[str, List[str]]]:
+    """Preprocess ``imagesUnlabeled`` of a planned dataset for the given configurations (DESIGN.md section 4).
+
+    ``configurations=None`` means every configuration of the plans whose labeled data are preprocessed.
+    Returns ``{configuration: {"processed": [...], "skipped": [...]}}``. Finished cases are skipped unless
+    ``overwrite``; nothing else in the preprocessed folder is touched.
+    """
+    from tqdm import tqdm
+
+    pre_folder = preprocessed_dataset_folder(dataset_name_or_id)
+    dataset_name = os.path.basename(pre_folder)
+    plans_manager, dataset_json = load_plans_and_dataset_json(pre_folder, plans_name)
+    raw_folder = os.path.join(_env_folder("nnUNet_raw"), dataset_name)
+    if not os.path.isdir(raw_folder):
+        raise FileNotFoundError(f"The raw dataset {raw_folder} does not exist; imagesUnlabeled is read from there.")
+    cases = list_unlabeled_cases(raw_folder, dataset_json)
+
+    available = list(plans_manager.available_configurations)
+    if configurations is None:
+        configurations = [c for c in available if os.path.isdir(
+            os.path.join(pre_folder, plans_manager.get_configuration(c).data_identifier))]
+        if not configurations:
+            raise FileNotFoundError(f"No configuration of {plans_name} has preprocessed labeled data in {pre_folder}. "
+                                    f"Run `nnUNetv2_preprocess -d {dataset_name} -c CONFIG` first or pass -c.")
+    unknown = [c for c in configurations if c not in available]
+    if unknown:
+        raise ValueError(f"Configuration(s) {unknown} are not in {plans_name}.json; available: {available}")
+
+    from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
+    try:
+        labeled = set(get_filenames_of_train_images_and_targets(raw_folder, dataset_json))
+    except Exception:  # imagesTr unreadable or absent: nothing to clash with
+        labeled = set()
+    clashes = sorted(set(cases) & labeled)
+    if clashes:
+        raise ValueError(f"Unlabeled case name(s) {clashes[:10]} in {raw_folder}/{RAW_UNLABELED_FOLDER} are also "
+                         f"training case names in imagesTr; rename them (e.g. with a prefix 'unl_') so every case "
+                         f"identifier is unique.")
+
+    report = {}
+    for c in configurations:
+        cm = plans_manager.get_configuration(c)
+        if cm.preprocessor_class is None:
+            raise RuntimeError(f"Preprocessor class '{cm.preprocessor_name}' of configuration {c} was not found in "
+                               f"nnunetv2.preprocessing.")
+        preprocessor = cm.preprocessor_class(verbose=False)
+        out_folder = unlabeled_folder(pre_folder, cm.data_identifier)
+        os.makedirs(out_folder, exist_ok=True)
+        todo, skipped = [], []
+        for case, files in cases.items():
+            out = os.path.join(out_folder, case)
+            if case_is_done(out) and not overwrite:
+                skipped.append(case)
+            else:
+                todo.append((preprocessor, out, files, plans_manager, cm, dataset_json))
+        stale = sorted(set(_identifiers_in(out_folder)) - set(cases))
+        if stale and verbose:
+            print(f"Note: {len(stale)} preprocessed case(s) in {out_folder} have no image in imagesUnlabeled any more "
+                  f"(e.g. {stale[:3]}); they stay in the unlabeled pool until you delete their files.")
+        if verbose:
+            print(f"{dataset_name} {c}: {len(todo)} unlabeled case(s) to preprocess into {out_folder}, "
+                  f"{len(skipped)} already done" + (" (use --overwrite to redo them)" if skipped else ""))
+        done = []
+        with tqdm(total=len(todo), desc=f"Preprocessing unlabeled ({c})", disable=not verbose or not todo) as bar:
+            if num_processes <= 1 or len(todo) <= 1:
+                for args in todo:
+                    done.append(_preprocess_case_star(args))
+                    bar.update()
+            else:
+                # spawn, like nnU-Net's own preprocessing (forking a process that holds torch/blosc2 threads is unsafe)
+                with multiprocessing.get_context("spawn").Pool(min(num_processes, len(todo))) as pool:
+                    for name in pool.imap_unordered(_preprocess_case_star, todo):
+                        done.append(name)
+                        bar.update()
+        report[c] = {"processed": sorted(done), "skipped": skipped, "folder": out_folder}
+    return report
+
+
+# --------------------------------------------------------------------------------------------- unlabeled pool
+def _identifiers_in(folder: str) -> List[str]:
+    """Case identifiers in a preprocessed folder, read with nnU-Net's own dataset class for that folder."""
+    if not os.path.isdir(folder) or not any(f.endswith(".pkl") for f in os.listdir(folder)):
+        return []
+    from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
+    return sorted(infer_dataset_class(folder).get_identifiers(folder))
+
+
+class UnlabeledDataset:
+    """Image-only view of preprocessed cases spread over several folders (DESIGN.md section 4).
+
+    ``cases`` maps identifier -> folder. Same ``load_case`` interface as nnU-Net's dataset classes, but it
+    returns ``(data, None, None, properties)``: segmentation files are never opened and label-derived
+    properties (``class_locations``) are removed. Plain attributes only, so it pickles for worker processes.
+    """
+
+    def __init__(self, cases: Dict[str, str]):
+        self.cases = dict(cases)
+        self.identifiers = sorted(self.cases)
+        self._formats = {}
+        for folder in sorted(set(self.cases.values())):
+            from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
+            self._formats[folder] = infer_dataset_class(folder).__name__
+
+    def __len__(self):
+        return len(self.identifiers)
+
+    def __getitem__(self, identifier):
+        return self.load_case(identifier)
+
+    def load_data(self, identifier: str):
+        folder = self.cases[identifier]
+        if self._formats[folder] == "nnUNetDatasetBlosc2":
+            import blosc2
+            blosc2.set_nthreads(1)
+            kwargs = {} if os.name == "nt" else {"mmap_mode": "r"}
+            return blosc2.open(urlpath=os.path.join(folder, identifier + ".b2nd"), mode="r",
+                               dparams={"nthreads": 1}, **kwargs)
+        npy = os.path.join(folder, identifier + ".npy")
+        if os.path.isfile(npy):
+            return np.load(npy, mmap_mode="r")
+        with np.load(os.path.join(folder, identifier + ".npz")) as z:  # npz members load lazily: 'seg' is not read
+            return z["data"]
+
+    def load_properties(self, identifier: str) -> dict:
+        from batchgenerators.utilities.file_and_folder_operations import load_pickle
+        props = load_pickle(os.path.join(self.cases[identifier], identifier + ".pkl"))
+        for k in LABEL_DERIVED_PROPERTIES:
+            props.pop(k, None)
+        return props
+
+    def load_case(self, identifier: str):
+        return self.load_data(identifier), None, None, self.load_properties(identifier)
+
+
+def find_unlabeled_cases(preprocessed_folder: str, data_identifier: str, fold, include_validation: bool = False,
+                         check_raw: bool = True) -> Dict[str, str]:
+    """The unlabeled pool of ``fold``: ``{identifier: folder}`` (module docstring, DESIGN.md section 4).
+
+    Budget-unlabeled training cases come from ``label_budget.json`` (if a budget was set) and are read from the
+    configuration folder; preprocessed ``imagesUnlabeled`` cases from ``<data_identifier>_unlabeled/``.
+    ``include_validation`` adds the fold's validation cases (transductive use; off by default).
+    """
+    from nnunetv2_advmim.label_budget import load_budget, budget_unlabeled_cases
+    config_folder = os.path.join(preprocessed_folder, data_identifier)
+    pool = {}
+    budget = load_budget(preprocessed_folder)
+    if budget is not None:
+        for case in budget_unlabeled_cases(budget, preprocessed_folder, fold, include_validation):
+            pool[case] = config_folder
+    elif include_validation and fold != "all":
+        from batchgenerators.utilities.file_and_folder_operations import load_json
+        splits_file = os.path.join(preprocessed_folder, "splits_final.json")
+        if os.path.isfile(splits_file):
+            splits = load_json(splits_file)
+            if int(fold) < len(splits):
+                for case in splits[int(fold)]["val"]:
+                    pool[case] = config_folder
+    u_folder = unlabeled_folder(preprocessed_folder, data_identifier)
+    extra = _identifiers_in(u_folder)
+    clashes = sorted(set(extra) & set(pool))
+    if clashes:
+        raise ValueError(f"Case(s) {clashes[:10]} exist both as preprocessed imagesUnlabeled cases in {u_folder} and "
+                         f"as training cases; rename the files in imagesUnlabeled and re-run "
+                         f"nnUNetv2_advmim_preprocess_unlabeled.")
+    for case in extra:
+        pool[case] = u_folder
+    if check_raw:
+        _warn_unpreprocessed(preprocessed_folder, u_folder, extra)
+    return pool
+
+
+def _warn_unpreprocessed(preprocessed_folder: str, u_folder: str, done: Sequence[str]) -> None:
+    raw_root = os.environ.get("nnUNet_raw")
+    if not raw_root:
+        return
+    raw_dir = os.path.join(raw_root, os.path.basename(preprocessed_folder), RAW_UNLABELED_FOLDER)
+    if not os.path.isdir(raw_dir):
+        return
+    stems = {re.sub(r"_\d{4}$", "", f.split(".")[0]) for f in os.listdir(raw_dir) if not f.startswith(".")}
+    missing = sorted(stems - set(done))
+    if missing:
+        print(f"WARNING: {len(missing)} case(s) of {raw_dir} are not preprocessed into {u_folder} (e.g. {missing[:3]}) "
+              f"and are left out of the unlabeled pool. Run `nnUNetv2_advmim_preprocess_unlabeled -d "
+              f"{os.path.basename(preprocessed_folder)} -c CONFIG` to add them.", file=sys.stderr)
+
+
+def require_unlabeled_pool(pool: Dict[str, str], preprocessed_folder: str, data_identifier: str, fold) -> None:
+    """Raise the clear error a semi-supervised trainer gives when its fold has no unlabeled case."""
+    if not pool:
+        name = os.path.basename(preprocessed_folder)
+        raise RuntimeError(
+            f"The unlabeled pool of fold {fold} is empty for {name} ({data_identifier}): semi-supervised training "
+            f"needs unlabeled images. Either put images into $nnUNet_raw/{name}/{RAW_UNLABELED_FOLDER}/ and run "
+            f"`nnUNetv2_advmim_preprocess_unlabeled -d {name}`, or keep only N cases labeled with "
+            f"`nnUNetv2_advmim_label_budget -d {name} -n N`.")
+
+
+# ------------------------------------------------------------------------------------------------------- CLI
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="nnUNetv2_advmim_preprocess_unlabeled",
+        description="Preprocess imagesUnlabeled/ of a planned raw dataset with the dataset's own plans and "
+                    "preprocessor (same transpose, cropping, resampling, normalization) into "
+                    "<data_identifier>_unlabeled/ next to the labeled data. Finished cases are skipped.")
+    parser.add_argument("-d", required=True, help="dataset ID or DatasetXXX_Name")
+    parser.add_argument("-c", nargs="+", default=None,
+                        help="configurations (default: every configuration whose labeled data are preprocessed)")
+    parser.add_argument("-plans_name", default="nnUNetPlans", help="plans identifier (default nnUNetPlans)")
+    parser.add_argument("-np", type=int, default=4, help="number of worker processes (default 4)")
+    parser.add_argument("--overwrite", action="store_true", help="redo cases that are already preprocessed")
+    parser.add_argument("--verbose", action="store_true", help="print more")
+    args = parser.parse_args(argv)
+    try:
+        report = preprocess_unlabeled(args.d, args.c, args.plans_name, args.np, args.overwrite)
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        print(f"ERROR: {e}", file=sys.stderr)
+        sys.exit(1)
+    for c, r in report.items():
+        print(f"{c}: {len(r['processed'])} preprocessed, {len(r['skipped'])} skipped -> {r['folder']}")
+
+
+if __name__ == "__main__":
+    main()
