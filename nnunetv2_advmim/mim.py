@@ -43,6 +43,7 @@ def _check_image_block(x: torch.Tensor, block: Sequence[int], what: str) -> Tupl
 
 
 def _check_mask(mask: torch.Tensor, x: torch.Tensor, block: Sequence[int], what: str) -> None:
+    block = _check_image_block(x, block, what)
     expected = (x.shape[0], *grid_shape(x.shape[2:], block))
     if tuple(mask.shape) != expected:
         raise ValueError(f"{what}: mask must have shape (B, *grid) = {expected} for images {tuple(x.shape)} and "
