@@ -28,6 +28,8 @@ import torch.nn.functional as F
 from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
 from nnunetv2.utilities.helpers import softmax_helper_dim1
 
+from nnunetv2_advmim.adversarial import lsgan_generator_loss
+
 __all__ = [
     "pseudo_labels_and_certainty",
     "certainty_weighted_ce",
@@ -138,8 +140,6 @@ def advmim_unsupervised_losses(logits_u_masked: torch.Tensor, logits_u: Optional
     (unweighted terms; skipped terms are 0), ``certainty`` (mean partner certainty, detached, for logging)
     and ``total`` = the weighted sum to add to the supervised DCCE terms.
     """
-    from nnunetv2_advmim.adversarial import lsgan_generator_loss  # local: keeps the two modules independent
-
     labels, certainty = pseudo_labels_and_certainty(partner_logits_u)
     zero = logits_u_masked.new_zeros((), dtype=torch.float32)
     out = {"masked_ce": zero, "masked_dice": zero, "cross_teaching": zero, "adversarial": zero}

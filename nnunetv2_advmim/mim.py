@@ -180,7 +180,7 @@ def masking_dynamics_ratio(epoch: int, num_epochs: int, r_max: float = 0.5,
     ``easy_to_hard`` (default, DESIGN.md section 7): ``r = r_max * (epoch + 1) / (num_epochs - 1)`` clipped to
     ``[0, r_max]`` (reaches ``r_max`` at ``epoch = num_epochs - 2``). ``hard_to_easy``: the mirror image,
     ``r = r_max * (num_epochs - 1 - epoch) / (num_epochs - 1)``, starting at ``r_max`` and ending at 0.
-    With ``num_epochs <= 1`` the schedule is constant ``r_max`` (easy_to_hard) or ``r_max`` (hard_to_easy).
+    With ``num_epochs <= 1`` (no schedule to spread) both return ``r_max``.
     """
     if not 0.0 <= r_max <= 1.0:
         raise ValueError(f"masking_dynamics_ratio: r_max must lie in [0, 1], got {r_max}")
