@@ -65,11 +65,17 @@ def list_cases(folder: str, file_ending: str) -> Dict[str, str]:
             if f.endswith(file_ending) and os.path.isfile(os.path.join(folder, f))}
 
 
+_READERS = {}
+
+
 def reader_for(file_ending: str, example_file: str):
-    """An instance of the nnU-Net reader/writer class that reads ``example_file``."""
+    """An instance of the nnU-Net reader/writer class that reads ``example_file`` (chosen once per file ending
+    and process: nnU-Net's lookup opens the example file to test the reader)."""
     from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_file_ending
 
-    return determine_reader_writer_from_file_ending(file_ending, example_file, verbose=False)()
+    if file_ending not in _READERS:
+        _READERS[file_ending] = determine_reader_writer_from_file_ending(file_ending, example_file, verbose=False)()
+    return _READERS[file_ending]
 
 
 def read_label_map(rw, path: str) -> Tuple[np.ndarray, Tuple[float, ...], dict]:
