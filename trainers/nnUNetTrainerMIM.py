@@ -1,0 +1,396 @@
+"""Masked image modeling pretraining trainers: random blocks, AnatoMask, MPS-AMS (DESIGN.md section 7).
+
+Pretrain, then fine-tune with the stock flag::
+
+    nnUNetv2_train D C F -tr nnUNetTrainerAnatoMask
+    nnUNetv2_train D C F -tr nnUNetTrainer -pretrained_weights \
+        $nnUNet_results/<Dataset>/nnUNetTrainerAnatoMask__nnUNetPlans__C/fold_F/checkpoint_final.pth
+
+Every trainer trains the plans' downstream network (maskable subclass, outputs = input channels, no deep
+supervision; ``nnunetv2_advmim.pretraining.build_pretraining_network``) on every training image plus the
+unlabeled pool (random crops, no labels read), with the block-normalised MSE on masked blocks
+(``nnunetv2_advmim.mim.masked_reconstruction_loss``), AdamW (lr 1e-4, weight decay 1e-5), 20-epoch warm-up
+then cosine, gradient clipping 12. ``_Hybrid`` variants train the hybrid CNN-Transformer U-Net converted from
+the same plans (the network AdvMIM uses as its primary branch); a plan that already names
+``HybridTransformerUNet`` (``-p nnUNetPlans_hybrid``) gives the same with the plain trainer names.
+
+Validation: reconstruction loss on the fold's held-out images, always with *random* masks at ratio 0.6 drawn
+from a fixed seed, so the curves of the three strategies are comparable (``val_losses`` in ``progress.png``).
+``checkpoint_best.pth`` = lowest validation reconstruction loss. Checkpoints carry ``mim_state`` (mask generator
+state, EMA teacher and its step counter, best loss), so ``--c`` continues the same teacher and schedules; the
+schedules themselves are functions of the epoch. The final "validation" (also ``--val``) writes
+``mim_examples.png`` (masked inputs, masks with AnatoMask's hard / MPS-AMS's lesion-like blocks in red,
+targets and reconstructions) instead of segmentation metrics.
+"""
+from time import time
+
+import numpy as np
+import torch
+from batchgenerators.utilities.file_and_folder_operations import join
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.collate_outputs import collate_outputs
+from nnunetv2.utilities.helpers import dummy_context
+from torch import autocast
+from torch import distributed as dist
+
+from nnunetv2_advmim import mim
+from nnunetv2_advmim.ema import EMATeacher, unwrap_model
+from nnunetv2_advmim.masking import block_mask, mask_grid
+from nnunetv2_advmim.pretraining import (WarmupCosineLRScheduler, build_pretraining_network,
+                                         get_pretraining_dataloaders)
+
+MIM_LOG_KEYS = ("mim_mask_ratio", "mim_hard_ratio")
+
+
+class nnUNetTrainerMIM(nnUNetTrainer):
+    """Random-block masked image modeling (SimMIM/SparK-style baseline): ratio 0.6, uniform blocks."""
+
+    hybrid = False  # True: pretrain the hybrid CNN-Transformer converted from the plans (``_Hybrid`` variants)
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device('cuda')):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.initial_lr = 1e-4
+        self.weight_decay = 1e-5
+        self.warmup_epochs = 20
+        self.oversample_foreground_percent = 0.0  # no foreground oversampling: labels are never read
+        self.enable_deep_supervision = False
+        self.mask_ratio = 0.6
+        self.val_mask_ratio = 0.6
+        self.mask_seed = 12345
+        self.num_example_images = 4
+        self.mask_generator = torch.Generator().manual_seed(self.mask_seed)
+        self._best_val_loss = None
+        for k in MIM_LOG_KEYS:
+            self.logger.local_logger.my_fantastic_logging.setdefault(k, [])
+
+    # ------------------------------------------------------------------------------ network, loss, data
+    @classmethod
+    def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels: int,
+                                   num_output_channels: int, enable_deep_supervision: bool = True):
+        """The plans' network, maskable, with ``num_input_channels`` outputs (``num_output_channels`` and deep
+        supervision are ignored: a reconstruction has the input's channels)."""
+        return build_pretraining_network(configuration_manager, num_input_channels, hybrid=cls.hybrid)
+
+    def set_deep_supervision_enabled(self, enabled: bool):
+        unwrap_model(self.network).decoder.deep_supervision = False
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(self.network.parameters(), lr=self.initial_lr, weight_decay=self.weight_decay)
+        return optimizer, WarmupCosineLRScheduler(optimizer, self.initial_lr, self.num_epochs, self.warmup_epochs)
+
+    def _build_loss(self):
+        return mim.masked_reconstruction_loss
+
+    def get_dataloaders(self):
+        return get_pretraining_dataloaders(self)
+
+    def plot_network_architecture(self):
+        pass  # hiddenlayer cannot trace forward(x, mask); nnU-Net only logs its failure anyway
+
+    # ------------------------------------------------------------------------------ masking (per method)
+    def mask_block(self, data: torch.Tensor) -> tuple:
+        """Block edge per axis for this batch: the network's total downsampling (DESIGN.md section 5)."""
+        return unwrap_model(self.network).mask_block_size(tuple(data.shape[2:]))
+
+    def epoch_mask_ratio(self) -> float:
+        return self.mask_ratio
+
+    def epoch_hard_ratio(self) -> float:
+        return 0.0
+
+    def select_mask(self, data: torch.Tensor, block: tuple, generator: torch.Generator):
+        """(mask, highlighted blocks or None) for one batch; both ``(B, *grid)`` bool on the data's device."""
+        grid = mask_grid(data.shape[2:], block)
+        return block_mask(data.shape[0], grid, self.epoch_mask_ratio(), generator, data.device), None
+
+    def after_optimizer_step(self) -> None:
+        pass
+
+    def _autocast(self):
+        return autocast(self.device.type, enabled=True) if self.device.type == 'cuda' else dummy_context()
+
+    # ------------------------------------------------------------------------------ train / validate
+    def on_train_epoch_start(self):
+        super().on_train_epoch_start()
+        self.logger.log('mim_mask_ratio', self.epoch_mask_ratio(), self.current_epoch)
+        self.logger.log('mim_hard_ratio', self.epoch_hard_ratio(), self.current_epoch)
+        self.print_to_log_file(f"mask ratio {self.epoch_mask_ratio():.4f}, hard/lesion share "
+                               f"{self.epoch_hard_ratio():.4f}")
+
+    def train_step(self, batch: dict) -> dict:
+        data = batch['data'].to(self.device, non_blocking=True)
+        block = self.mask_block(data)
+        mask, _ = self.select_mask(data, block, self.mask_generator)
+        self.optimizer.zero_grad(set_to_none=True)
+        with self._autocast():
+            pred = self.network(data, mask=mask)
+            loss = self.loss(pred, data, mask, block)
+        if self.grad_scaler is not None:
+            self.grad_scaler.scale(loss).backward()
+            self.grad_scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+        else:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+            self.optimizer.step()
+        self.after_optimizer_step()
+        return {'loss': loss.detach().cpu().numpy()}
+
+    def on_validation_epoch_start(self):
+        super().on_validation_epoch_start()
+        self._val_generator = torch.Generator().manual_seed(self.mask_seed + 1)
+
+    def validation_step(self, batch: dict) -> dict:
+        data = batch['data'].to(self.device, non_blocking=True)
+        block = self.mask_block(data)
+        mask = block_mask(data.shape[0], mask_grid(data.shape[2:], block), self.val_mask_ratio, self._val_generator,
+                          data.device)
+        with self._autocast():
+            loss = self.loss(self.network(data, mask=mask), data, mask, block)
+        return {'loss': loss.detach().cpu().numpy()}
+
+    def on_validation_epoch_end(self, val_outputs):
+        losses = collate_outputs(val_outputs)['loss']
+        if self.is_ddp:
+            gathered = [None for _ in range(dist.get_world_size())]
+            dist.all_gather_object(gathered, losses)
+            loss_here = float(np.vstack(gathered).mean())
+        else:
+            loss_here = float(np.mean(losses))
+        self.logger.log('val_losses', loss_here, self.current_epoch)
+        # no segmentation: the Dice entries of nnU-Net's logger stay NaN (progress.png plots losses)
+        self.logger.log('mean_fg_dice', float('nan'), self.current_epoch)
+        self.logger.log('dice_per_class_or_region', [float('nan')], self.current_epoch)
+
+    def on_epoch_end(self):
+        self.logger.log('epoch_end_timestamps', time(), self.current_epoch)
+        tr = self.logger.get_value('train_losses', step=-1)
+        val = self.logger.get_value('val_losses', step=-1)
+        self.print_to_log_file('train_loss (masked reconstruction)', np.round(tr, decimals=4))
+        self.print_to_log_file('val_loss (masked reconstruction, random masks)', np.round(val, decimals=4))
+        self.print_to_log_file(f"Epoch time: {np.round(self.logger.get_value('epoch_end_timestamps', step=-1) - self.logger.get_value('epoch_start_timestamps', step=-1), decimals=2)} s")
+        if (self.current_epoch + 1) % self.save_every == 0 and self.current_epoch != (self.num_epochs - 1):
+            self.save_checkpoint(join(self.output_folder, 'checkpoint_latest.pth'))
+        if self._best_val_loss is None or val < self._best_val_loss:
+            self._best_val_loss = val
+            self.print_to_log_file(f"New best validation reconstruction loss: {np.round(val, decimals=4)}")
+            self.save_checkpoint(join(self.output_folder, 'checkpoint_best.pth'))
+        if self.local_rank == 0:
+            self.logger.plot_progress_png(self.output_folder)
+        self.current_epoch += 1
+
+    # ------------------------------------------------------------------------------ checkpoints
+    def mim_state_dict(self) -> dict:
+        return {'method': self.__class__.__name__, 'mask_generator': self.mask_generator.get_state(),
+                'best_val_loss': self._best_val_loss}
+
+    def load_mim_state_dict(self, state: dict) -> None:
+        self.mask_generator.set_state(state['mask_generator'])
+        self._best_val_loss = state['best_val_loss']
+
+    def save_checkpoint(self, filename: str) -> None:
+        """nnU-Net's checkpoint plus ``mim_state``; tensors are stored on the CPU, so stock
+        ``load_pretrained_weights`` (which has no ``map_location``) also works on a machine without the GPU."""
+        if self.local_rank != 0:
+            return
+        if self.disable_checkpointing:
+            self.print_to_log_file('No checkpoint written, checkpointing is disabled')
+            return
+        checkpoint = {
+            'network_weights': {k: v.detach().cpu() for k, v in unwrap_model(self.network).state_dict().items()},
+            'optimizer_state': self.optimizer.state_dict(),
+            'grad_scaler_state': self.grad_scaler.state_dict() if self.grad_scaler is not None else None,
+            'logging': self.logger.get_checkpoint(),
+            '_best_ema': self._best_ema,
+            'current_epoch': self.current_epoch + 1,
+            'init_args': self.my_init_kwargs,
+            'trainer_name': self.__class__.__name__,
+            'inference_allowed_mirroring_axes': self.inference_allowed_mirroring_axes,
+            'mim_state': self.mim_state_dict(),
+        }
+        torch.save(checkpoint, filename)
+
+    def load_checkpoint(self, filename_or_checkpoint) -> None:
+        if not isinstance(filename_or_checkpoint, str):
+            raise TypeError(f"{self.__class__.__name__}.load_checkpoint needs a checkpoint file path (nnU-Net 2.8.1 "
+                            f"cannot load checkpoint dicts), got {type(filename_or_checkpoint).__name__}")
+        super().load_checkpoint(filename_or_checkpoint)
+        checkpoint = torch.load(filename_or_checkpoint, map_location=self.device, weights_only=False)
+        if 'mim_state' not in checkpoint:
+            raise RuntimeError(f"{filename_or_checkpoint} was written by {checkpoint.get('trainer_name')} and has no "
+                               f"'mim_state' (mask generator, EMA teacher): it cannot resume {self.__class__.__name__}."
+                               f" To start from its weights, use -pretrained_weights instead of --c.")
+        self.load_mim_state_dict(checkpoint['mim_state'])
+
+    # ------------------------------------------------------------------------------ final "validation"
+    def perform_actual_validation(self, save_probabilities: bool = False):
+        """No segmentation to validate: write the visual check ``mim_examples.png`` instead."""
+        if self.local_rank != 0:
+            return
+        out = self.save_mim_examples(join(self.output_folder, 'mim_examples.png'))
+        self.print_to_log_file(f"MIM pretraining: wrote the visual check {out} (no segmentation validation)")
+
+    @torch.no_grad()
+    def save_mim_examples(self, filename: str, num_images: int = None, seed: int = 0) -> str:
+        """PNG of masked validation images, their masks, targets and reconstructions (``mim_visualize``)."""
+        from nnunetv2_advmim.mim_visualize import example_batch, save_mim_figure
+        data = example_batch(self, num_images or self.num_example_images, seed).to(self.device)
+        block = self.mask_block(data)
+        generator = torch.Generator().manual_seed(seed)
+        self.network.eval()
+        mask, highlight = self.select_mask(data, block, generator)
+        pred = self.network(data, mask=mask)
+        return save_mim_figure(filename, data, mask, pred, block, highlight,
+                               title=f"{self.__class__.__name__}, after {self.current_epoch} epochs")
+
+
+class nnUNetTrainerAnatoMask(nnUNetTrainerMIM):
+    """AnatoMask (Li et al., ECCV 2024): the EMA teacher's errors on a random mask pick hard blocks.
+
+    Per iteration: random M1 (ratio 0.6); ``n_hard = floor(n_masked * r(epoch))`` highest-error blocks of M1
+    (teacher, block-normalised targets), random others up to ``n_masked``; ``r`` = masking dynamics with
+    ``r_max`` (0.5) and ``hard_schedule`` ('easy_to_hard' or 'hard_to_easy'). The teacher is updated after every
+    optimizer step (decay 0.999 -> 0.9999 over the first quarter of all iterations).
+    """
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device('cuda')):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.r_max = 0.5
+        self.hard_schedule = 'easy_to_hard'
+        self.ema_decay_start = 0.999
+        self.ema_decay_end = 0.9999
+        self.ema_ramp_fraction = 0.25
+        self.teacher = None
+
+    def initialize(self):
+        super().initialize()
+        self.teacher = EMATeacher(self.network, self.num_epochs * self.num_iterations_per_epoch, self.ema_decay_start,
+                                  self.ema_decay_end, self.ema_ramp_fraction)
+
+    def epoch_hard_ratio(self) -> float:
+        return mim.masking_dynamics_ratio(self.current_epoch, self.num_epochs, self.r_max, self.hard_schedule)
+
+    def select_mask(self, data, block, generator):
+        base = block_mask(data.shape[0], mask_grid(data.shape[2:], block), self.epoch_mask_ratio(), generator,
+                          data.device)
+        with self._autocast():  # the teacher's extra forward; errors are computed in float32
+            return mim.anatomask_select(self.teacher, data, base, block, self.current_epoch, self.num_epochs,
+                                        self.r_max, self.hard_schedule, generator)
+
+    def after_optimizer_step(self) -> None:
+        self.teacher.update(self.network)
+
+    def mim_state_dict(self) -> dict:
+        state = super().mim_state_dict()
+        state['teacher'] = {k: (v.detach().cpu() if torch.is_tensor(v) else v)
+                            for k, v in self.teacher.state_dict().items()}
+        state['teacher']['teacher'] = {k: v.detach().cpu() for k, v in self.teacher.teacher.state_dict().items()}
+        return state
+
+    def load_mim_state_dict(self, state: dict) -> None:
+        super().load_mim_state_dict(state)
+        if 'teacher' not in state:
+            raise RuntimeError("The checkpoint's mim_state has no EMA teacher: it was not written by an AnatoMask "
+                               "trainer and cannot resume one.")
+        self.teacher.load_state_dict(state['teacher'])
+
+
+class nnUNetTrainerMPSAMS(nnUNetTrainerMIM):
+    """MPS-AMS (Wang et al., ICASSP 2023), reconstructed (no public code; DESIGN.md section 7).
+
+    Masked patches selection: per image, k-means on block intensity statistics; blocks of the rarest cluster
+    (``n_lesion_clusters`` of ``n_clusters``) are lesion-like and masked first (up to ``lesion_fraction`` of
+    the masked blocks), the rest at random. Adaptive masking: ratio rises linearly from ``ratio_start`` (0.25)
+    to ``ratio_end`` (0.75) over training. No label is used.
+    """
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device('cuda')):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.ratio_start = 0.25
+        self.ratio_end = 0.75
+        self.n_clusters = 4
+        self.n_lesion_clusters = 1
+        self.kmeans_iters = 10
+        self.lesion_fraction = 1.0
+
+    def epoch_mask_ratio(self) -> float:
+        return mim.adaptive_mask_ratio(self.current_epoch, self.num_epochs, self.ratio_start, self.ratio_end)
+
+    def epoch_hard_ratio(self) -> float:
+        return self.lesion_fraction
+
+    def select_mask(self, data, block, generator):
+        return mim.mpsams_mask(data, block, self.epoch_mask_ratio(), generator, self.n_clusters,
+                               self.n_lesion_clusters, self.kmeans_iters, self.lesion_fraction)
+
+
+# -------------------------------------------------------------------------------------------------- variants
+class nnUNetTrainerAnatoMask_HardToEasy(nnUNetTrainerAnatoMask):
+    """AnatoMask with the hard-to-easy masking dynamics (r starts at r_max and falls to 0)."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device('cuda')):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.hard_schedule = 'hard_to_easy'
+
+
+class nnUNetTrainerMIM_Hybrid(nnUNetTrainerMIM):
+    """Random-block MIM of the hybrid CNN-Transformer U-Net (AdvMIM's primary network) from CNN plans."""
+    hybrid = True
+
+
+class nnUNetTrainerAnatoMask_Hybrid(nnUNetTrainerAnatoMask):
+    """AnatoMask pretraining of the hybrid CNN-Transformer U-Net (AdvMIM's primary network) from CNN plans."""
+    hybrid = True
+
+
+class nnUNetTrainerMPSAMS_Hybrid(nnUNetTrainerMPSAMS):
+    """MPS-AMS pretraining of the hybrid CNN-Transformer U-Net (AdvMIM's primary network) from CNN plans."""
+    hybrid = True
+
+
+def _short_schedule(trainer, epochs: int, iterations: int, val_iterations: int, warmup: int) -> None:
+    trainer.num_epochs = epochs
+    trainer.num_iterations_per_epoch = iterations
+    trainer.num_val_iterations_per_epoch = val_iterations
+    trainer.warmup_epochs = warmup
+
+
+class nnUNetTrainerMIM_demo(nnUNetTrainerMIM):
+    """Random MIM on the demo's short CPU schedule: 10 epochs x 15 iterations, 2-epoch warm-up, lr 1e-3."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device('cuda')):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        _short_schedule(self, 10, 15, 2, 2)
+        self.initial_lr = 1e-3
+
+
+class nnUNetTrainerAnatoMask_demo(nnUNetTrainerAnatoMask):
+    """AnatoMask on the demo's short CPU schedule: 10 epochs x 15 iterations, 2-epoch warm-up, lr 1e-3.
+
+    With 150 updates the stock EMA decay (0.999 -> 0.9999) would leave the teacher at its initial weights, so
+    the demo uses 0.9 -> 0.99 (same linear ramp over the first quarter)."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device('cuda')):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        _short_schedule(self, 10, 15, 2, 2)
+        self.initial_lr = 1e-3
+        self.ema_decay_start = 0.9
+        self.ema_decay_end = 0.99
+
+
+class nnUNetTrainerMPSAMS_demo(nnUNetTrainerMPSAMS):
+    """MPS-AMS on the demo's short CPU schedule: 10 epochs x 15 iterations, 2-epoch warm-up, lr 1e-3."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device('cuda')):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        _short_schedule(self, 10, 15, 2, 2)
+        self.initial_lr = 1e-3
