@@ -103,6 +103,8 @@ setup(
             "nnUNetv2_advmim_plan_hybrid=nnunetv2_advmim.plan_hybrid:main",
             "nnUNetv2_advmim_preprocess_unlabeled=nnunetv2_advmim.unlabeled:main",
             "nnUNetv2_advmim_label_budget=nnunetv2_advmim.label_budget:main",
+            "nnUNetv2_advmim_check_weights=nnunetv2_advmim.check_weights:main",
+            "nnUNetv2_advmim_mim_visualize=nnunetv2_advmim.mim_visualize:main",
         ],
     },
     cmdclass=cmdclass,
