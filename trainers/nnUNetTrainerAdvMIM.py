@@ -1,0 +1,486 @@
+"""AdvMIM semi-supervised training and its ablations inside nnU-Net (DESIGN.md section 6).
+
+``nnUNetv2_train D C F -tr nnUNetTrainerAdvMIM`` trains S (the hybrid CNN-Transformer, ``self.network``, saved as
+``network_weights`` and used by ``nnUNetv2_predict``) and C (the plan's CNN, maskable subclass) on one labeled and
+one unlabeled batch per iteration (``nnunetv2_advmim.semisup_loader``). The math is in ``nnunetv2_advmim.advmim``;
+``train_step`` below reads as the algorithm:
+
+    pseudo-labels of C on x_u (no grad)
+    for N in (S, C):   original domain  [x_l; x_u] -> DCCE + cross teaching           -> backward
+                       masked domain    [x_l; x_u] -> DCCE + wCE/wDice + adversarial  -> backward
+    step S and C (gradient clipping 12), then each discriminator on detached softmax maps
+
+Variants (one attribute each): ``nnUNetTrainerCTCT`` (cross teaching only), ``nnUNetTrainerAdvMIM_noAdv``,
+``nnUNetTrainerAdvMIM_CNN`` (predicts with C), ``nnUNetTrainerAdvMIM_Ensemble`` (mean of both softmaxes) and
+short ``_demo`` variants. All of them live in this one module so each class exists once (nnU-Net imports this file
+under its bare name).
+"""
+import os
+from typing import List, Union
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from batchgenerators.utilities.file_and_folder_operations import join
+from nnunetv2.training.loss.dice import get_tp_fp_fn_tn
+from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.collate_outputs import collate_outputs
+from nnunetv2.utilities.helpers import dummy_context
+from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+from torch import autocast
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from nnunetv2_advmim.adversarial import PatchDiscriminator
+from nnunetv2_advmim.advmim import (BRANCHES, AdvMIMEnsemble, EpochLR, build_branch, discriminator_loss,
+                                    full_resolution, load_branch_weights, masked_domain_loss, plain_domain_loss,
+                                    plot_advmim_progress, warmup_poly_lr)
+from nnunetv2_advmim.losses import sigmoid_rampup
+from nnunetv2_advmim.masking import block_mask
+from nnunetv2_advmim.semisup_loader import get_semisup_dataloaders
+
+PRETRAINED_ENV = {"hybrid": "nnUNet_advmim_pretrained_hybrid", "cnn": "nnUNet_advmim_pretrained_cnn"}
+STEP_KEYS = ("sup", "cross_teaching", "masked_sup", "masked_ce", "masked_dice", "adversarial", "total", "certainty",
+             "disc_loss", "disc_real", "disc_fake")
+
+
+def _unwrap(module):
+    return module.module if isinstance(module, DDP) else module
+
+
+class nnUNetTrainerAdvMIM(nnUNetTrainer):
+    """Full AdvMIM (DESIGN.md section 6): masked domain, cross teaching, adversarial loss; predicts with S."""
+
+    predict_with = "hybrid"  # 'hybrid' (S), 'cnn' (C) or 'ensemble' (mean of both softmaxes)
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device('cuda')):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        # loss of DESIGN.md section 6
+        self.masked_domain = True
+        self.adversarial = True
+        self.mask_ratio = 0.7
+        self.lambda_u = 1.0
+        self.lambda_ct = 0.1
+        self.ct_rampup_fraction = 0.4  # sigmoid ramp-up of lambda_ct over the first 40 % of the iterations
+        self.lambda_adv = 0.001
+        self.disc_loss_weight = 0.1
+        self.unlabeled_batch_size = None  # None: the plan's batch size (per GPU under DDP, as nnU-Net splits it)
+        # optimizers (README "AdvMIM training"): C keeps nnU-Net's SGD + poly (self.initial_lr, self.weight_decay);
+        # S (transformer blocks) AdamW + linear warm-up + poly, the settings of nnU-Net's Primus trainers
+        self.hybrid_lr = 3e-4
+        self.hybrid_weight_decay = 5e-2
+        self.hybrid_betas = (0.9, 0.98)
+        self.hybrid_warmup_fraction = 0.05
+        self.disc_lr = 1e-4
+        self.disc_betas = (0.9, 0.99)
+        self.grad_clip = 12.0
+        self.branches = self.discriminators = self.branch_optimizers = self.branch_schedulers = None
+        self.disc_optimizers = None
+        self.disc_grad_scaler = torch.amp.GradScaler("cuda") if self.device.type == "cuda" else None
+        self._register_log_keys()
+
+    # ------------------------------------------------------------------ networks
+    @staticmethod
+    def build_network_architecture(plans_manager, configuration_manager, num_input_channels: int,
+                                   num_output_channels: int, enable_deep_supervision: bool = True) -> torch.nn.Module:
+        """S, the hybrid built from the plan's CNN arguments (what ``nnUNetv2_predict`` rebuilds)."""
+        return build_branch("hybrid", configuration_manager.network_arch_class_name,
+                            configuration_manager.network_arch_init_kwargs,
+                            configuration_manager.network_arch_init_kwargs_req_import, num_input_channels,
+                            num_output_channels, enable_deep_supervision)
+
+    def _build(self, kind: str) -> torch.nn.Module:
+        cm = self.configuration_manager
+        return build_branch(kind, cm.network_arch_class_name, cm.network_arch_init_kwargs,
+                            cm.network_arch_init_kwargs_req_import, self.num_input_channels,
+                            self.label_manager.num_segmentation_heads, self.enable_deep_supervision)
+
+    def _do_i_compile(self):
+        return False  # two networks with masked forwards; torch.compile is not used by AdvMIM trainers
+
+    def initialize(self):
+        if self.was_initialized:
+            raise RuntimeError("You have called self.initialize even though the trainer was already initialized.")
+        if self.label_manager.has_regions:
+            raise NotImplementedError(f"{self.__class__.__name__}: region-based training (sigmoid outputs) is not "
+                                      f"supported; AdvMIM's pseudo-labels are softmax argmax labels.")
+        self._set_batch_size_and_oversample()
+        self.num_input_channels = determine_num_input_channels(self.plans_manager, self.configuration_manager,
+                                                               self.dataset_json)
+        self.network = self.build_network_architecture(
+            self.plans_manager, self.configuration_manager, self.num_input_channels,
+            self.label_manager.num_segmentation_heads, self.enable_deep_supervision).to(self.device)
+        nets = {"hybrid": self.network.hybrid, "cnn": self.network.cnn} if isinstance(self.network, AdvMIMEnsemble) \
+            else {self.predict_with: self.network}
+        for b in BRANCHES:
+            if b not in nets:
+                nets[b] = self._build(b).to(self.device)
+            path = os.environ.get(PRETRAINED_ENV[b])
+            if path:
+                load_branch_weights(nets[b], path, b)
+                self.print_to_log_file(f"Loaded {b} branch weights from {path} (${PRETRAINED_ENV[b]})")
+        self.discriminators = {}
+        if self.masked_domain and self.adversarial:
+            conv_op = nets["cnn"].encoder.conv_op
+            self.discriminators = {b: PatchDiscriminator(self.label_manager.num_segmentation_heads, conv_op)
+                                   .to(self.device) for b in BRANCHES}
+        self.optimizer, self.lr_scheduler = self.configure_optimizers(nets)
+        if self.is_ddp:
+            wrap = lambda m: DDP(torch.nn.SyncBatchNorm.convert_sync_batchnorm(m), device_ids=[self.local_rank])
+            nets = {b: wrap(m) for b, m in nets.items()}
+            self.discriminators = {b: DDP(m, device_ids=[self.local_rank]) for b, m in self.discriminators.items()}
+            self.network = nets[self.predict_with] if self.predict_with in nets else \
+                AdvMIMEnsemble(nets["hybrid"].module, nets["cnn"].module)
+        self.branches = nets
+        self.loss = self._build_loss()
+        from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
+        self.dataset_class = infer_dataset_class(self.preprocessed_dataset_folder)
+        self.was_initialized = True
+        self.print_to_log_file(f"AdvMIM: predicts with {self.predict_with}; masked domain {self.masked_domain} "
+                               f"(ratio {self.mask_ratio}), adversarial {bool(self.discriminators)}, lambda_u "
+                               f"{self.lambda_u}, lambda_ct {self.lambda_ct} (ramp-up {self.ct_rampup_fraction} of "
+                               f"training), lambda_adv {self.lambda_adv}")
+        self.logger.update_config({"hparas": {"advmim": {k: getattr(self, k) for k in (
+            "masked_domain", "adversarial", "mask_ratio", "lambda_u", "lambda_ct", "ct_rampup_fraction", "lambda_adv",
+            "hybrid_lr", "hybrid_weight_decay", "disc_lr", "initial_lr", "num_epochs", "num_iterations_per_epoch")}}})
+
+    def configure_optimizers(self, nets=None):
+        """C: nnU-Net's SGD + poly. S: AdamW + warm-up + poly. D: Adam, constant. Returns S's for nnU-Net's hooks."""
+        nets = nets or {b: _unwrap(m) for b, m in self.branches.items()}
+        cnn_opt = torch.optim.SGD(nets["cnn"].parameters(), self.initial_lr, weight_decay=self.weight_decay,
+                                  momentum=0.99, nesterov=True)
+        hyb_opt = torch.optim.AdamW(nets["hybrid"].parameters(), self.hybrid_lr, betas=self.hybrid_betas,
+                                    weight_decay=self.hybrid_weight_decay)
+        warmup = max(1, int(round(self.hybrid_warmup_fraction * self.num_epochs)))
+        self.branch_optimizers = {"hybrid": hyb_opt, "cnn": cnn_opt}
+        self.branch_schedulers = {
+            "hybrid": EpochLR(hyb_opt, lambda e: warmup_poly_lr(e, self.num_epochs, self.hybrid_lr, warmup)),
+            "cnn": PolyLRScheduler(cnn_opt, self.initial_lr, self.num_epochs)}
+        self.disc_optimizers = {b: torch.optim.Adam(d.parameters(), self.disc_lr, betas=self.disc_betas)
+                                for b, d in self.discriminators.items()}
+        primary = "cnn" if self.predict_with == "cnn" else "hybrid"
+        return self.branch_optimizers[primary], self.branch_schedulers[primary]
+
+    def set_deep_supervision_enabled(self, enabled: bool):
+        for m in self.branches.values():
+            _unwrap(m).decoder.deep_supervision = enabled
+
+    # ------------------------------------------------------------------ data
+    def get_dataloaders(self):
+        return get_semisup_dataloaders(self, unlabeled_batch_size=self.unlabeled_batch_size)
+
+    def on_train_end(self):
+        super().on_train_end()
+        if self.dataloader_train is not None and hasattr(self.dataloader_train, "_finish"):
+            self.dataloader_train._finish()
+
+    # ------------------------------------------------------------------ training
+    def on_train_epoch_start(self):
+        for m in list(self.branches.values()) + list(self.discriminators.values()):
+            m.train()
+        for b, s in self.branch_schedulers.items():
+            if s is not self.lr_scheduler:
+                s.step(self.current_epoch)
+        super().on_train_epoch_start()  # steps self.lr_scheduler, logs its lr
+        self.print_to_log_file(f"lr hybrid {self.branch_optimizers['hybrid'].param_groups[0]['lr']:.2e}, "
+                               f"cnn {self.branch_optimizers['cnn'].param_groups[0]['lr']:.2e}")
+        self._epoch_iteration = 0
+
+    def _rampup(self) -> float:
+        total = self.num_epochs * self.num_iterations_per_epoch
+        it = self.current_epoch * self.num_iterations_per_epoch + getattr(self, "_epoch_iteration", 0)
+        return sigmoid_rampup(it, self.ct_rampup_fraction * total)
+
+    def _autocast(self):
+        return autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context()
+
+    def _draw_mask(self, net, x: torch.Tensor) -> torch.Tensor:
+        return block_mask(x.shape[0], _unwrap(net).mask_grid(x.shape[2:]), self.mask_ratio, device=x.device)
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        (self.grad_scaler.scale(loss) if self.grad_scaler is not None else loss).backward()
+
+    def train_step(self, batch: dict) -> dict:
+        x_l = batch["data"].to(self.device, non_blocking=True)
+        x_u = batch["data_unlabeled"].to(self.device, non_blocking=True)
+        target = batch["target"]
+        target = [t.to(self.device, non_blocking=True) for t in target] if isinstance(target, list) \
+            else target.to(self.device, non_blocking=True)
+        n_l, x = x_l.shape[0], torch.cat([x_l, x_u])
+        rampup = self._rampup()
+        S, C = self.branches["hybrid"], self.branches["cnn"]
+        for opt in self.branch_optimizers.values():
+            opt.zero_grad(set_to_none=True)
+
+        with torch.no_grad(), self._autocast():  # C's pseudo-labels for S (S's for C come from S's own pass)
+            partner_u = {"hybrid": full_resolution(_unwrap(C)(x_u)).float()}
+        log, real, fake = {}, {}, {}
+        for b, net in (("hybrid", S), ("cnn", C)):
+            with self._autocast():
+                plain = plain_domain_loss(net(x), target, n_l, self.loss, partner_u[b], self.lambda_ct, rampup)
+            self._backward(plain["total"])
+            if b == "hybrid":
+                partner_u["cnn"] = plain["logits_u"].float()
+            real[b], terms = plain["probs_l"], dict(plain)
+            if self.masked_domain:
+                with self._autocast():
+                    d = self.discriminators.get(b)
+                    masked = masked_domain_loss(net(x, mask=self._draw_mask(net, x)), target, n_l, self.loss,
+                                                partner_u[b], _unwrap(d) if d is not None else None, self.lambda_u,
+                                                self.lambda_adv)
+                self._backward(masked["total"])
+                fake[b] = masked["probs_u"]
+                terms.update({k: v for k, v in masked.items() if k != "total"})
+                terms["total"] = plain["total"].detach() + masked["total"].detach()
+            log.update({f"{b}_{k}": v.detach().float().item() for k, v in terms.items() if k in STEP_KEYS})
+
+        for b, net in self.branches.items():  # nnU-Net's clipping, per branch
+            opt = self.branch_optimizers[b]
+            if self.grad_scaler is not None:
+                self.grad_scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(net.parameters(), self.grad_clip)
+            self.grad_scaler.step(opt) if self.grad_scaler is not None else opt.step()
+        if self.grad_scaler is not None:
+            self.grad_scaler.update()
+
+        for b, d in self.discriminators.items():  # discriminators on detached maps, their own optimizers
+            opt = self.disc_optimizers[b]
+            opt.zero_grad(set_to_none=True)
+            with self._autocast():
+                dl = discriminator_loss(d, real[b], fake[b], self.disc_loss_weight)
+            if self.disc_grad_scaler is not None:
+                self.disc_grad_scaler.scale(dl["loss"]).backward()
+                self.disc_grad_scaler.step(opt)
+            else:
+                dl["loss"].backward()
+                opt.step()
+            log.update({f"{b}_disc_loss": dl["loss"].item(), f"{b}_disc_real": dl["real"].item(),
+                        f"{b}_disc_fake": dl["fake"].item()})
+        if self.disc_grad_scaler is not None and self.discriminators:
+            self.disc_grad_scaler.update()
+        self._epoch_iteration = getattr(self, "_epoch_iteration", 0) + 1
+        log["lambda_ct"] = self.lambda_ct * rampup
+        log["loss"] = np.array(log["hybrid_total"] + log["cnn_total"])
+        return log
+
+    def on_train_epoch_end(self, train_outputs: List[dict]):
+        super().on_train_epoch_end(train_outputs)
+        outputs = collate_outputs(train_outputs)
+        for k in self._step_log_keys():
+            v = np.mean(outputs[k]) if k in outputs else 0.0
+            if self.is_ddp:
+                gathered = [None] * dist.get_world_size()
+                dist.all_gather_object(gathered, v)
+                v = float(np.mean(gathered))
+            self.logger.log(f"advmim_{k}", float(v), self.current_epoch)
+
+    # ------------------------------------------------------------------ validation
+    def on_validation_epoch_start(self):
+        for m in self.branches.values():
+            m.eval()
+        self.network.eval()
+
+    def validation_step(self, batch: dict) -> dict:
+        data = batch["data"].to(self.device, non_blocking=True)
+        target = batch["target"]
+        target = [t.to(self.device, non_blocking=True) for t in target] if isinstance(target, list) \
+            else target.to(self.device, non_blocking=True)
+        with self._autocast():
+            outs = {b: net(data) for b, net in self.branches.items()}
+            out = AdvMIMEnsemble.combine(outs["hybrid"], outs["cnn"]) if self.predict_with == "ensemble" \
+                else outs[self.predict_with]
+            loss = self.loss(out, target)
+        t0 = target[0] if isinstance(target, list) else target
+        result = {"loss": loss.detach().cpu().numpy()}
+        for name, o in [("", out)] + [(f"_{b}", outs[b]) for b in BRANCHES]:
+            tp, fp, fn = self._hard_tp_fp_fn(full_resolution(o), t0)
+            result.update({f"tp_hard{name}": tp, f"fp_hard{name}": fp, f"fn_hard{name}": fn})
+        return result
+
+    def _hard_tp_fp_fn(self, output: torch.Tensor, target: torch.Tensor):
+        """Foreground tp/fp/fn of the argmax segmentation, as nnU-Net's ``validation_step`` (ignore label masked)."""
+        seg = output.argmax(1)[:, None]
+        onehot = torch.zeros(output.shape, device=output.device, dtype=torch.float16).scatter_(1, seg, 1)
+        mask = None
+        if self.label_manager.has_ignore_label:
+            mask = (target != self.label_manager.ignore_label).float()
+            target = torch.where(target == self.label_manager.ignore_label, torch.zeros_like(target), target)
+        tp, fp, fn, _ = get_tp_fp_fn_tn(onehot, target, axes=[0] + list(range(2, output.ndim)), mask=mask)
+        return tuple(v.detach().cpu().numpy()[1:] for v in (tp, fp, fn))
+
+    def on_validation_epoch_end(self, val_outputs: List[dict]):
+        super().on_validation_epoch_end(val_outputs)
+        outputs = collate_outputs(val_outputs)
+        for b in BRANCHES:
+            tp, fp, fn = (np.sum(outputs[f"{k}_hard_{b}"], 0) for k in ("tp", "fp", "fn"))
+            if self.is_ddp:
+                gathered = [None] * dist.get_world_size()
+                dist.all_gather_object(gathered, (tp, fp, fn))
+                tp, fp, fn = (np.sum([g[i] for g in gathered], 0) for i in range(3))
+            dice = [2 * i / (2 * i + j + k) if (2 * i + j + k) > 0 else np.nan for i, j, k in zip(tp, fp, fn)]
+            self.logger.log(f"advmim_{b}_pseudo_dice", float(np.nanmean(dice)) if not np.all(np.isnan(dice))
+                            else float("nan"), self.current_epoch)
+
+    def on_epoch_end(self):
+        log = self.logger.local_logger.my_fantastic_logging
+        self.print_to_log_file("AdvMIM " + ", ".join(
+            f"{k[7:]} {log[k][-1]:.4f}" for k in self._all_log_keys() if log.get(k)))
+        super().on_epoch_end()  # increments current_epoch
+        if self.local_rank == 0:
+            plot_advmim_progress(log, self._plot_groups(), join(self.output_folder, "progress_advmim.png"))
+
+    # ------------------------------------------------------------------ logging
+    @staticmethod
+    def _step_log_keys():
+        return [f"{b}_{k}" for b in BRANCHES for k in STEP_KEYS] + ["lambda_ct"]
+
+    def _all_log_keys(self):
+        return [f"advmim_{k}" for k in self._step_log_keys()] + [f"advmim_{b}_pseudo_dice" for b in BRANCHES]
+
+    def _register_log_keys(self):
+        log = self.logger.local_logger.my_fantastic_logging
+        for k in self._all_log_keys():
+            log.setdefault(k, [])
+
+    def _plot_groups(self):
+        g = {f"{b} losses": [f"advmim_{b}_{k}" for k in ("sup", "masked_sup", "masked_ce", "masked_dice",
+                                                        "cross_teaching", "total")] for b in BRANCHES}
+        g["adversarial (generator) and discriminator"] = [f"advmim_{b}_{k}" for b in BRANCHES for k in (
+            "adversarial", "disc_loss", "disc_real", "disc_fake")]
+        g["mean pseudo-label certainty, lambda_ct(t)"] = [f"advmim_{b}_certainty" for b in BRANCHES] + \
+            ["advmim_lambda_ct"]
+        g["pseudo Dice per branch"] = [f"advmim_{b}_pseudo_dice" for b in BRANCHES] + ["mean_fg_dice"]
+        return g
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self, filename: str) -> None:
+        """Stock layout (``network_weights`` = the inference network) plus ``advmim``: both branches, both
+        discriminators, every optimizer and grad scaler. Tensors shared with ``network_weights`` are stored once."""
+        if self.local_rank != 0:
+            return
+        if self.disable_checkpointing:
+            self.print_to_log_file("No checkpoint written, checkpointing is disabled")
+            return
+        checkpoint = {
+            "network_weights": _unwrap(self.network).state_dict(),
+            "optimizer_state": self.optimizer.state_dict(),
+            "grad_scaler_state": self.grad_scaler.state_dict() if self.grad_scaler is not None else None,
+            "logging": self.logger.get_checkpoint(),
+            "_best_ema": self._best_ema,
+            "current_epoch": self.current_epoch + 1,
+            "init_args": self.my_init_kwargs,
+            "trainer_name": self.__class__.__name__,
+            "inference_allowed_mirroring_axes": self.inference_allowed_mirroring_axes,
+            "advmim": {
+                "predict_with": self.predict_with,
+                "weights": {b: _unwrap(m).state_dict() for b, m in self.branches.items()},
+                "optimizers": {b: o.state_dict() for b, o in self.branch_optimizers.items()},
+                "discriminators": {b: _unwrap(d).state_dict() for b, d in self.discriminators.items()},
+                "disc_optimizers": {b: o.state_dict() for b, o in self.disc_optimizers.items()},
+                "disc_grad_scaler": self.disc_grad_scaler.state_dict() if self.disc_grad_scaler is not None else None,
+                # the schedules (poly, warm-up + poly, lambda_ct ramp-up) are functions of current_epoch
+            },
+        }
+        torch.save(checkpoint, filename)
+
+    def load_checkpoint(self, filename_or_checkpoint: Union[dict, str]) -> None:
+        if not self.was_initialized:
+            self.initialize()
+        checkpoint = torch.load(filename_or_checkpoint, map_location=self.device, weights_only=False) \
+            if isinstance(filename_or_checkpoint, str) else filename_or_checkpoint
+        extra = checkpoint.get("advmim")
+        if extra is None:
+            raise RuntimeError(f"{filename_or_checkpoint} has no AdvMIM state (not written by an AdvMIM trainer); to "
+                               f"start from a stock checkpoint use -pretrained_weights (S) or "
+                               f"${PRETRAINED_ENV['cnn']} (C)")
+        if extra.get("predict_with", self.predict_with) != self.predict_with:
+            raise RuntimeError(f"{filename_or_checkpoint} was written by a trainer predicting with "
+                               f"{extra['predict_with']}, this one predicts with {self.predict_with}")
+        strip = lambda sd: {k[7:] if k.startswith("module.") else k: v for k, v in sd.items()}
+        for b, m in self.branches.items():
+            _unwrap(m).load_state_dict(strip(extra["weights"][b]))
+            self.branch_optimizers[b].load_state_dict(extra["optimizers"][b])
+        for b, d in self.discriminators.items():
+            _unwrap(d).load_state_dict(strip(extra["discriminators"][b]))
+            self.disc_optimizers[b].load_state_dict(extra["disc_optimizers"][b])
+        if self.grad_scaler is not None and checkpoint.get("grad_scaler_state") is not None:
+            self.grad_scaler.load_state_dict(checkpoint["grad_scaler_state"])
+        if self.disc_grad_scaler is not None and extra.get("disc_grad_scaler") is not None:
+            self.disc_grad_scaler.load_state_dict(extra["disc_grad_scaler"])
+        self.my_init_kwargs = checkpoint["init_args"]
+        self.current_epoch = checkpoint["current_epoch"]
+        self.logger.load_checkpoint(checkpoint["logging"])
+        self._register_log_keys()
+        self._best_ema = checkpoint["_best_ema"]
+        self.inference_allowed_mirroring_axes = checkpoint.get("inference_allowed_mirroring_axes",
+                                                               self.inference_allowed_mirroring_axes)
+
+
+class nnUNetTrainerAdvMIM_noAdv(nnUNetTrainerAdvMIM):
+    """Ablation: masked domain and cross teaching, no adversarial loss (no discriminators)."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device('cuda')):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.adversarial = False
+
+
+class nnUNetTrainerCTCT(nnUNetTrainerAdvMIM):
+    """Ablation / baseline: cross teaching between CNN and Transformer only (no masked domain, no adversarial)."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device('cuda')):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.masked_domain = False
+        self.adversarial = False
+
+
+class nnUNetTrainerAdvMIM_CNN(nnUNetTrainerAdvMIM):
+    """Full AdvMIM; validates and predicts with C (``network_weights`` = C)."""
+
+    predict_with = "cnn"
+
+    @staticmethod
+    def build_network_architecture(plans_manager, configuration_manager, num_input_channels: int,
+                                   num_output_channels: int, enable_deep_supervision: bool = True) -> torch.nn.Module:
+        return build_branch("cnn", configuration_manager.network_arch_class_name,
+                            configuration_manager.network_arch_init_kwargs,
+                            configuration_manager.network_arch_init_kwargs_req_import, num_input_channels,
+                            num_output_channels, enable_deep_supervision)
+
+
+class nnUNetTrainerAdvMIM_Ensemble(nnUNetTrainerAdvMIM):
+    """Full AdvMIM; validates and predicts with the mean of both softmaxes (``network_weights`` = S and C)."""
+
+    predict_with = "ensemble"
+
+    @staticmethod
+    def build_network_architecture(plans_manager, configuration_manager, num_input_channels: int,
+                                   num_output_channels: int, enable_deep_supervision: bool = True) -> torch.nn.Module:
+        return build_branch("ensemble", configuration_manager.network_arch_class_name,
+                            configuration_manager.network_arch_init_kwargs,
+                            configuration_manager.network_arch_init_kwargs_req_import, num_input_channels,
+                            num_output_channels, enable_deep_supervision)
+
+
+class nnUNetTrainerAdvMIM_demo(nnUNetTrainerAdvMIM):
+    """AdvMIM on the demo's short CPU schedule (see README "AdvMIM training" for the cost per iteration)."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device('cuda')):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs = 20
+        self.num_iterations_per_epoch = 15
+        self.num_val_iterations_per_epoch = 2
+
+
+class nnUNetTrainerCTCT_demo(nnUNetTrainerCTCT):
+    """CTCT on the demo's short CPU schedule."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device('cuda')):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs = 20
+        self.num_iterations_per_epoch = 15
+        self.num_val_iterations_per_epoch = 2
