@@ -56,6 +56,14 @@ def test_reader_gives_array_values_3d_and_2d(tmp_path):
             for m in ("Dice", "HD95", "ASD", "NSD"):
                 assert entry["metrics"][label][m] == pytest.approx(expected[label][m], rel=1e-6), (entry["case"], m)
     assert res["cases"][2]["metrics"][2]["empty"] == "prediction"
+    # Dice agrees with nnU-Net's own evaluation of the same files
+    from nnunetv2.evaluation.evaluate_predictions import compute_metrics
+    from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
+
+    for entry in res["cases"]:
+        ref_nn = compute_metrics(entry["reference_file"], entry["prediction_file"], SimpleITKIO(), [1, 2])
+        for label in (1, 2):
+            assert entry["metrics"][label]["Dice"] == pytest.approx(ref_nn["metrics"][label]["Dice"], rel=1e-9)
 
     # 2D images: nnU-Net's SimpleITK reader gives (1, y, x) with spacing 999 on the first axis; values are 2D ones
     ref2, pred2 = np.zeros((30, 26), np.uint8), np.zeros((30, 26), np.uint8)
