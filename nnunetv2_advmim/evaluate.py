@@ -188,7 +188,7 @@ def evaluate_pairs(pairs: Sequence[Tuple[str, str, str]], labels: Optional[Seque
         raise ValueError("nothing to evaluate: no (reference, prediction) pairs")
     ref_ending = _ending_of(pairs[0][1])
     if labels is None:
-        found = _map(_labels_in, [(r, _ending_of(r)) for _, r, _ in pairs], num_processes)
+        found = [_labels_in((r, _ending_of(r))) for _, r, _ in pairs]  # reading only: no worker start-up
         labels = sorted({v for vals in found for v in vals if v != 0 and v != ignore_label})
     labels = [int(v) for v in labels]
     label_names = {int(k): v for k, v in (label_names or {}).items()}
