@@ -129,9 +129,13 @@ def list_unlabeled_cases(raw_dataset_folder: str, dataset_json: dict) -> Dict[st
 
 
 # ---------------------------------------------------------------------------------------------- preprocessing
-def case_is_done(out_truncated: str) -> bool:
-    """nnU-Net's ``save_case`` writes the properties file last, so its presence marks a finished case."""
-    return os.path.isfile(out_truncated + ".pkl")
+def case_is_done(out_truncated: str, plans_file: Optional[str] = None) -> bool:
+    """nnU-Net's ``save_case`` writes the properties file last, so its presence marks a finished case; a case
+    older than the plans file was made with plans that were rewritten since (re-planning) and is not done."""
+    pkl = out_truncated + ".pkl"
+    if not os.path.isfile(pkl):
+        return False
+    return plans_file is None or os.path.getmtime(pkl) >= os.path.getmtime(plans_file)
 
 
 def _remove_case_files(out_truncated: str) -> None:
@@ -213,12 +217,14 @@ def preprocess_unlabeled(dataset_name_or_id, configurations: Optional[Sequence[s
         preprocessor = cm.preprocessor_class(verbose=False)
         out_folder = unlabeled_folder(pre_folder, cm.data_identifier)
         os.makedirs(out_folder, exist_ok=True)
-        todo, skipped = [], []
+        todo, skipped, outdated = [], [], 0
+        plans_file = os.path.join(pre_folder, plans_name + ".json")
         for case, files in cases.items():
             out = os.path.join(out_folder, case)
-            if case_is_done(out) and not overwrite:
+            if case_is_done(out, plans_file) and not overwrite:
                 skipped.append(case)
             else:
+                outdated += case_is_done(out) and not overwrite
                 todo.append((preprocessor, out, files, plans_manager, cm, dataset_json))
         stale = sorted(set(_identifiers_in(out_folder)) - set(cases))
         if stale and verbose:
@@ -226,7 +232,8 @@ def preprocess_unlabeled(dataset_name_or_id, configurations: Optional[Sequence[s
                   f"(e.g. {stale[:3]}); they stay in the unlabeled pool until you delete their files.")
         if verbose:
             print(f"{dataset_name} {c}: {len(todo)} unlabeled case(s) to preprocess into {out_folder}, "
-                  f"{len(skipped)} already done" + (" (use --overwrite to redo them)" if skipped else ""))
+                  f"{len(skipped)} already done" + (" (use --overwrite to redo them)" if skipped else "")
+                  + (f"; {outdated} redone because {plans_name}.json is newer than them" if outdated else ""))
         done = []
         with tqdm(total=len(todo), desc=f"Preprocessing unlabeled ({c})", disable=not verbose or not todo) as bar:
             if num_processes <= 1 or len(todo) <= 1:

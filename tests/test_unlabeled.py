@@ -107,6 +107,13 @@ def test_preprocess_is_idempotent_and_overwrite_redoes(unl_3d, planned_3d):
     assert {f: os.path.getmtime(os.path.join(u, f)) for f in os.listdir(u)} == mtimes
     report = preprocess_unlabeled(910, ["3d_fullres"], num_processes=1, overwrite=True, verbose=False)
     assert len(report["3d_fullres"]["processed"]) == 6 and sorted(os.listdir(u)) == sorted(mtimes)
+    # re-planning rewrites the plans file: cases older than it are redone, the others skipped
+    plans_file = os.path.join(pre, "nnUNetPlans.json")
+    newest = max(os.path.getmtime(os.path.join(u, f)) for f in os.listdir(u))
+    os.utime(plans_file, (newest + 5, newest + 5))
+    os.utime(os.path.join(u, "dup_000.pkl"), (newest + 10, newest + 10))
+    report = preprocess_unlabeled(910, ["3d_fullres"], num_processes=1, verbose=False)
+    assert report["3d_fullres"]["skipped"] == ["dup_000"] and len(report["3d_fullres"]["processed"]) == 5
 
 
 def test_pool_without_budget_and_dataset_never_reads_segmentations(unl_3d):
