@@ -8,8 +8,9 @@ cross-entropy on every scale, the plan's batch and patch size; median over ``--i
 ``--warmup``) and the peak memory of that step. Every network is measured in its own fresh process:
 
 - CUDA: ``torch.cuda.max_memory_allocated`` (autocast fp16 as nnU-Net trains);
-- CPU: peak resident set size of that process (``ru_maxrss``), and the increase over the resident size
-  just before the first step (network, data and interpreter included in the first number only).
+- CPU: peak resident set size of that process during the steps (``VmHWM`` after resetting it), and the
+  increase over the resident size just before the first step (interpreter, network and data are in the
+  first number only).
 
 Usage::
 
@@ -20,19 +21,28 @@ import argparse
 import json
 import multiprocessing as mp
 import os
-import resource
 import statistics
 import sys
 import tempfile
 import time
 
 
-def _rss_mib() -> float:
+def _status_mib(field: str) -> float:
+    """``VmRSS`` (resident now) or ``VmHWM`` (peak resident of this process image) from /proc, in MiB."""
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def _reset_peak_rss() -> None:
+    """Reset VmHWM to the current RSS (Linux >= 4.0); without it the peak also covers imports and set-up."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
 
 
 def _measure(arch: dict, in_ch: int, n_classes: int, batch: int, patch, device: str, warmup: int, iters: int,
@@ -62,7 +72,8 @@ def _measure(arch: dict, in_ch: int, n_classes: int, batch: int, patch, device: 
         loss.backward()
         net.zero_grad(set_to_none=True)
 
-    rss_before = _rss_mib()
+    rss_before = _status_mib("VmRSS")
+    _reset_peak_rss()
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -81,7 +92,7 @@ def _measure(arch: dict, in_ch: int, n_classes: int, batch: int, patch, device: 
     if cuda:
         result["peak_mib"] = torch.cuda.max_memory_allocated() / 2 ** 20
     else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+        peak = _status_mib("VmHWM")  # per process image: not inherited from the parent like ru_maxrss
         result["peak_mib"] = peak
         result["step_mib"] = peak - rss_before
     queue.put(result)
