@@ -14,6 +14,11 @@ from nnunetv2_advmim.synthetic import dataset_folder_name, make_synthetic_datase
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+# 2 cores: nnU-Net's final validation and export otherwise spawn a pool of 8 processes (nnUNet_def_n_proc),
+# each importing torch, which costs far more than the tiny predictions themselves; one augmentation worker.
+os.environ.setdefault("nnUNet_def_n_proc", "1")
+os.environ.setdefault("nnUNet_n_proc_DA", "1")
+
 
 def run_cmd(cmd, env=None, timeout=600, check=True, cwd=None):
     """Run a command in a subprocess; on failure raise with its combined output (pytest shows it)."""
