@@ -244,7 +244,7 @@ def plot_advmim_progress(logging: Dict[str, list], keys: Dict[str, Sequence[str]
     for ax, (title, group) in zip(np.atleast_1d(axes), keys.items()):
         for k in group:
             if k in logging:
-                ax.plot(range(n_epochs), logging[k][:n_epochs], label=k, linewidth=2)
+                ax.plot(range(n_epochs), logging[k][:n_epochs], label=k, linewidth=2, marker="o", markersize=3)
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.legend(loc="upper left", fontsize=8, ncol=2)
