@@ -3,7 +3,9 @@
 ``steps``: one process builds the random-MIM, AnatoMask and MPS-AMS trainers on the same plans (same initial
 weights), draws batches once from the pretraining loader and times ``train_step`` of the strategies
 *interleaved* on the same batches (so load changes on the machine hit all of them alike); reports the median
-step time of each and the ratio to random MIM (AnatoMask's extra cost = the EMA teacher's forward + update)::
+step time of each and the ratio to random MIM (AnatoMask's extra cost = the EMA teacher's forward + update),
+each strategy's training loss along the way (all start from the same weights and see the same batches) and
+the validation reconstruction loss after the run (same fixed-seed random masks for all)::
 
     python -m nnunetv2_advmim.mim_benchmark steps -d 961 -c 2d -n 20 [--stock]
 
@@ -23,7 +25,8 @@ STRATEGIES = ("nnUNetTrainerMIM", "nnUNetTrainerAnatoMask", "nnUNetTrainerMPSAMS
 
 
 def step_times(dataset: str, configuration: str, fold="0", n_steps: int = 20, plans: str = "nnUNetPlans",
-               device: str = "cpu", warmup: int = 2, seed: int = 0, stock: bool = False) -> Dict[str, List[float]]:
+               device: str = "cpu", warmup: int = 2, seed: int = 0, stock: bool = False, n_val: int = 4,
+               lr: float = 1e-3) -> dict:
     """Seconds per ``train_step`` of each strategy in :data:`STRATEGIES`, interleaved on the same batches.
 
     ``stock=True`` also times the stock ``nnUNetTrainer`` (segmentation step with deep supervision) on labeled
@@ -45,15 +48,21 @@ def step_times(dataset: str, configuration: str, fold="0", n_steps: int = 20, pl
     for s in STRATEGIES:
         plans_s = dict(plans_dict, continue_training=False)  # nnU-Net 2.8.1 pops this key in __init__
         t = getattr(module, s)(plans_s, configuration, fold, dataset_json, torch.device(device))
-        t.num_epochs, t.num_iterations_per_epoch = 10, n_steps + warmup  # EMA schedule length only
+        # the run is treated as num_epochs "epochs" so the masking schedules traverse their range; short-run
+        # settings of the _demo variants (lr 1e-3, EMA decay 0.9 -> 0.99)
+        t.num_epochs, t.num_iterations_per_epoch = 10, int(np.ceil((n_steps + warmup) / 10))
+        t.initial_lr = lr
+        if hasattr(t, "ema_decay_start"):
+            t.ema_decay_start, t.ema_decay_end = 0.9, 0.99
         t.initialize()
         trainers[s] = t
     ref = trainers[STRATEGIES[0]].network.state_dict()
     for t in trainers.values():
         t.network.load_state_dict(ref)
         t.network.train()
-    loader, _ = get_pretraining_dataloaders(trainers[STRATEGIES[0]])
+    loader, val_loader = get_pretraining_dataloaders(trainers[STRATEGIES[0]])
     batches = [next(loader) for _ in range(n_steps + warmup)]
+    val_batches = [next(val_loader) for _ in range(n_val)]
     stock_batches = None
     if stock:
         from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
@@ -65,25 +74,37 @@ def step_times(dataset: str, configuration: str, fold="0", n_steps: int = 20, pl
         stock_batches = [next(stock_loader) for _ in range(n_steps + warmup)]
         trainers["nnUNetTrainer"] = t
     times = {s: [] for s in trainers}
+    losses = {s: [] for s in trainers}
     for i, b in enumerate(batches):
         for s, t in trainers.items():
+            t.current_epoch = i * 10 // len(batches)
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
-            t.train_step(stock_batches[i] if s == "nnUNetTrainer" else b)
+            out = t.train_step(stock_batches[i] if s == "nnUNetTrainer" else b)
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
             if i >= warmup:
                 times[s].append(time.perf_counter() - t0)
-    return times
+            losses[s].append(float(out["loss"]))
+    val = {}
+    with torch.no_grad():
+        for s in STRATEGIES:
+            trainers[s].on_validation_epoch_start()  # same fixed-seed random masks for every strategy
+            val[s] = float(np.mean([trainers[s].validation_step(b)["loss"] for b in val_batches]))
+    return {"times": times, "losses": losses, "val": val}
 
 
-def format_step_times(times: Dict[str, Sequence[float]]) -> str:
+def format_step_times(result: dict, chunk: int = 5) -> str:
+    """Table of median step times (ratio to random MIM) and the training losses (mean per ``chunk`` steps)."""
+    times, losses = result["times"], result["losses"]
     base = float(np.median(times[STRATEGIES[0]]))
-    lines = [f"{'trainer':<26}{'median s/step':>14}{'ratio to random':>17}"]
+    lines = [f"{'trainer':<26}{'median s/step':>14}{'ratio to random':>17}{'val loss':>10}  train loss per {chunk} steps"]
     for s, v in times.items():
         m = float(np.median(v))
-        lines.append(f"{s:<26}{m:>14.4f}{m / base:>17.3f}")
+        curve = " ".join(f"{np.mean(losses[s][i:i + chunk]):.3f}" for i in range(0, len(losses[s]), chunk))
+        val = f"{result['val'][s]:.3f}" if s in result["val"] else "-"
+        lines.append(f"{s:<26}{m:>14.4f}{m / base:>17.3f}{val:>10}  {curve}")
     return "\n".join(lines)
 
 
