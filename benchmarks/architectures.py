@@ -5,7 +5,8 @@ fingerprint extraction and experiment planning in a temporary folder, builds the
 (``PlainConvUNet``) and the hybrid derived from the same plan (``nnUNetv2_advmim_plan_hybrid`` logic), and
 prints for each: parameters, the time of one training step's forward + backward (deep supervision on,
 cross-entropy on every scale, the plan's batch and patch size; median over ``--iters`` after
-``--warmup``) and the peak memory of that step. Every network is measured in its own fresh process:
+``--warmup``; wall time, and on the CPU also the process CPU time, which a loaded machine disturbs less)
+and the peak memory of that step. Every network is measured in its own fresh process:
 
 - CUDA: ``torch.cuda.max_memory_allocated`` (autocast fp16 as nnU-Net trains);
 - CPU: peak resident set size of that process during the steps (``VmHWM`` after resetting it), and the
@@ -79,16 +80,18 @@ def _measure(arch: dict, in_ch: int, n_classes: int, batch: int, patch, device: 
         torch.cuda.reset_peak_memory_stats()
     for _ in range(warmup):
         step()
-    times = []
+    times, cpu_times = [], []
     for _ in range(iters):
         if cuda:
             torch.cuda.synchronize()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         step()
         if cuda:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
-    result = {"params": params, "ms": 1000 * statistics.median(times), "ms_min": 1000 * min(times)}
+        cpu_times.append(time.process_time() - c0)
+    result = {"params": params, "ms": 1000 * statistics.median(times), "ms_min": 1000 * min(times),
+              "cpu_ms": 1000 * statistics.median(cpu_times)}
     if cuda:
         result["peak_mib"] = torch.cuda.max_memory_allocated() / 2 ** 20
     else:
@@ -163,12 +166,13 @@ def main(argv=None) -> None:
               f"median of {args.iters} steps after {args.warmup} warm-up")
         mem = "peak alloc MiB" if device.startswith("cuda") else "peak RSS MiB (step delta)"
         print(f"{'configuration':<12} {'batch x patch':<20} {'network':<22} {'params':>11} {'fwd+bwd ms':>11} "
-              f"{'ratio':>6}  {mem}")
+              f"{'ratio':>6} {'CPU-time ms':>11} {'ratio':>6}  {mem}")
         for i, r in enumerate(rows):
-            base = rows[i - i % 2]["ms"]
+            base, cpu_base = rows[i - i % 2]["ms"], rows[i - i % 2]["cpu_ms"]
             memory = f"{r['peak_mib']:.0f}" + (f" ({r['step_mib']:+.0f})" if "step_mib" in r else "")
             print(f"{r['configuration']:<12} {str(r['batch']) + ' x ' + 'x'.join(map(str, r['patch'])):<20} "
-                  f"{r['network']:<22} {r['params']:>11,} {r['ms']:>11.1f} {r['ms'] / base:>6.2f}  {memory}")
+                  f"{r['network']:<22} {r['params']:>11,} {r['ms']:>11.1f} {r['ms'] / base:>6.2f} "
+                  f"{r['cpu_ms']:>11.1f} {r['cpu_ms'] / cpu_base:>6.2f}  {memory}")
         if args.json:
             with open(args.json, "w") as f:
                 json.dump({"device": device, "gpu": gpu, "rows": rows}, f, indent=2)
