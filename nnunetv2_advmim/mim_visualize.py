@@ -51,7 +51,7 @@ def save_mim_figure(filename: str, images: torch.Tensor, mask: torch.Tensor, pre
     recon = torch.where(vm, pred.float(), target)
     masked_in = images.masked_fill(vm, 0)
     n = min(int(max_images), images.shape[0])
-    cols = ["input", "mask (red: selected)", "masked input", "target (block-normalised)", "reconstruction",
+    cols = ["input", "masked: blue, hard/lesion-like: red", "masked input", "target (block-normalised)", "reconstruction",
             "prediction"]
     fig, axes = plt.subplots(n, len(cols), figsize=(3 * len(cols), 3 * n), squeeze=False)
     for i in range(n):
