@@ -117,23 +117,62 @@ def test_stock_train_and_predict_3d(planned_3d, ext_trainers, tmp_path):
         assert set(np.unique(sitk.GetArrayFromImage(pred))) <= set(LABELS.values())
 
 
+TINY_DEMO_STAGES = TINY_DEMO_TRAINER + '''
+from nnunetv2_advmim.trainers.nnUNetTrainerAdvMIM import nnUNetTrainerAdvMIM_demo
+from nnunetv2_advmim.trainers.nnUNetTrainerMIM import nnUNetTrainerAnatoMask_demo
+
+
+def _shorten(trainer):
+    trainer.num_epochs = 1
+    trainer.num_iterations_per_epoch = 2
+    trainer.num_val_iterations_per_epoch = 1
+
+
+class nnUNetTrainer_demo_tiny_ft(nnUNetTrainer_demo_tiny):
+    pass
+
+
+class nnUNetTrainerAdvMIM_tiny(nnUNetTrainerAdvMIM_demo):
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device('cuda')):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        _shorten(self)
+
+
+class nnUNetTrainerAnatoMask_tiny(nnUNetTrainerAnatoMask_demo):
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device('cuda')):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        _shorten(self)
+        self.warmup_epochs = 0
+'''
+
+
 def test_demo_runs_end_to_end_in_2d(tmp_path, ext_trainers, monkeypatch, capsys):
-    """The README's main job, on the 2D setting with a shortened trainer; a rerun refuses to overwrite."""
+    """The README's main job (every stage) in 2D with shortened trainers; a rerun refuses to overwrite."""
     folder, write = ext_trainers
-    write("tiny_demo_trainer", TINY_DEMO_TRAINER)
+    write("tiny_demo_trainers", TINY_DEMO_STAGES)
     monkeypatch.setenv("nnUNet_extTrainer", folder)
     for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("nnUNet_n_proc_DA", "1")
-    summaries = run_demo(str(tmp_path / "demo"), dataset_id=944, dim=2, device="cpu",
-                         trainers=("nnUNetTrainer_demo_tiny",), num_processes=1)
+    kwargs = dict(dataset_id=944, dim=2, device="cpu", baseline="nnUNetTrainer_demo_tiny",
+                  semi_supervised=("nnUNetTrainerAdvMIM_tiny",), pretrainer="nnUNetTrainerAnatoMask_tiny",
+                  finetuner="nnUNetTrainer_demo_tiny_ft", n_labeled=4, num_processes=1)
+    summaries, comparison = run_demo(str(tmp_path / "demo"), **kwargs)
     out = capsys.readouterr().out
     assert "nnUNet_raw was unset: using" in out
     assert "Dice per label" in out and "organ" in out and "lesion" in out
-    assert len(summaries["nnUNetTrainer_demo_tiny"]["metric_per_case"]) == 5
+    assert list(summaries) == ["nnUNetTrainer_demo_tiny", "nnUNetTrainerAdvMIM_tiny",
+                               "nnUNetTrainer_demo_tiny_ft (from nnUNetTrainerAnatoMask_tiny)"]
+    assert all(len(s["metric_per_case"]) == 5 for s in summaries.values())
+    assert os.path.isfile(comparison["png"])
+    assert set(comparison["n_labeled"].values()) == {4}  # every run trained on the same 4 labeled cases
+    log = open(tmp_path / "demo" / "demo_log.txt").read()
+    assert "Loading pretrained weights from file" in log and "nnUNetTrainerAnatoMask_tiny__nnUNetPlans__2d" in log
     assert os.environ["nnUNet_results"] == str(tmp_path / "demo" / "nnUNet_results")
     with pytest.raises(FileExistsError, match="--overwrite"):
-        run_demo(str(tmp_path / "demo"), dataset_id=944, dim=2, device="cpu", trainers=("nnUNetTrainer_demo_tiny",))
+        run_demo(str(tmp_path / "demo"), **kwargs)
 
 
 def test_dice_table_format():

@@ -16,3 +16,8 @@ class nnUNetTrainer_demo(nnUNetTrainer):
         self.num_epochs = 20
         self.num_iterations_per_epoch = 15
         self.num_val_iterations_per_epoch = 2
+
+
+class nnUNetTrainer_demo_finetune(nnUNetTrainer_demo):
+    """``nnUNetTrainer_demo`` under its own name, so fine-tuning from pretrained weights
+    (``-pretrained_weights``) gets a results folder of its own next to the baseline's."""
