@@ -244,6 +244,43 @@ def test_checkpoint_round_trip_restores_every_state(advmim_2d, tmp_path):
         assert _same(_params(t.branches[b]), _params(t2.branches[b])), b
 
 
+def test_partner_checkpoint_loads_into_c_through_the_environment(advmim_2d, tmp_path, monkeypatch):
+    torch.manual_seed(4)
+    t = _trainer(advmim_2d)
+    ckpt = str(tmp_path / "ckpt.pth")
+    t.save_checkpoint(ckpt)
+    monkeypatch.setenv("nnUNet_advmim_pretrained_cnn", ckpt)
+    torch.manual_seed(11)
+    t2 = _trainer(advmim_2d)
+    no_seg = lambda d: {k: v for k, v in d.items() if ".seg_layers." not in k}  # nnU-Net's pretrained-weights rule
+    assert _same(no_seg(_params(t.branches["cnn"])), no_seg(_params(t2.branches["cnn"])))
+    assert not _same(_params(t.branches["hybrid"]), _params(t2.branches["hybrid"]))
+    monkeypatch.setenv("nnUNet_advmim_pretrained_cnn", str(tmp_path / "missing.pth"))
+    with pytest.raises(FileNotFoundError, match="cnn branch"):
+        _trainer(advmim_2d)
+
+
+@pytest.mark.parametrize("name, predicts, n_disc, masked", [
+    ("nnUNetTrainerAdvMIM_noAdv", "HybridTransformerUNet", 0, True),
+    ("nnUNetTrainerCTCT", "HybridTransformerUNet", 0, False),
+    ("nnUNetTrainerAdvMIM_CNN", "MaskablePlainConvUNet", 2, True),
+])
+def test_variants_train_step_and_inference_network(advmim_2d, tmp_path, name, predicts, n_disc, masked):
+    torch.manual_seed(3)
+    t = _trainer(advmim_2d, name)
+    assert len(t.discriminators) == n_disc and t.masked_domain == masked
+    t.on_train_epoch_start()
+    log = t.train_step(_batch(t))
+    assert ("hybrid_masked_ce" in log) == masked and ("cnn_disc_loss" in log) == (n_disc > 0)
+    assert log.get("hybrid_adversarial", 0.0) == 0.0 or n_disc > 0
+    ckpt = str(tmp_path / "c.pth")
+    t.save_checkpoint(ckpt)
+    net = type(t).build_network_architecture(t.plans_manager, t.configuration_manager, 1,
+                                             t.label_manager.num_segmentation_heads, False)
+    assert type(net).__name__ == predicts
+    net.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=False)["network_weights"])
+
+
 # ----------------------------------------------------------------------------------------------- end to end
 def _variant(ext_trainers, base, name):
     folder, write = ext_trainers
