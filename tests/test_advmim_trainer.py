@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run_cmd
-from nnunetv2_advmim.synthetic import dataset_folder_name, make_synthetic_dataset
+from conftest import Planned, run_cmd
+from nnunetv2_advmim.synthetic import make_synthetic_dataset
 
 SHORT_VARIANT = '''
 import os
@@ -32,15 +32,11 @@ class {name}({base}):
 '''
 
 
-class AdvDataset:
+class AdvDataset(Planned):
+    """A planned dataset (conftest.Planned) with its label budget."""
+
     def __init__(self, dataset_id, name, configuration, env):
-        self.id = dataset_id
-        self.name = dataset_folder_name(dataset_id, name)
-        self.configuration = configuration
-        self.env = env
-        self.raw = os.path.join(env["nnUNet_raw"], self.name)
-        self.preprocessed = os.path.join(env["nnUNet_preprocessed"], self.name)
-        self.results = os.path.join(env["nnUNet_results"], self.name)
+        super().__init__(dataset_id, name, configuration, env)
         with open(os.path.join(self.preprocessed, "label_budget.json")) as f:
             self.budget = json.load(f)
 
