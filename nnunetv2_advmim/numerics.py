@@ -8,13 +8,24 @@ skipped steps in a row training stops with ``NonFiniteError`` naming the term(s)
 ``discriminator_collapsed`` flags adversarial training whose discriminator loss has stayed near zero for many
 epochs (DESIGN.md section 6: the LSGAN discriminator loss ``L_D`` sits near 0.1 * 0.25 * 2 when balanced; a
 value near 0 means D separates the two domains perfectly or the adversarial term has vanished).
+
+``enable_determinism`` / ``seed_from_env`` (issue 9, item 5): with ``nnUNet_advmim_seed=<int>`` set, our trainers
+seed python/numpy/torch and switch torch to deterministic algorithms; together with ``nnUNet_n_proc_DA=0``
+(augmentation in the training process: worker processes deliver batches in a non-deterministic order) two runs
+on the CPU give identical losses.
 """
 import math
-from typing import Callable, Dict, Sequence
+import os
+import random
+from typing import Callable, Dict, Optional, Sequence
 
+import numpy as np
 import torch
 
-__all__ = ["NonFiniteError", "NonFiniteGuard", "discriminator_collapsed"]
+__all__ = ["NonFiniteError", "NonFiniteGuard", "discriminator_collapsed", "SEED_ENV", "enable_determinism",
+           "seed_from_env"]
+
+SEED_ENV = "nnUNet_advmim_seed"
 
 _FIX = ("lower the learning rate (initial_lr), check the input data for NaN/inf voxels, "
         "or disable mixed precision (AMP)")
@@ -128,3 +139,29 @@ def discriminator_collapsed(disc_losses: Sequence[float], threshold: float = 1e-
     if len(tail) < epochs:
         return False
     return all(math.isfinite(v) and v < threshold for v in tail)
+
+
+def enable_determinism(seed: int) -> None:
+    """Seed python ``random``, numpy's global generator and torch (CPU and CUDA), and make torch deterministic:
+    ``torch.use_deterministic_algorithms(True)``, cuDNN deterministic without benchmarking, and the cuBLAS
+    workspace setting deterministic CUDA matmuls need (set before CUDA starts; an existing value is kept)."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    seed = int(seed)
+    random.seed(seed)
+    np.random.seed(seed % (2 ** 32))
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+
+
+def seed_from_env(env_var: str = SEED_ENV) -> Optional[int]:
+    """The integer in ``env_var`` (None when unset or empty); a non-integer is a clear error."""
+    value = os.environ.get(env_var, "").strip()
+    if not value:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"Environment variable {env_var}={value!r} must be an integer seed (e.g. {env_var}=0), or "
+                         f"unset for non-deterministic training.") from None

@@ -18,10 +18,18 @@ Validation: reconstruction loss on the fold's held-out images, always with *rand
 from a fixed seed, so the curves of the three strategies are comparable (``val_losses`` in ``progress.png``).
 ``checkpoint_best.pth`` = lowest validation reconstruction loss. Checkpoints carry ``mim_state`` (mask generator
 state, EMA teacher and its step counter, best loss), so ``--c`` continues the same teacher and schedules; the
-schedules themselves are functions of the epoch. The final "validation" (also ``--val``) writes
-``mim_examples.png`` (masked inputs, masks with AnatoMask's hard / MPS-AMS's lesion-like blocks in red,
-targets and reconstructions) instead of segmentation metrics.
+schedules themselves are functions of the epoch. Checkpoints are written atomically (temporary file + rename,
+``nnunetv2_advmim.checkpointing.atomic_save``), carry the RNG states of python/numpy/torch (restored after
+``on_train_start``, so with ``nnUNet_n_proc_DA=0`` a resumed run continues bit for bit) and the non-finite
+guard's counters, and are loaded with ``weights_only=True`` (``safe_load``: foreign pickled objects are refused).
+``train_step`` skips the optimizer and EMA steps when the loss or the gradient norm is not finite
+(``nnunetv2_advmim.numerics.NonFiniteGuard``; ``max_nonfinite_steps`` in a row stop training). With
+``nnUNet_advmim_seed=<int>`` and ``nnUNet_n_proc_DA=0`` training is seeded and deterministic (two runs on the CPU
+give identical losses). The final "validation" (also ``--val``) writes ``mim_examples.png`` (masked inputs,
+masks with AnatoMask's hard / MPS-AMS's lesion-like blocks in red, targets and reconstructions) instead of
+segmentation metrics.
 """
+import os
 from time import time
 
 import numpy as np
@@ -34,8 +42,11 @@ from torch import autocast
 from torch import distributed as dist
 
 from nnunetv2_advmim import mim
+from nnunetv2_advmim.checkpointing import (apply_nnunet_checkpoint, atomic_save, rng_states, safe_load,
+                                           set_rng_states)
 from nnunetv2_advmim.ema import EMATeacher, unwrap_model
 from nnunetv2_advmim.masking import block_mask, mask_grid
+from nnunetv2_advmim.numerics import SEED_ENV, NonFiniteGuard, enable_determinism, seed_from_env
 from nnunetv2_advmim.pretraining import (WarmupCosineLRScheduler, build_pretraining_network,
                                          get_pretraining_dataloaders)
 
@@ -61,8 +72,22 @@ class nnUNetTrainerMIM(nnUNetTrainer):
         self.num_example_images = 4
         self.mask_generator = torch.Generator().manual_seed(self.mask_seed)
         self._best_val_loss = None
+        self.max_nonfinite_steps = 20  # non-finite loss/gradient steps in a row before training stops
+        self.nonfinite_guard = None  # built in initialize() (after variants changed max_nonfinite_steps)
+        self._pending_rng_states = None
         for k in MIM_LOG_KEYS:
             self.logger.local_logger.my_fantastic_logging.setdefault(k, [])
+        self.deterministic_seed = seed_from_env()
+        if self.deterministic_seed is not None:
+            enable_determinism(self.deterministic_seed)
+            self.print_to_log_file(f"{SEED_ENV}={self.deterministic_seed}: seeded, deterministic algorithms on"
+                                   + ("" if os.environ.get("nnUNet_n_proc_DA") == "0" else
+                                      "; set nnUNet_n_proc_DA=0 too, augmentation workers deliver batches in a "
+                                      "non-deterministic order"))
+
+    def initialize(self):
+        super().initialize()
+        self.nonfinite_guard = NonFiniteGuard(self.max_nonfinite_steps, log=self.print_to_log_file)
 
     # ------------------------------------------------------------------------------ network, loss, data
     @classmethod
@@ -130,13 +155,19 @@ class nnUNetTrainerMIM(nnUNetTrainer):
             self.grad_scaler.scale(loss).backward()
             self.grad_scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
-            self.grad_scaler.step(self.optimizer)
+            # fp16: inf gradients are the scaler's business (it skips the step and lowers the scale)
+            ok = self.nonfinite_guard.step_ok({'loss': loss})
+            if ok:
+                self.grad_scaler.step(self.optimizer)
             self.grad_scaler.update()
         else:
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
-            self.optimizer.step()
-        self.after_optimizer_step()
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+            ok = self.nonfinite_guard.step_ok({'loss': loss, 'grad_norm': grad_norm})
+            if ok:
+                self.optimizer.step()
+        if ok:
+            self.after_optimizer_step()
         return {'loss': loss.detach().cpu().numpy()}
 
     def on_validation_epoch_start(self):
@@ -188,12 +219,23 @@ class nnUNetTrainerMIM(nnUNetTrainer):
                 'best_val_loss': self._best_val_loss}
 
     def load_mim_state_dict(self, state: dict) -> None:
-        self.mask_generator.set_state(state['mask_generator'])
+        self.mask_generator.set_state(state['mask_generator'].cpu())  # CPU generator; the file may map to CUDA
         self._best_val_loss = state['best_val_loss']
 
+    def on_train_start(self):
+        super().on_train_start()
+        if self.deterministic_seed is not None:  # nnUNetv2_train turns cuDNN benchmarking on after __init__
+            torch.backends.cudnn.deterministic = True
+            torch.backends.cudnn.benchmark = False
+        if self._pending_rng_states is not None:
+            # after everything on_train_start draws, so the next epoch sees the RNG exactly as the killed run did
+            set_rng_states(self._pending_rng_states)
+            self._pending_rng_states = None
+
     def save_checkpoint(self, filename: str) -> None:
-        """nnU-Net's checkpoint plus ``mim_state``; tensors are stored on the CPU, so stock
-        ``load_pretrained_weights`` (which has no ``map_location``) also works on a machine without the GPU."""
+        """nnU-Net's checkpoint plus ``mim_state``, RNG states and the non-finite guard's counters, written
+        atomically. Tensors are stored on the CPU, so stock ``load_pretrained_weights`` (which has no
+        ``map_location``) also works on a machine without the GPU."""
         if self.local_rank != 0:
             return
         if self.disable_checkpointing:
@@ -210,20 +252,30 @@ class nnUNetTrainerMIM(nnUNetTrainer):
             'trainer_name': self.__class__.__name__,
             'inference_allowed_mirroring_axes': self.inference_allowed_mirroring_axes,
             'mim_state': self.mim_state_dict(),
+            'rng_states': rng_states(),
+            'nonfinite_guard': self.nonfinite_guard.state_dict() if self.nonfinite_guard is not None else None,
         }
-        torch.save(checkpoint, filename)
+        atomic_save(checkpoint, filename)
 
     def load_checkpoint(self, filename_or_checkpoint) -> None:
         if not isinstance(filename_or_checkpoint, str):
             raise TypeError(f"{self.__class__.__name__}.load_checkpoint needs a checkpoint file path (nnU-Net 2.8.1 "
                             f"cannot load checkpoint dicts), got {type(filename_or_checkpoint).__name__}")
-        super().load_checkpoint(filename_or_checkpoint)
-        checkpoint = torch.load(filename_or_checkpoint, map_location=self.device, weights_only=False)
+        checkpoint = safe_load(filename_or_checkpoint, map_location=self.device)
         if 'mim_state' not in checkpoint:
             raise RuntimeError(f"{filename_or_checkpoint} was written by {checkpoint.get('trainer_name')} and has no "
                                f"'mim_state' (mask generator, EMA teacher): it cannot resume {self.__class__.__name__}."
                                f" To start from its weights, use -pretrained_weights instead of --c.")
+        apply_nnunet_checkpoint(self, checkpoint)
         self.load_mim_state_dict(checkpoint['mim_state'])
+        if checkpoint.get('nonfinite_guard') is not None:
+            self.nonfinite_guard.load_state_dict(checkpoint['nonfinite_guard'])
+        if checkpoint.get('rng_states') is not None:
+            set_rng_states(checkpoint['rng_states'])
+            self._pending_rng_states = checkpoint['rng_states']
+        else:
+            self.print_to_log_file(f"{filename_or_checkpoint} holds no RNG states (written by an older version): "
+                                   f"the resumed run continues with fresh random numbers.")
 
     # ------------------------------------------------------------------------------ final "validation"
     def perform_actual_validation(self, save_probabilities: bool = False):
