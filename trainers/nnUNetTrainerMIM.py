@@ -49,6 +49,7 @@ from nnunetv2_advmim.masking import block_mask, mask_grid
 from nnunetv2_advmim.numerics import SEED_ENV, NonFiniteGuard, enable_determinism, seed_from_env
 from nnunetv2_advmim.pretraining import (WarmupCosineLRScheduler, build_pretraining_network,
                                          get_pretraining_dataloaders)
+from nnunetv2_advmim.safety import refuse_finished_run
 
 MIM_LOG_KEYS = ("mim_mask_ratio", "mim_hard_ratio")
 
@@ -223,6 +224,7 @@ class nnUNetTrainerMIM(nnUNetTrainer):
         self._best_val_loss = state['best_val_loss']
 
     def on_train_start(self):
+        refuse_finished_run(self)  # before anything is written: never train over a finished run unless asked
         super().on_train_start()
         if self.deterministic_seed is not None:  # nnUNetv2_train turns cuDNN benchmarking on after __init__
             torch.backends.cudnn.deterministic = True
