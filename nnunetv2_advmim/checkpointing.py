@@ -71,6 +71,20 @@ def _remove_stale_temporaries(filename: str) -> None:
             pass
 
 
+def _current_umask() -> int:
+    """The process umask, read without changing it where Linux allows (os.umask can only set it)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
+
+
 def _fsync_dir(folder: str) -> None:
     try:
         fd = os.open(folder, os.O_RDONLY)
@@ -97,6 +111,7 @@ def atomic_save(obj: Any, filename: str) -> None:
     _remove_stale_temporaries(filename)
     fd, tmp = tempfile.mkstemp(prefix=f"{_tmp_prefix(filename)}{os.getpid()}.", dir=folder)
     try:
+        os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp creates 0600; give the file the mode open() would
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
             f.flush()

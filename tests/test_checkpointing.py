@@ -69,6 +69,9 @@ def test_nnunet_checkpoint_contents_load_with_weights_only(tmp_path):
         assert torch.equal(v, back["network_weights"][k])
     assert back["optimizer_state"]["state"][0]["step"] == ckpt["optimizer_state"]["state"][0]["step"]
     assert os.listdir(tmp_path) == ["checkpoint_latest.pth"]  # no temporary file left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(f).st_mode & 0o777 == 0o666 & ~umask  # same permissions as torch.save(obj, path)
 
 
 def test_rng_states_round_trip_through_safe_load(tmp_path):
