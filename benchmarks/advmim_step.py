@@ -99,6 +99,11 @@ def main(argv=None) -> None:
     parser.add_argument("-n", type=int, default=5, help="timed rounds (after one warm-up round)")
     parser.add_argument("-device", default="cpu")
     args = parser.parse_args(argv)
+    from nnunetv2_advmim.input_checks import require_planned
+    try:  # a clear error naming the command to run first, not a traceback (issue 9)
+        require_planned(args.d, args.c, command="the benchmark")
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        parser.exit(2, f"{parser.prog}: error: {e}\n")
     r = benchmark(args.d, args.c, args.tr, args.n, args.device)
     print(f"patch {r['patch_size']}, batch {r['batch_size']} (+ the same unlabeled), device {r['device']}, "
           f"{r['threads']} threads, median of {args.n} steps:")

@@ -157,6 +157,11 @@ def main(argv=None) -> None:
     q.add_argument("-o", default="mim_loss_curves.png")
     args = parser.parse_args(argv)
     if args.cmd == "steps":
+        from nnunetv2_advmim.input_checks import require_planned
+        try:  # a clear error naming the command to run first, not a traceback (issue 9)
+            require_planned(args.d, args.c, args.p, command="the benchmark")
+        except (FileNotFoundError, ValueError, RuntimeError) as e:
+            parser.exit(2, f"{parser.prog}: error: {e}\n")
         print(format_step_times(step_times(args.d, args.c, args.f, args.n, args.p, args.device, stock=args.stock)))
     else:
         curves = loss_curves(args.folders)

@@ -143,7 +143,7 @@ def split_semisup_keys(trainer, include_validation: bool = False):
     folder_base = trainer.preprocessed_dataset_folder_base
     data_identifier = trainer.configuration_manager.data_identifier
     pool = find_unlabeled_cases(folder_base, data_identifier, trainer.fold, include_validation)
-    require_unlabeled_pool(pool, folder_base, data_identifier, trainer.fold)
+    require_unlabeled_pool(pool, folder_base, data_identifier, trainer.fold, trainer.configuration_name)
     labeled = [k for k in tr_keys if k not in pool]
     if not labeled:
         raise RuntimeError(f"Fold {trainer.fold} of {folder_base} has no labeled training case left after removing "

@@ -101,18 +101,26 @@ def list_unlabeled_cases(raw_dataset_folder: str, dataset_json: dict) -> Dict[st
     ending = dataset_json["file_ending"]
     channels = dataset_json.get("channel_names", dataset_json.get("modality"))
     n_channels = len(channels)
+    labels_dir = os.path.join(raw_dataset_folder, "labelsTr")
+    label_names = set(os.listdir(labels_dir)) if os.path.isdir(labels_dir) else set()
     problems, cases = [], {}
     for f in sorted(os.listdir(folder)):
         if f.startswith("."):
             continue
         path = os.path.join(folder, f)
+        if f in label_names:  # the reliable rule for a segmentation copied here by mistake (issue 9)
+            problems.append(f"{path}: has the name of the label file {os.path.join(labels_dir, f)}; segmentations do "
+                            f"not belong in imagesUnlabeled: move it out (unlabeled images are named "
+                            f"{{case}}_0000{ending})")
+            continue
         if not f.endswith(ending):
             problems.append(f"{path}: file ending differs from the dataset's '{ending}'; convert it to {ending} "
                             f"(or remove it)")
             continue
         m = re.fullmatch(r"(.+)_(\d{4})", f[:-len(ending)])
         if m is None:
-            problems.append(f"{path}: name lacks the channel suffix; rename it to {{case}}_0000{ending}")
+            problems.append(f"{path}: name lacks the channel suffix; if it is an image, rename it to "
+                            f"{{case}}_0000{ending}; if it is a segmentation, move it out of imagesUnlabeled")
             continue
         cases.setdefault(m.group(1), {})[int(m.group(2))] = path
     for case, by_channel in cases.items():
@@ -167,14 +175,41 @@ def _preprocess_case_star(args):
     return preprocess_case(*args)
 
 
+def _check_raw_inputs(pre_folder: str, raw_folder: str, plans_manager, dataset_json: dict,
+                      configurations: Sequence[str], cases: Dict[str, List[str]], plans_file: str, overwrite: bool,
+                      num_processes: int) -> None:
+    """Read every case that is going to be preprocessed with the plan's reader and refuse bad inputs (truncated or
+    unreadable files, wrong dimensionality or channel count, NaN/inf) before any folder or file is written
+    (issue 9; :mod:`nnunetv2_advmim.input_checks`). Cases already done for every configuration are not re-read."""
+    from nnunetv2_advmim.input_checks import check_cases, dataset_is_2d, format_problems
+    needed = {}
+    for c in configurations:
+        out_folder = unlabeled_folder(pre_folder, plans_manager.get_configuration(c).data_identifier)
+        for case, files in cases.items():
+            if overwrite or not case_is_done(os.path.join(out_folder, case), plans_file):
+                needed[case] = files
+    if not needed:
+        return
+    n_channels = len(dataset_json.get("channel_names", dataset_json.get("modality")))
+    problems, warnings = check_cases(needed, plans_manager.image_reader_writer_class, n_channels,
+                                     dataset_is_2d(pre_folder, plans_manager), dataset_json, num_processes)
+    for w in warnings:
+        print(f"WARNING: {w}", file=sys.stderr)
+    if problems:
+        raise ValueError(format_problems(
+            f"{len(problems)} problem(s) in {os.path.join(raw_folder, RAW_UNLABELED_FOLDER)}; nothing was "
+            f"preprocessed (fix or remove the files and re-run):", problems))
+
+
 def preprocess_unlabeled(dataset_name_or_id, configurations: Optional[Sequence[str]] = None,
                          plans_name: str = "nnUNetPlans", num_processes: int = 4, overwrite: bool = False,
-                         verbose: bool = True) -> Dict[str, Dict[str, List[str]]]:
+                         verbose: bool = True, check_inputs: bool = True) -> Dict[str, Dict[str, List[str]]]:
     """Preprocess ``imagesUnlabeled`` of a planned dataset for the given configurations (DESIGN.md section 4).
 
     ``configurations=None`` means every configuration of the plans whose labeled data are preprocessed.
     Returns ``{configuration: {"processed": [...], "skipped": [...]}}``. Finished cases are skipped unless
-    ``overwrite``; nothing else in the preprocessed folder is touched.
+    ``overwrite``; nothing else in the preprocessed folder is touched. ``check_inputs`` first reads every case
+    to be done and refuses bad inputs before anything is written (:func:`_check_raw_inputs`; costs one extra read).
     """
     from tqdm import tqdm
 
@@ -208,6 +243,11 @@ def preprocess_unlabeled(dataset_name_or_id, configurations: Optional[Sequence[s
                          f"training case names in imagesTr; rename them (e.g. with a prefix 'unl_') so every case "
                          f"identifier is unique.")
 
+    plans_file = os.path.join(pre_folder, plans_name + ".json")
+    if check_inputs:
+        _check_raw_inputs(pre_folder, raw_folder, plans_manager, dataset_json, configurations, cases, plans_file,
+                          overwrite, num_processes)
+
     report = {}
     for c in configurations:
         cm = plans_manager.get_configuration(c)
@@ -218,7 +258,6 @@ def preprocess_unlabeled(dataset_name_or_id, configurations: Optional[Sequence[s
         out_folder = unlabeled_folder(pre_folder, cm.data_identifier)
         os.makedirs(out_folder, exist_ok=True)
         todo, skipped, outdated = [], [], 0
-        plans_file = os.path.join(pre_folder, plans_name + ".json")
         for case, files in cases.items():
             out = os.path.join(out_folder, case)
             if case_is_done(out, plans_file) and not overwrite:
@@ -358,15 +397,28 @@ def _warn_unpreprocessed(preprocessed_folder: str, u_folder: str, done: Sequence
               f"{os.path.basename(preprocessed_folder)} -c CONFIG` to add them.", file=sys.stderr)
 
 
-def require_unlabeled_pool(pool: Dict[str, str], preprocessed_folder: str, data_identifier: str, fold) -> None:
-    """Raise the clear error a semi-supervised trainer gives when its fold has no unlabeled case."""
-    if not pool:
-        name = os.path.basename(preprocessed_folder)
+def require_unlabeled_pool(pool: Dict[str, str], preprocessed_folder: str, data_identifier: str, fold,
+                           configuration: Optional[str] = None) -> None:
+    """Raise the clear error a semi-supervised trainer gives when its fold has no unlabeled case, naming the
+    command to run: preprocessing if ``imagesUnlabeled`` holds images, else where to put them or a label budget."""
+    if pool:
+        return
+    name = os.path.basename(preprocessed_folder)
+    c = f" -c {configuration}" if configuration else ""
+    raw_root = os.environ.get("nnUNet_raw")
+    raw_dir = os.path.join(raw_root, name, RAW_UNLABELED_FOLDER) if raw_root else None
+    n_raw = len([f for f in os.listdir(raw_dir) if not f.startswith(".")]) if raw_dir and os.path.isdir(raw_dir) else 0
+    if n_raw:
         raise RuntimeError(
-            f"The unlabeled pool of fold {fold} is empty for {name} ({data_identifier}): semi-supervised training "
-            f"needs unlabeled images. Either put images into $nnUNet_raw/{name}/{RAW_UNLABELED_FOLDER}/ and run "
-            f"`nnUNetv2_advmim_preprocess_unlabeled -d {name}`, or keep only N cases labeled with "
-            f"`nnUNetv2_advmim_label_budget -d {name} -n N`.")
+            f"The unlabeled pool of fold {fold} is empty for {name} ({data_identifier}): {raw_dir} holds {n_raw} "
+            f"file(s) but {unlabeled_folder(preprocessed_folder, data_identifier)} has no preprocessed case. Run "
+            f"`nnUNetv2_advmim_preprocess_unlabeled -d {name}{c}` first (or keep only N cases labeled with "
+            f"`nnUNetv2_advmim_label_budget -d {name} -n N`).")
+    raise RuntimeError(
+        f"The unlabeled pool of fold {fold} is empty for {name} ({data_identifier}): semi-supervised training "
+        f"needs unlabeled images. Either put images into $nnUNet_raw/{name}/{RAW_UNLABELED_FOLDER}/ and run "
+        f"`nnUNetv2_advmim_preprocess_unlabeled -d {name}{c}`, or keep only N cases labeled with "
+        f"`nnUNetv2_advmim_label_budget -d {name} -n N`.")
 
 
 # ------------------------------------------------------------------------------------------------------- CLI
@@ -383,9 +435,13 @@ def main(argv=None) -> None:
     parser.add_argument("-np", type=int, default=4, help="number of worker processes (default 4)")
     parser.add_argument("--overwrite", action="store_true", help="redo cases that are already preprocessed")
     parser.add_argument("--verbose", action="store_true", help="print more")
+    parser.add_argument("--skip_input_checks", action="store_true",
+                        help="do not read every image once before preprocessing to refuse truncated/unreadable files, "
+                             "2D/3D or channel mismatches and NaN/inf voxels (only for images you checked already)")
     args = parser.parse_args(argv)
     try:
-        report = preprocess_unlabeled(args.d, args.c, args.plans_name, args.np, args.overwrite)
+        report = preprocess_unlabeled(args.d, args.c, args.plans_name, args.np, args.overwrite,
+                                      check_inputs=not args.skip_input_checks)
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         print(f"ERROR: {e}", file=sys.stderr)
         sys.exit(1)

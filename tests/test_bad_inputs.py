@@ -1,0 +1,328 @@
+"""Bad inputs get clear errors naming the file and the fix, before any work is done (issue 9, item 3).
+
+Own dataset ids 940-944: 940 = copy of planned_3d (imagesUnlabeled cases), 941 = copy of planned_2d (3D image in a
+2D dataset), 942 = never planned, 943 = copy of planned_2d for a finished MIM run, 944 = copy of planned_3d with a
+second, incompatible plan (check_weights).
+"""
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
+
+from conftest import run_cmd
+from test_unlabeled import copy_planned
+from nnunetv2_advmim.input_checks import (check_case, check_nifti_file, dataset_is_2d, looks_like_label_map,
+                                          require_planned, spacing_is_2d)
+from nnunetv2_advmim.safety import OVERWRITE_ENV, FinishedRunError, refuse_finished_run
+from nnunetv2_advmim.unlabeled import (list_unlabeled_cases, load_plans_and_dataset_json, preprocess_unlabeled,
+                                       require_unlabeled_pool, unlabeled_folder)
+
+
+def _write(array, spacing, path):
+    img = sitk.GetImageFromArray(np.asarray(array))
+    img.SetSpacing([float(s) for s in spacing[::-1]])
+    sitk.WriteImage(img, str(path))
+    return str(path)
+
+
+def _image(shape, seed=0):
+    return np.random.default_rng(seed).normal(100, 20, size=shape).astype(np.float32)
+
+
+def _truncate(path):
+    data = open(path, "rb").read()
+    open(path, "wb").write(data[: len(data) // 2])
+    return path
+
+
+def _check(files, expect_2d=False, n_channels=1):
+    return check_case("a", [str(f) for f in files], SimpleITKIO, n_channels, expect_2d, [0, 1, 2, 3])
+
+
+# ------------------------------------------------------------------------------------------ file-level checks
+def test_truncated_and_unreadable_files(tmp_path):
+    for ending in (".nii.gz", ".nii"):
+        f = _truncate(_write(_image((8, 10, 10)), (2, 1, 1), tmp_path / f"t_0000{ending}"))
+        # what stock nnU-Net's reader does with it: zero-padded silently, no error
+        data, _ = SimpleITKIO().read_images([f])
+        assert data.shape == (1, 8, 10, 10)
+        problems, _ = _check([f])
+        assert len(problems) == 1 and f in problems[0] and "truncated" in problems[0]
+        assert "export the file again, or remove case 'a'" in problems[0]
+    text = tmp_path / "x_0000.nii.gz"
+    text.write_text("not an image")
+    problems, _ = _check([text])
+    assert len(problems) == 1 and str(text) in problems[0] and "not a readable NIfTI file" in problems[0]
+    nrrd = _truncate(_write(_image((8, 10, 10)), (2, 1, 1), tmp_path / "n_0000.nrrd"))
+    problems, _ = _check([nrrd])
+    assert len(problems) == 1 and "cannot be read by SimpleITKIO" in problems[0] and nrrd in problems[0]
+    assert check_nifti_file(_write(_image((4, 5, 6)), (1, 1, 1), tmp_path / "ok.nii.gz")) == (None, 0, 0)
+
+
+def test_nan_and_inf_are_counted_and_refused(tmp_path):
+    img = _image((8, 10, 10))
+    img[0, 0, :3] = np.nan
+    img[1, 1, :5] = np.inf
+    img[2, 2, :1] = -np.inf
+    f = _write(img, (2, 1, 1), tmp_path / "nan_0000.nii.gz")
+    data, _ = SimpleITKIO().read_images([f])
+    assert np.isfinite(data).all()  # SimpleITK reads NaN/inf from NIfTI as 0: only nibabel sees them
+    problems, _ = _check([f])
+    assert len(problems) == 1 and f in problems[0] and "3 NaN and 6 inf voxel(s) of 800" in problems[0]
+    mha = _write(img, (2, 1, 1), tmp_path / "nan_0000.mha")  # another format: counted on what the reader returns
+    problems, _ = _check([mha])
+    assert len(problems) == 1 and "3 NaN and 6 inf" in problems[0]
+
+
+def test_dimensionality_and_channels_in_one_file(tmp_path):
+    f2 = _write(_image((10, 12)), (0.5, 0.5), tmp_path / "two_0000.nii.gz")
+    f3 = _write(_image((4, 10, 12)), (2, 1, 1), tmp_path / "three_0000.nii.gz")
+    assert _check([f3], expect_2d=False) == ([], [])
+    assert _check([f2], expect_2d=True) == ([], [])
+    problems, _ = _check([f2], expect_2d=False)
+    assert len(problems) == 1 and f2 in problems[0] and "a 2D image" in problems[0] and "in a 3D dataset" in problems[0]
+    problems, _ = _check([f3], expect_2d=True)
+    assert len(problems) == 1 and "a 3D image" in problems[0] and "in a 2D dataset" in problems[0]
+    # a 4D file with 2 channels in a 1-channel dataset
+    img4 = sitk.JoinSeries([sitk.GetImageFromArray(_image((4, 10, 12), s)) for s in range(2)])
+    f4 = str(tmp_path / "four_0000.nii.gz")
+    sitk.WriteImage(img4, f4)
+    problems, _ = _check([f4])
+    assert any("2 channel(s) in the file(s), but dataset.json's channel_names has 1" in p for p in problems)
+    # two channel files of different shapes: nnU-Net's reader refuses, we name both files
+    g = _write(_image((4, 10, 13)), (2, 1, 1), tmp_path / "three_0001.nii.gz")
+    problems, _ = _check([f3, g], n_channels=2)
+    assert len(problems) == 1 and f3 in problems[0] and g in problems[0] and "cannot be read" in problems[0]
+    assert spacing_is_2d([999.0, 1.0, 1.0]) and spacing_is_2d([499.5, 0.5, 0.3]) and not spacing_is_2d([5, 1, 1])
+
+
+def test_label_map_content_warns_but_real_images_pass(tmp_path):
+    seg = np.zeros((8, 10, 10), np.uint8)
+    seg[2:5, 2:5, 2:5] = 1
+    seg[5:7, 5:7, 5:7] = 3
+    f = _write(seg, (2, 1, 1), tmp_path / "seg_0000.nii.gz")
+    problems, warnings = _check([f])
+    assert problems == [] and len(warnings) == 1 and f in warnings[0] and "segmentation rather than an image" in warnings[0]
+    ct = np.random.default_rng(0).integers(-1024, 2000, size=(8, 10, 10)).astype(np.int16)  # integer CT in HU
+    binary_like = (np.random.default_rng(1).random((8, 10, 10)) > 0.5).astype(np.float32) * 7  # values {0, 7}
+    for arr, name in ((ct, "ct"), (binary_like, "b")):
+        assert _check([_write(arr, (2, 1, 1), tmp_path / f"{name}_0000.nii.gz")]) == ([], [])
+    assert not looks_like_label_map(np.full((3, 3), 2.0), [0, 1, 2])  # constant image: no claim
+
+
+# ------------------------------------------------------------------------ names, channel files, file endings
+def _raw(tmp_path, files, channels=1, labels=()):
+    raw = tmp_path / "Dataset999_X"
+    (raw / "imagesUnlabeled").mkdir(parents=True)
+    (raw / "labelsTr").mkdir()
+    for f in files:
+        (raw / "imagesUnlabeled" / f).write_bytes(b"")
+    for f in labels:
+        (raw / "labelsTr" / f).write_bytes(b"")
+    return str(raw), {"channel_names": {str(i): f"c{i}" for i in range(channels)}, "file_ending": ".nii.gz"}
+
+
+def test_names_channels_endings_and_label_files(tmp_path):
+    raw, dj = _raw(tmp_path / "1", ["a_0000.nii.gz", "b_0000.nii.gz"], channels=2)  # _0001 files missing
+    with pytest.raises(ValueError, match=r"case 'a' .* channel files \[0\] but the dataset has 2 .*a_0001\.nii\.gz"):
+        list_unlabeled_cases(raw, dj)
+    raw, dj = _raw(tmp_path / "2", ["a_0000.nii.gz", "a_0001.nii.gz"], channels=1)  # an extra channel
+    with pytest.raises(ValueError, match=r"case 'a' .* channel files \[0, 1\] but the dataset has 1"):
+        list_unlabeled_cases(raw, dj)
+    raw, dj = _raw(tmp_path / "3", ["a_0000.nii.gz", "b_0000.nrrd", "c_0000.mha"])
+    with pytest.raises(ValueError) as e:
+        list_unlabeled_cases(raw, dj)
+    assert "b_0000.nrrd: file ending differs from the dataset's '.nii.gz'" in str(e.value) and "c_0000.mha" in str(e.value)
+    # label files: the name rule (a labelsTr name, or no channel suffix) is the reliable one
+    raw, dj = _raw(tmp_path / "4", ["a_0000.nii.gz", "case_001.nii.gz", "img_0012.nii.gz"],
+                   labels=["case_001.nii.gz", "img_0012.nii.gz"])
+    with pytest.raises(ValueError) as e:
+        list_unlabeled_cases(raw, dj)
+    msg = str(e.value)
+    for f in ("case_001.nii.gz", "img_0012.nii.gz"):  # also a 4-digit case name that parses as a channel suffix
+        assert f"{f}: has the name of the label file" in msg
+    assert "segmentations do not belong in imagesUnlabeled: move it out" in msg
+    raw, dj = _raw(tmp_path / "5", ["a_0000.nii.gz", "mask.nii.gz"])
+    with pytest.raises(ValueError, match=r"mask\.nii\.gz: name lacks the channel suffix.*if it is a segmentation"):
+        list_unlabeled_cases(raw, dj)
+
+
+# ------------------------------------------------------------------ the command refuses before writing anything
+@pytest.fixture(scope="module")
+def bad_3d(planned_3d):
+    name, raw, pre = copy_planned(planned_3d, 940, "Bad3D")
+    return name, raw, pre
+
+
+def _reset_unlabeled(raw, pre):
+    folder = os.path.join(raw, "imagesUnlabeled")
+    shutil.rmtree(folder)
+    os.makedirs(folder)
+    for f in os.listdir(pre):
+        if f.endswith("_unlabeled"):
+            shutil.rmtree(os.path.join(pre, f))
+    return folder
+
+
+@pytest.mark.parametrize("case", ["2d_in_3d", "nan", "truncated", "text"])
+def test_preprocess_unlabeled_refuses_before_writing(bad_3d, case):
+    name, raw, pre = bad_3d
+    folder = _reset_unlabeled(raw, pre)
+    good = _write(_image((24, 32, 32)), (2, 1, 1), os.path.join(folder, "good_0000.nii.gz"))
+    bad = os.path.join(folder, "bad_0000.nii.gz")
+    if case == "2d_in_3d":
+        _write(_image((32, 32)), (1, 1), bad)
+    elif case == "nan":
+        img = _image((24, 32, 32))
+        img[3, 4, 5:9] = np.nan
+        _write(img, (2, 1, 1), bad)
+    elif case == "truncated":
+        _truncate(_write(_image((24, 32, 32)), (2, 1, 1), bad))
+    else:
+        open(bad, "w").write("hello")
+    expected = {"2d_in_3d": "a 2D image", "nan": "4 NaN and 0 inf", "truncated": "truncated",
+                "text": "not a readable NIfTI file"}[case]
+    with pytest.raises(ValueError) as e:
+        preprocess_unlabeled(940, ["3d_fullres"], num_processes=1, verbose=False)
+    msg = str(e.value)
+    assert msg.startswith("1 problem(s) in") and "nothing was preprocessed" in msg and bad in msg and expected in msg
+    assert good not in msg
+    assert not os.path.exists(unlabeled_folder(pre, "nnUNetPlans_3d_fullres"))  # nothing written, not even the folder
+    os.remove(bad)
+    assert preprocess_unlabeled(940, ["3d_fullres"], num_processes=1, verbose=False)["3d_fullres"]["processed"] == ["good"]
+
+
+def test_3d_image_in_2d_dataset_via_command(planned_2d):
+    name, raw, pre = copy_planned(planned_2d, 941, "Bad2D")
+    pm, _ = load_plans_and_dataset_json(pre)
+    assert dataset_is_2d(pre, pm)
+    os.remove(os.path.join(pre, "dataset_fingerprint.json"))  # the fallback (plans' median spacing) agrees
+    assert dataset_is_2d(pre, pm)
+    bad = _write(_image((4, 64, 64)), (2, 1, 1), os.path.join(raw, "imagesUnlabeled", "vol_0000.nii.gz"))
+    proc = run_cmd(["nnUNetv2_advmim_preprocess_unlabeled", "-d", "941", "-np", "1"], env=planned_2d.env, check=False)
+    assert proc.returncode == 1 and bad in proc.stdout and "a 3D image (shape (4, 64, 64)" in proc.stdout
+    assert "in a 2D dataset" in proc.stdout and not os.path.exists(unlabeled_folder(pre, "nnUNetPlans_2d"))
+
+
+# --------------------------------------------------------------------------------------------- unplanned data
+def test_unplanned_dataset_names_the_command(nnunet_env, planned_3d, capsys):
+    from nnunetv2_advmim import label_budget, mim_benchmark, unlabeled
+    from nnunetv2_advmim.synthetic import make_synthetic_dataset
+    make_synthetic_dataset(nnunet_env["nnUNet_raw"], 942, "Unplanned", dim=2, n_train=2, n_unlabeled=1, n_test=0,
+                           shape=(16, 16), overwrite=True)
+    for main, argv, code in ((unlabeled.main, ["-d", "942"], 1), (label_budget.main, ["-d", "942", "-n", "1"], 1),
+                             (mim_benchmark.main, ["steps", "-d", "942", "-c", "2d"], 2)):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        err = capsys.readouterr().err
+        assert e.value.code == code and "run `nnUNetv2_plan_and_preprocess -d 942` first" in err, err
+    # planned but the configuration not preprocessed: names nnUNetv2_preprocess
+    with pytest.raises(FileNotFoundError, match=r"configuration 2d of Dataset901_Tiny3D is planned but not "
+                                                r"preprocessed. Run `nnUNetv2_preprocess -d Dataset901_Tiny3D -c 2d"):
+        require_planned(901, "2d")
+    assert require_planned(901, "3d_fullres")[0] == planned_3d.preprocessed
+    # a semi-supervised trainer whose imagesUnlabeled was never preprocessed: names the command and configuration
+    with pytest.raises(RuntimeError, match=r"imagesUnlabeled holds 4 file\(s\) but .* has no preprocessed case\. Run "
+                                           r"`nnUNetv2_advmim_preprocess_unlabeled -d Dataset901_Tiny3D -c 3d_fullres`"):
+        require_unlabeled_pool({}, planned_3d.preprocessed, "nnUNetPlans_3d_fullres", 0, "3d_fullres")
+
+
+# ------------------------------------------------------------------------------- incompatible pretrained weights
+def test_check_weights_lists_every_mismatching_tensor(planned_3d, tmp_path, capsys):
+    from nnunetv2_advmim.check_weights import compare_state_dicts, main, target_network
+    name, raw, pre = copy_planned(planned_3d, 944, "Weights3D")
+    with open(os.path.join(pre, "nnUNetPlans.json")) as f:
+        plans = json.load(f)
+    arch = plans["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]
+    arch["features_per_stage"] = [f * 2 for f in arch["features_per_stage"]]  # another plan: wider network
+    plans["plans_name"] = "nnUNetPlans_wide"
+    with open(os.path.join(pre, "nnUNetPlans_wide.json"), "w") as f:
+        json.dump(plans, f)
+    wide = target_network("944", "3d_fullres", "nnUNetPlans_wide").state_dict()
+    wide.pop(next(k for k in wide if ".seg_layers." not in k))  # and one tensor missing altogether
+    ckpt = str(tmp_path / "wide.pth")
+    torch.save({"network_weights": wide}, ckpt)
+    report = compare_state_dicts(target_network("944", "3d_fullres").state_dict(), wide)
+    n_bad = len(report["shape_mismatch"])
+    assert n_bad > 20 and len(report["missing"]) == 1
+    with pytest.raises(SystemExit) as e:
+        main([ckpt, "-d", "944", "-c", "3d_fullres"])
+    out = capsys.readouterr().out
+    assert e.value.code == 1 and f"shape mismatch: {n_bad}" in out and "would FAIL" in out
+    for key, target, found in report["shape_mismatch"]:
+        assert f"SHAPE     {key}: target {target}, checkpoint {found}" in out
+    assert f"MISSING   {report['missing'][0]}" in out
+
+
+# --------------------------------------------------------------------------------- finished runs: unit level
+class _FakeTrainer:
+    def __init__(self, folder, epoch=0):
+        self.output_folder, self.current_epoch, self.local_rank, self.logged = str(folder), epoch, 0, []
+
+    def print_to_log_file(self, *args):
+        self.logged.append(" ".join(map(str, args)))
+
+
+def test_refuse_finished_run_unit(tmp_path, monkeypatch):
+    monkeypatch.delenv(OVERWRITE_ENV, raising=False)
+    refuse_finished_run(_FakeTrainer(tmp_path / "nothing_here"))  # new folder: fine
+    (tmp_path / "checkpoint_latest.pth").write_bytes(b"")
+    refuse_finished_run(_FakeTrainer(tmp_path))  # an unfinished run is nnU-Net's business (--c or restart)
+    (tmp_path / "checkpoint_final.pth").write_bytes(b"")
+    with pytest.raises(FinishedRunError) as e:
+        refuse_finished_run(_FakeTrainer(tmp_path))
+    msg = str(e.value)
+    assert str(tmp_path) in msg and "--c" in msg and f"{OVERWRITE_ENV}=1" in msg and "move the folder" in msg
+    refuse_finished_run(_FakeTrainer(tmp_path, epoch=5))  # --c loaded the checkpoint first
+    monkeypatch.setenv(OVERWRITE_ENV, "1")
+    t = _FakeTrainer(tmp_path)
+    refuse_finished_run(t)
+    assert "will be overwritten" in t.logged[0]
+
+
+# -------------------------------------------------------------------------- finished runs: the real command
+TINY_MIM = '''
+import torch
+from nnunetv2_advmim.trainers.nnUNetTrainerMIM import nnUNetTrainerMIM
+
+
+class nnUNetTrainerMIM_badinputs(nnUNetTrainerMIM):
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device('cuda')):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs = 1
+        self.num_iterations_per_epoch = 1
+        self.num_val_iterations_per_epoch = 1
+        self.warmup_epochs = 1
+        self.num_example_images = 1
+'''
+
+
+def test_mim_trainer_refuses_to_train_over_a_finished_run(planned_2d, ext_trainers):
+    name, raw, pre = copy_planned(planned_2d, 943, "Finished2D")
+    folder, write = ext_trainers
+    write("badinputs_trainers", TINY_MIM)
+    env = {k: v for k, v in planned_2d.env.items() if k != OVERWRITE_ENV}
+    env.update(nnUNet_extTrainer=folder, nnUNet_n_proc_DA="0")
+    cmd = ["nnUNetv2_train", "943", "2d", "all", "-tr", "nnUNetTrainerMIM_badinputs", "-device", "cpu"]
+    run_cmd(cmd, env=env)
+    out_dir = os.path.join(env["nnUNet_results"], name, "nnUNetTrainerMIM_badinputs__nnUNetPlans__2d")
+    final = os.path.join(out_dir, "fold_all", "checkpoint_final.pth")
+    watched = [final, os.path.join(out_dir, "plans.json"), os.path.join(out_dir, "fold_all", "debug.json")]
+    before = {f: (os.path.getmtime(f), open(f, "rb").read()) for f in watched}
+
+    proc = run_cmd(cmd, env=env, check=False)  # again, without --c: refused before any file is written
+    assert proc.returncode != 0 and "FinishedRunError" in proc.stdout
+    assert f"{os.path.join(out_dir, 'fold_all')} already holds a finished run" in proc.stdout
+    assert "add --c" in proc.stdout and f"{OVERWRITE_ENV}=1" in proc.stdout
+    assert {f: (os.path.getmtime(f), open(f, "rb").read()) for f in watched} == before
+
+    # continuing a finished run (it only re-runs the final validation) is not refused; --val never calls
+    # on_train_start (nnU-Net's run_training), so it needs no subprocess here (budget: each start costs ~10 s)
+    run_cmd(cmd + ["--c"], env=env)
+    assert torch.load(final, map_location="cpu", weights_only=False)["current_epoch"] == 1
