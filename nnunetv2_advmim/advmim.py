@@ -193,6 +193,181 @@ def discriminator_loss(discriminator: Callable[[torch.Tensor], torch.Tensor], pr
             "fake": d_fake.detach().float().mean()}
 
 
+# ----------------------------------------------------------------------------------------------- execution modes
+STEP_MODES = ("fast", "balanced", "memory", "reference")
+"""How :func:`advmim_generator_step` schedules the passes of one iteration. All four compute the same loss, hence
+the same gradients up to float rounding (``tests/test_advmim_step_modes.py``); they differ in time and memory:
+
+- ``fast``: one forward per network on ``[x_l; x_u; x_l; x_u]`` with the mask on the second half (original and
+  masked domain batched; instance norm is per sample, and an all-False mask row leaves a sample exactly
+  unmasked), both networks' graphs alive, one backward. No extra pass: the time floor plus batching gains.
+- ``balanced``: C's pseudo-labels first (a no-grad forward of C on ``x_u``), then per network one forward on the
+  4-part batch and its backward; one network's graph alive at a time.
+- ``memory``: C's pseudo-labels first (no grad), then every (network, part) pass on its own batch of B with its
+  own backward, so the peak is one network's single pass at the plan's batch size (S's own pseudo-labels for C
+  come from its unlabeled pass, detached, before that pass's graph is freed). Under DDP the gradients of a
+  network are all-reduced once, at its last pass.
+- ``reference``: the straightforward version (what the official code does): every term its own forward, all
+  eight graphs alive, one backward. For tests and benchmarks; not supported under DDP.
+"""
+PARTS = (("l", False), ("u", False), ("l", True), ("u", True))  # (x_l | x_u, masked?)
+_GROUPS = {  # passes per network: parts forwarded together in one call, in this order
+    "fast": [PARTS], "balanced": [PARTS], "reference": [(p,) for p in PARTS],
+    "memory": [(("u", False),), (("l", False),), (("l", True),), (("u", True),)],
+}
+
+
+def _forward_parts(net, parts, x_l: torch.Tensor, x_u: torch.Tensor, mask: Optional[torch.Tensor]):
+    """One forward of ``net`` on the parts concatenated along the batch -> {part: output (list with deep sup.)}.
+
+    ``mask``: block mask of ``[x_l; x_u]`` (``(2B, *grid)``); unmasked parts of a mixed batch get all-False rows."""
+    n_l = x_l.shape[0]
+    xs = [x_l if p == "l" else x_u for p, _ in parts]
+    masked = any(m for _, m in parts)
+    m = None
+    if masked:
+        rows = {"l": mask[:n_l], "u": mask[n_l:]}
+        m = torch.cat([rows[p] if is_m else torch.zeros_like(rows[p]) for p, is_m in parts])
+    out = net(torch.cat(xs) if len(xs) > 1 else xs[0], mask=m) if masked else net(torch.cat(xs) if len(xs) > 1 else xs[0])
+    sizes = [x.shape[0] for x in xs]
+    result, start = {}, 0
+    for part, size in zip(parts, sizes):
+        sl = slice(start, start + size)
+        result[part] = [o[sl] for o in out] if isinstance(out, (list, tuple)) else out[sl]
+        start += size
+    return result
+
+
+def _part_loss(part, output, target, supervised_loss: Callable, partner_logits_u: Optional[torch.Tensor],
+               discriminator, lambda_ct: float, rampup: float, lambda_u: float, lambda_adv: float):
+    """(weighted contribution to L_N, unweighted terms, side outputs) of one part of DESIGN.md section 6's L_N."""
+    side = {}
+    if part == ("l", False):
+        sup = supervised_loss(output, target)
+        side["real"] = torch.softmax(_upcast(full_resolution(output).detach()), 1)
+        return sup, {"sup": sup}, side
+    logits_u = full_resolution(output)
+    _check_partner(logits_u, partner_logits_u)
+    labels, certainty = pseudo_labels_and_certainty(partner_logits_u)
+    if part == ("u", False):
+        side["logits_u"] = logits_u.detach()
+        terms = {"certainty": certainty.mean()}
+        if lambda_ct == 0:
+            terms["cross_teaching"] = logits_u.new_zeros((), dtype=torch.float32)
+            return None, terms, side
+        ct = cross_teaching_dice(logits_u, labels)
+        terms["cross_teaching"] = ct
+        return lambda_ct * rampup * ct, terms, side
+    if part == ("l", True):
+        masked_sup = supervised_loss(output, target)
+        return masked_sup, {"masked_sup": masked_sup}, side
+    ce = certainty_weighted_ce(logits_u, labels, certainty)
+    dice = certainty_weighted_dice(logits_u, labels, certainty)
+    total = lambda_u * (ce + dice)
+    probs_u = torch.softmax(_upcast(logits_u), 1)
+    adv = ce.new_zeros((), dtype=torch.float32)
+    if discriminator is not None and lambda_adv != 0:
+        with frozen(discriminator):
+            adv = lsgan_generator_loss(discriminator(probs_u))
+        total = total + lambda_adv * adv
+    side["fake"] = probs_u.detach()
+    return total, {"masked_ce": ce, "masked_dice": dice, "adversarial": adv}, side
+
+
+def advmim_generator_step(nets: Dict[str, nn.Module], x_l: torch.Tensor, target, x_u: torch.Tensor,
+                          supervised_loss: Callable, masks: Optional[Dict[str, torch.Tensor]] = None,
+                          discriminators: Optional[Dict[str, nn.Module]] = None, mode: str = "balanced",
+                          lambda_ct: float = 0.1, rampup: float = 1.0, lambda_u: float = 1.0,
+                          lambda_adv: float = 0.001, backward: Callable[[torch.Tensor], None] = torch.Tensor.backward,
+                          autocast: Callable = None, no_sync: Callable = None) -> dict:
+    """Losses of S and C for one iteration and their gradients (accumulated in ``.grad``), in execution ``mode``.
+
+    ``nets``: ``{"hybrid": S, "cnn": C}`` with ``forward(x, mask=None)``; ``masks``: per network the block mask of
+    ``[x_l; x_u]`` (``None``: no masked domain, i.e. CTCT); ``discriminators``: per network, or ``None``/missing for
+    no adversarial term. ``backward(loss)`` runs a backward (the trainer's scales with its GradScaler);
+    ``autocast()`` returns the autocast context; ``no_sync(net)`` returns DDP's ``no_sync`` context for all but the
+    last backward of a network in ``memory`` mode. C's pseudo-labels (for S) and S's (for C) are the argmax of
+    the *unmasked* logits on ``x_u`` (DESIGN.md section 6). Returns ``terms`` (per network, unweighted, detached,
+    plus ``total``), ``real`` (``p(N(x_l))``) and ``fake`` (``p(N^m(x_u))``), both detached, for the discriminators.
+    Nothing here calls ``.item()``: no host synchronisation.
+    """
+    import contextlib
+    if mode not in STEP_MODES:
+        raise ValueError(f"unknown AdvMIM step mode {mode!r}; expected one of {STEP_MODES}")
+    autocast = autocast or contextlib.nullcontext
+    no_sync = no_sync or (lambda net: contextlib.nullcontext())
+    discriminators = discriminators or {}
+    parts = PARTS if masks is not None else PARTS[:2]
+    groups = [tuple(p for p in g if p in parts) for g in _GROUPS[mode]]
+    groups = [g for g in groups if g]
+    order = ("hybrid", "cnn")
+    partner = {}  # network -> partner's unmasked logits on x_u (detached, float)
+    terms = {b: {} for b in order}
+    totals = {b: [] for b in order}
+    real, fake = {}, {}
+
+    def collect(b, part, output):
+        loss, t, side = _part_loss(part, output, target, supervised_loss, partner.get(b), discriminators.get(b),
+                                   lambda_ct, rampup, lambda_u, lambda_adv)
+        terms[b].update(t)
+        if "real" in side:
+            real[b] = side["real"]
+        if "fake" in side:
+            fake[b] = side["fake"]
+        if "logits_u" in side:
+            partner[order[1 - order.index(b)]] = _upcast(side["logits_u"])
+        return loss
+
+    if mode in ("fast", "reference"):  # forward everything, then losses, one backward
+        outputs = {}
+        with autocast():
+            for b in order:
+                for g in groups:
+                    outputs.update({(b, p): o for p, o in _forward_parts(nets[b], g, x_l, x_u, _m(masks, b)).items()})
+            for b in order:
+                partner[order[1 - order.index(b)]] = _upcast(full_resolution(outputs[(b, ("u", False))]).detach())
+            losses = []
+            for b in order:
+                for p in parts:
+                    loss = collect(b, p, outputs[(b, p)])
+                    if loss is not None:
+                        totals[b].append(loss.detach())
+                        losses.append(loss)
+        backward(sum(losses))
+    else:  # balanced / memory: C's pseudo-labels first, then pass by pass, one graph at a time
+        with torch.no_grad(), autocast():
+            partner["hybrid"] = _upcast(full_resolution(_plain(nets["cnn"])(x_u)))
+        for b in order:
+            for i, g in enumerate(groups):
+                last = i == len(groups) - 1
+                with (contextlib.nullcontext() if last else no_sync(nets[b])):
+                    with autocast():
+                        outs = _forward_parts(nets[b], g, x_l, x_u, _m(masks, b))
+                        losses = [loss for p in g if (loss := collect(b, p, outs[p])) is not None]
+                    if losses:
+                        total = sum(losses)
+                        totals[b].append(total.detach())
+                        backward(total)
+    for b in order:
+        terms[b] = {k: _upcast(v.detach()) for k, v in terms[b].items()}
+        terms[b]["total"] = torch.stack([_upcast(t) for t in totals[b]]).sum()
+    return {"terms": terms, "real": real, "fake": fake}
+
+
+def _upcast(x: torch.Tensor) -> torch.Tensor:
+    """float16/bfloat16 -> float32 (softmax maps, pseudo-labels and logged terms); float32/float64 unchanged."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def _m(masks, b):
+    return None if masks is None else masks[b]
+
+
+def _plain(net):
+    """The module itself for the no-grad pseudo-label pass (a DDP wrapper would prepare a reduction)."""
+    return net.module if hasattr(net, "module") and isinstance(net, nn.parallel.DistributedDataParallel) else net
+
+
 def _check_partner(logits_u: torch.Tensor, partner_logits_u: torch.Tensor) -> None:
     if tuple(logits_u.shape) != tuple(partner_logits_u.shape):
         raise ValueError(f"unlabeled logits {tuple(logits_u.shape)} and the partner's logits "

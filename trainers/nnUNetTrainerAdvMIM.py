@@ -5,16 +5,22 @@
 one unlabeled batch per iteration (``nnunetv2_advmim.semisup_loader``). The math is in ``nnunetv2_advmim.advmim``;
 ``train_step`` below reads as the algorithm:
 
-    pseudo-labels of C on x_u (no grad)
-    for N in (S, C):   original domain  [x_l; x_u] -> DCCE + cross teaching           -> backward
-                       masked domain    [x_l; x_u] -> DCCE + wCE/wDice + adversarial  -> backward
-    step S and C (gradient clipping 12), then each discriminator on detached softmax maps
+    for N in (S, C):   original domain  x_l, x_u -> DCCE + cross teaching (pseudo-labels of the partner on x_u)
+                       masked domain    x_l, x_u -> DCCE + wCE/wDice + adversarial
+    each discriminator on detached softmax maps
+    one finiteness check of every loss term and gradient norm, then step S, C (clipping 12) and D
+
+How the passes are scheduled is ``self.step_mode`` (``advmim.STEP_MODES``: ``fast``, ``balanced``, ``memory``,
+``reference``; same gradients, different time and memory, docs/benchmark.md). AMP: ``self.amp`` = ``auto``
+(bf16 where the GPU supports it, else fp16 with nnU-Net's GradScaler), ``fp16`` or ``off``; CPU runs in float32.
+S and C are compiled with ``torch.compile`` when nnU-Net would compile its network (CUDA, ``nnUNet_compile``).
 
 Variants (one attribute each): ``nnUNetTrainerCTCT`` (cross teaching only), ``nnUNetTrainerAdvMIM_noAdv``,
 ``nnUNetTrainerAdvMIM_CNN`` (predicts with C), ``nnUNetTrainerAdvMIM_Ensemble`` (mean of both softmaxes) and
 short ``_demo`` variants. All of them live in this one module so each class exists once (nnU-Net imports this file
 under its bare name).
 """
+import contextlib
 import os
 from typing import List, Union
 
@@ -32,11 +38,12 @@ from torch import autocast
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from nnunetv2_advmim.adversarial import PatchDiscriminator
-from nnunetv2_advmim.advmim import (BRANCHES, AdvMIMEnsemble, EpochLR, build_branch, discriminator_loss,
-                                    full_resolution, load_branch_weights, masked_domain_loss, plain_domain_loss,
+from nnunetv2_advmim.advmim import (BRANCHES, STEP_MODES, AdvMIMEnsemble, EpochLR, advmim_generator_step,
+                                    build_branch, discriminator_loss, full_resolution, load_branch_weights,
                                     plot_advmim_progress, warmup_poly_lr)
 from nnunetv2_advmim.losses import sigmoid_rampup
 from nnunetv2_advmim.masking import block_mask
+from nnunetv2_advmim.numerics import NonFiniteGuard, discriminator_collapsed
 from nnunetv2_advmim.semisup_loader import get_semisup_dataloaders
 
 PRETRAINED_ENV = {"hybrid": "nnUNet_advmim_pretrained_hybrid", "cnn": "nnUNet_advmim_pretrained_cnn"}
@@ -45,7 +52,14 @@ STEP_KEYS = ("sup", "cross_teaching", "masked_sup", "masked_ce", "masked_dice", 
 
 
 def _unwrap(module):
-    return module.module if isinstance(module, DDP) else module
+    """The plain module behind DDP and/or ``torch.compile`` wrappers (what state dicts are saved from)."""
+    if isinstance(module, DDP):
+        module = module.module
+    return getattr(module, "_orig_mod", module)
+
+
+def _no_sync(net):
+    return net.no_sync() if isinstance(net, DDP) else contextlib.nullcontext()
 
 
 class nnUNetTrainerAdvMIM(nnUNetTrainer):
@@ -75,9 +89,15 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
         self.disc_lr = 1e-4
         self.disc_betas = (0.9, 0.99)
         self.grad_clip = 12.0
+        # execution (issue 8, docs/benchmark.md): pass scheduling, mixed precision, torch.compile (None: nnU-Net's rule)
+        self.step_mode = "balanced"
+        self.amp = "auto"
+        self.compile_networks = None
         self.branches = self.discriminators = self.branch_optimizers = self.branch_schedulers = None
         self.disc_optimizers = None
         self.disc_grad_scaler = torch.amp.GradScaler("cuda") if self.device.type == "cuda" else None
+        self.nonfinite_guard = NonFiniteGuard(max_consecutive=20, log=self.print_to_log_file)
+        self._epoch_lambda_ct = []
         self._register_log_keys()
 
     # ------------------------------------------------------------------ networks
@@ -96,8 +116,11 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
                             cm.network_arch_init_kwargs_req_import, self.num_input_channels,
                             self.label_manager.num_segmentation_heads, self.enable_deep_supervision)
 
+    def _compile_branches(self) -> bool:
+        return super()._do_i_compile() if self.compile_networks is None else bool(self.compile_networks)
+
     def _do_i_compile(self):
-        return False  # two networks with masked forwards; torch.compile is not used by AdvMIM trainers
+        return False  # nnU-Net's own compile of self.network is replaced by _compile_branches (S and C)
 
     def initialize(self):
         if self.was_initialized:
@@ -126,12 +149,15 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
             self.discriminators = {b: PatchDiscriminator(self.label_manager.num_segmentation_heads, conv_op)
                                    .to(self.device) for b in BRANCHES}
         self.optimizer, self.lr_scheduler = self.configure_optimizers(nets)
+        if self._compile_branches():
+            self.print_to_log_file("Using torch.compile for both AdvMIM networks...")
+            nets = {b: torch.compile(m) for b, m in nets.items()}
         if self.is_ddp:
             wrap = lambda m: DDP(torch.nn.SyncBatchNorm.convert_sync_batchnorm(m), device_ids=[self.local_rank])
             nets = {b: wrap(m) for b, m in nets.items()}
             self.discriminators = {b: DDP(m, device_ids=[self.local_rank]) for b, m in self.discriminators.items()}
             self.network = nets[self.predict_with] if self.predict_with in nets else \
-                AdvMIMEnsemble(nets["hybrid"].module, nets["cnn"].module)
+                AdvMIMEnsemble(_unwrap(nets["hybrid"]), _unwrap(nets["cnn"]))
         self.branches = nets
         self.loss = self._build_loss()
         from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
@@ -186,94 +212,131 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
         self.print_to_log_file(f"lr hybrid {self.branch_optimizers['hybrid'].param_groups[0]['lr']:.2e}, "
                                f"cnn {self.branch_optimizers['cnn'].param_groups[0]['lr']:.2e}")
         self._epoch_iteration = 0
+        self._epoch_lambda_ct = []
 
     def _rampup(self) -> float:
         total = self.num_epochs * self.num_iterations_per_epoch
         it = self.current_epoch * self.num_iterations_per_epoch + getattr(self, "_epoch_iteration", 0)
         return sigmoid_rampup(it, self.ct_rampup_fraction * total)
 
+    def _amp_dtype(self):
+        """None (float32), torch.bfloat16 or torch.float16 from ``self.amp`` (CUDA only; the CPU runs float32)."""
+        if self.device.type != "cuda" or self.amp == "off":
+            return None
+        if self.amp == "auto":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if self.amp in ("bf16", "fp16"):
+            return torch.bfloat16 if self.amp == "bf16" else torch.float16
+        raise ValueError(f"{self.__class__.__name__}.amp = {self.amp!r}; expected 'auto', 'bf16', 'fp16' or 'off'")
+
     def _autocast(self):
-        return autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context()
+        dtype = self._amp_dtype()
+        return autocast(self.device.type, dtype=dtype) if dtype is not None else dummy_context()
+
+    def _scaler(self, which: str = "net"):
+        """nnU-Net's GradScaler (or the discriminators' own) when training in fp16, else None (bf16/float32)."""
+        if self._amp_dtype() != torch.float16:
+            return None
+        attr = "grad_scaler" if which == "net" else "disc_grad_scaler"
+        if getattr(self, attr) is None:
+            setattr(self, attr, torch.amp.GradScaler("cuda"))
+        return getattr(self, attr)
 
     def _draw_mask(self, net, x: torch.Tensor) -> torch.Tensor:
         return block_mask(x.shape[0], _unwrap(net).mask_grid(x.shape[2:]), self.mask_ratio, device=x.device)
 
     def _backward(self, loss: torch.Tensor) -> None:
-        (self.grad_scaler.scale(loss) if self.grad_scaler is not None else loss).backward()
+        scaler = self._scaler()
+        (scaler.scale(loss) if scaler is not None else loss).backward()
 
     def train_step(self, batch: dict) -> dict:
+        """One AdvMIM iteration (DESIGN.md section 6). No host synchronisation except the one finiteness check."""
         x_l = batch["data"].to(self.device, non_blocking=True)
         x_u = batch["data_unlabeled"].to(self.device, non_blocking=True)
         target = batch["target"]
         target = [t.to(self.device, non_blocking=True) for t in target] if isinstance(target, list) \
             else target.to(self.device, non_blocking=True)
-        n_l, x = x_l.shape[0], torch.cat([x_l, x_u])
         rampup = self._rampup()
-        S, C = self.branches["hybrid"], self.branches["cnn"]
-        for opt in self.branch_optimizers.values():
+        for opt in list(self.branch_optimizers.values()) + list(self.disc_optimizers.values()):
             opt.zero_grad(set_to_none=True)
+        masks = None
+        if self.masked_domain:
+            x_shape = (x_l.shape[0] + x_u.shape[0],) + tuple(x_l.shape[1:])
+            masks = {b: block_mask(x_shape[0], _unwrap(net).mask_grid(x_shape[2:]), self.mask_ratio, device=x_l.device)
+                     for b, net in self.branches.items()}
+        out = advmim_generator_step(
+            self.branches, x_l, target, x_u, self.loss, masks,
+            {b: _unwrap(d) for b, d in self.discriminators.items()}, self.step_mode, self.lambda_ct, rampup,
+            self.lambda_u, self.lambda_adv, backward=self._backward, autocast=self._autocast, no_sync=_no_sync)
+        terms = out["terms"]
 
-        with torch.no_grad(), self._autocast():  # C's pseudo-labels for S (S's for C come from S's own pass)
-            partner_u = {"hybrid": full_resolution(_unwrap(C)(x_u)).float()}
-        log, real, fake = {}, {}, {}
-        for b, net in (("hybrid", S), ("cnn", C)):
+        disc_losses = {}
+        for b, d in self.discriminators.items():  # discriminators on detached maps (backward after the check)
             with self._autocast():
-                plain = plain_domain_loss(net(x), target, n_l, self.loss, partner_u[b], self.lambda_ct, rampup)
-            self._backward(plain["total"])
-            if b == "hybrid":
-                partner_u["cnn"] = plain["logits_u"].float()
-            real[b], terms = plain["probs_l"], dict(plain)
-            if self.masked_domain:
-                with self._autocast():
-                    d = self.discriminators.get(b)
-                    masked = masked_domain_loss(net(x, mask=self._draw_mask(net, x)), target, n_l, self.loss,
-                                                partner_u[b], _unwrap(d) if d is not None else None, self.lambda_u,
-                                                self.lambda_adv)
-                self._backward(masked["total"])
-                fake[b] = masked["probs_u"]
-                terms.update({k: v for k, v in masked.items() if k != "total"})
-                terms["total"] = plain["total"].detach() + masked["total"].detach()
-            log.update({f"{b}_{k}": v.detach().float().item() for k, v in terms.items() if k in STEP_KEYS})
+                dl = discriminator_loss(d, out["real"][b], out["fake"][b], self.disc_loss_weight)
+            disc_losses[b] = dl["loss"]
+            terms[b].update({"disc_loss": dl["loss"].detach().float(), "disc_real": dl["real"],
+                             "disc_fake": dl["fake"]})
 
+        scaler = self._scaler()
+        checked = {f"{b}_{k}": terms[b][k] for b in BRANCHES for k in ("total", "disc_loss") if k in terms[b]}
         for b, net in self.branches.items():  # nnU-Net's clipping, per branch
-            opt = self.branch_optimizers[b]
-            if self.grad_scaler is not None:
-                self.grad_scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(net.parameters(), self.grad_clip)
-            self.grad_scaler.step(opt) if self.grad_scaler is not None else opt.step()
-        if self.grad_scaler is not None:
-            self.grad_scaler.update()
-
-        for b, d in self.discriminators.items():  # discriminators on detached maps, their own optimizers
-            opt = self.disc_optimizers[b]
-            opt.zero_grad(set_to_none=True)
-            with self._autocast():
-                dl = discriminator_loss(d, real[b], fake[b], self.disc_loss_weight)
-            if self.disc_grad_scaler is not None:
-                self.disc_grad_scaler.scale(dl["loss"]).backward()
-                self.disc_grad_scaler.step(opt)
-            else:
-                dl["loss"].backward()
-                opt.step()
-            log.update({f"{b}_disc_loss": dl["loss"].item(), f"{b}_disc_real": dl["real"].item(),
-                        f"{b}_disc_fake": dl["fake"].item()})
-        if self.disc_grad_scaler is not None and self.discriminators:
-            self.disc_grad_scaler.update()
+            if scaler is not None:
+                scaler.unscale_(self.branch_optimizers[b])
+            norm = torch.nn.utils.clip_grad_norm_(net.parameters(), self.grad_clip)
+            if scaler is None:  # under fp16 an inf gradient is the GradScaler's business (it skips the step)
+                checked[f"{b}_grad_norm"] = norm
+        ok = self.nonfinite_guard.step_ok(checked)  # the one host sync of the step
+        if ok:
+            for b, opt in self.branch_optimizers.items():
+                scaler.step(opt) if scaler is not None else opt.step()
+        if scaler is not None:
+            scaler.update()
+        disc_scaler = self._scaler("disc")
+        if ok and disc_losses:  # each discriminator with its own optimizer (and GradScaler under fp16)
+            for b, loss in disc_losses.items():
+                (disc_scaler.scale(loss) if disc_scaler is not None else loss).backward()
+                opt = self.disc_optimizers[b]
+                disc_scaler.step(opt) if disc_scaler is not None else opt.step()
+            if disc_scaler is not None:
+                disc_scaler.update()
         self._epoch_iteration = getattr(self, "_epoch_iteration", 0) + 1
-        log["lambda_ct"] = self.lambda_ct * rampup
-        log["loss"] = np.array(log["hybrid_total"] + log["cnn_total"])
-        return log
+        zero = x_l.new_zeros((), dtype=torch.float32)
+        values = torch.stack([terms[b].get(k, zero).float() for b in BRANCHES for k in STEP_KEYS])
+        self._epoch_lambda_ct.append(self.lambda_ct * rampup)
+        return {"loss": (terms["hybrid"]["total"] + terms["cnn"]["total"]).detach(), "advmim_terms": values,
+                "finite": ok}
+
+    @staticmethod
+    def step_terms(output: dict) -> dict:
+        """``train_step``'s output as ``{"loss": float, "<branch>_<term>": float, ...}`` (syncs; for tests/debugging)."""
+        keys = [f"{b}_{k}" for b in BRANCHES for k in STEP_KEYS]
+        return {"loss": float(output["loss"]), **dict(zip(keys, output["advmim_terms"].tolist()))}
 
     def on_train_epoch_end(self, train_outputs: List[dict]):
-        super().on_train_epoch_end(train_outputs)
-        outputs = collate_outputs(train_outputs)
-        for k in self._step_log_keys():
-            v = np.mean(outputs[k]) if k in outputs else 0.0
-            if self.is_ddp:
-                gathered = [None] * dist.get_world_size()
-                dist.all_gather_object(gathered, v)
-                v = float(np.mean(gathered))
+        """nnU-Net's ``train_losses`` and our per-term means, from tensors kept on the device during the epoch
+        (one transfer per epoch). Steps skipped as non-finite are left out of the means."""
+        kept = [o for o in train_outputs if o.get("finite", True)] or train_outputs
+        loss = torch.stack([o["loss"].float() for o in kept]).mean()
+        values = torch.cat([loss[None], torch.stack([o["advmim_terms"] for o in kept]).mean(0)]).cpu().numpy()
+        if self.is_ddp:
+            gathered = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, values)
+            values = np.mean(np.stack(gathered), 0)
+        self.logger.log("train_losses", float(values[0]), self.current_epoch)
+        keys = [f"{b}_{k}" for b in BRANCHES for k in STEP_KEYS]
+        for k, v in zip(keys, values[1:]):
             self.logger.log(f"advmim_{k}", float(v), self.current_epoch)
+        self.logger.log("advmim_lambda_ct", float(np.mean(self._epoch_lambda_ct)) if self._epoch_lambda_ct else 0.0,
+                        self.current_epoch)
+        self._epoch_lambda_ct = []
+        hist = self.logger.local_logger.my_fantastic_logging
+        for b in self.discriminators:
+            if discriminator_collapsed(hist.get(f"advmim_{b}_disc_loss", [])):
+                self.print_to_log_file(f"WARNING: the {b} discriminator's loss has stayed near 0 for many epochs: "
+                                       f"adversarial training has collapsed (D separates original and masked domain "
+                                       f"perfectly, so its generator signal is uninformative). Consider a lower "
+                                       f"disc_lr or lambda_adv, or nnUNetTrainerAdvMIM_noAdv.")
 
     # ------------------------------------------------------------------ validation
     def on_validation_epoch_start(self):
