@@ -210,8 +210,8 @@ def test_3d_image_in_2d_dataset_via_command(planned_2d):
 
 
 # --------------------------------------------------------------------------------------------- unplanned data
-def test_unplanned_dataset_names_the_command(nnunet_env, planned_3d, capsys):
-    from nnunetv2_advmim import label_budget, mim_benchmark, unlabeled
+def test_unplanned_dataset_names_the_command(nnunet_env, planned_3d, tmp_path, capsys):
+    from nnunetv2_advmim import check_weights, label_budget, mim_benchmark, plan_hybrid, unlabeled
     from nnunetv2_advmim.synthetic import make_synthetic_dataset
     make_synthetic_dataset(nnunet_env["nnUNet_raw"], 942, "Unplanned", dim=2, n_train=2, n_unlabeled=1, n_test=0,
                            shape=(16, 16), overwrite=True)
@@ -221,6 +221,14 @@ def test_unplanned_dataset_names_the_command(nnunet_env, planned_3d, capsys):
             main(argv)
         err = capsys.readouterr().err
         assert e.value.code == code and "run `nnUNetv2_plan_and_preprocess -d 942` first" in err, err
+    ckpt = tmp_path / "w.pth"
+    torch.save({"network_weights": {}}, ckpt)
+    for main, argv, code in ((check_weights.main, [str(ckpt), "-d", "942", "-c", "2d"], 2),
+                             (plan_hybrid.main, ["-d", "942"], 1)):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        err = capsys.readouterr().err
+        assert e.value.code == code and "nnUNetv2_plan_and_preprocess" in err and "first" in err, err
     # planned but the configuration not preprocessed: names nnUNetv2_preprocess
     with pytest.raises(FileNotFoundError, match=r"configuration 2d of Dataset901_Tiny3D is planned but not "
                                                 r"preprocessed. Run `nnUNetv2_preprocess -d Dataset901_Tiny3D -c 2d"):
