@@ -204,10 +204,13 @@ class nnUNetTrainerMIM(nnUNetTrainer):
         self.print_to_log_file('train_loss (masked reconstruction)', np.round(tr, decimals=4))
         self.print_to_log_file('val_loss (masked reconstruction, random masks)', np.round(val, decimals=4))
         self.print_to_log_file(f"Epoch time: {np.round(self.logger.get_value('epoch_end_timestamps', step=-1) - self.logger.get_value('epoch_start_timestamps', step=-1), decimals=2)} s")
+        # best first, so checkpoint_latest carries this epoch's best loss (a resumed run compares against it)
+        is_best = self._best_val_loss is None or val < self._best_val_loss
+        if is_best:
+            self._best_val_loss = val
         if (self.current_epoch + 1) % self.save_every == 0 and self.current_epoch != (self.num_epochs - 1):
             self.save_checkpoint(join(self.output_folder, 'checkpoint_latest.pth'))
-        if self._best_val_loss is None or val < self._best_val_loss:
-            self._best_val_loss = val
+        if is_best:
             self.print_to_log_file(f"New best validation reconstruction loss: {np.round(val, decimals=4)}")
             self.save_checkpoint(join(self.output_folder, 'checkpoint_best.pth'))
         if self.local_rank == 0:
