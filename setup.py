@@ -18,7 +18,9 @@ from setuptools.command.build_py import build_py
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PTH_NAME = "nnunetv2_advmim.pth"
-PTH_CONTENT = "import nnunetv2_advmim._startup\n"
+# a site-packages .pth line that starts with "import" is exec'd; if the package is gone (an editable install whose
+# source folder was deleted) this stays silent instead of printing a traceback at every Python start
+PTH_CONTENT = 'import sys; exec("try:\\n import nnunetv2_advmim._startup\\nexcept ImportError:\\n pass")\n'
 
 
 class build_py_with_pth(build_py):
@@ -105,6 +107,7 @@ setup(
             "nnUNetv2_advmim_label_budget=nnunetv2_advmim.label_budget:main",
             "nnUNetv2_advmim_check_weights=nnunetv2_advmim.check_weights:main",
             "nnUNetv2_advmim_mim_visualize=nnunetv2_advmim.mim_visualize:main",
+            "nnUNetv2_advmim_benchmark=nnunetv2_advmim.benchmark:main",
         ],
     },
     cmdclass=cmdclass,

@@ -435,9 +435,11 @@ def load_branch_weights(module: nn.Module, filename: str, branch: str) -> None:
     (``checkpoint['advmim']['weights'][branch]``). Every key of the branch except ``.seg_layers.`` must exist with
     the same shape; extra keys (e.g. ``mask_token``) are ignored; loads onto the CPU first (any saving device).
     """
+    from nnunetv2_advmim.check_weights import compare_state_dicts
+    from nnunetv2_advmim.checkpointing import safe_load
     if not os.path.isfile(filename):
         raise FileNotFoundError(f"pretrained weights for the AdvMIM {branch} branch: {filename} does not exist")
-    ckpt = torch.load(filename, map_location="cpu", weights_only=False)
+    ckpt = safe_load(filename, map_location="cpu")  # weights_only: a checkpoint cannot run code
     if isinstance(ckpt, dict) and "advmim" in ckpt and branch in ckpt["advmim"].get("weights", {}):
         source = ckpt["advmim"]["weights"][branch]
     elif isinstance(ckpt, dict) and "network_weights" in ckpt:
@@ -445,13 +447,14 @@ def load_branch_weights(module: nn.Module, filename: str, branch: str) -> None:
     else:
         raise ValueError(f"{filename} is not an nnU-Net checkpoint (no 'network_weights'); pass a checkpoint_*.pth")
     own = module.state_dict()
-    for key, value in own.items():
-        if ".seg_layers." in key or key == "mask_token":
-            continue
-        if key not in source or tuple(source[key].shape) != tuple(value.shape):
-            raise ValueError(f"{filename} does not fit the AdvMIM {branch} branch: key {key} is "
-                             f"{'missing' if key not in source else 'of shape ' + str(tuple(source[key].shape))} "
-                             f"(expected {tuple(value.shape)}). Train the checkpoint with the same plans and network "
-                             f"class ({type(module).__name__}).")
+    report = compare_state_dicts(own, source, skip=(".seg_layers.", "mask_token"))
+    if not report["loadable"]:
+        lines = [f"  missing: {k}" for k in report["missing"]] + \
+                [f"  {k}: expected {exp}, checkpoint has {got}" for k, exp, got in report["shape_mismatch"]]
+        raise ValueError(f"{filename} does not fit the AdvMIM {branch} branch ({type(module).__name__}): "
+                         f"{len(report['missing'])} tensors missing, {len(report['shape_mismatch'])} of another shape:\n"
+                         + "\n".join(lines[:50]) + ("\n  ..." if len(lines) > 50 else "") +
+                         f"\nTrain the checkpoint with the same plans and network class, or check it first with "
+                         f"nnUNetv2_advmim_check_weights.")
     own.update({k: v for k, v in source.items() if k in own and ".seg_layers." not in k})
     module.load_state_dict(own)

@@ -184,3 +184,26 @@ def test_branch_architectures_from_plans():
     assert name.endswith("MaskablePlainConvUNet") and "transformer_stages" not in ckw2 and "depth" not in ckw2
     with pytest.raises(ValueError, match="PlainConvUNet or ResidualEncoderUNet"):
         branch_architecture("cnn", "some.other.Net", kw, [])
+
+
+def test_load_branch_weights_lists_every_mismatch_and_refuses_pickles(tmp_path):
+    from nnunetv2_advmim.advmim import load_branch_weights
+    from nnunetv2_advmim.checkpointing import UnsafeCheckpointError
+
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Conv2d(4, 2, 1))
+    sd = {k: v.clone() for k, v in net.state_dict().items()}
+    sd["0.weight"] = torch.zeros(8, 1, 3, 3)
+    del sd["1.bias"]
+    torch.save({"network_weights": sd}, tmp_path / "bad.pth")
+    with pytest.raises(ValueError) as e:
+        load_branch_weights(net, str(tmp_path / "bad.pth"), "cnn")
+    msg = str(e.value)
+    assert "bad.pth" in msg and "0.weight: expected (4, 1, 3, 3), checkpoint has (8, 1, 3, 3)" in msg
+    assert "missing: 1.bias" in msg and "1 tensors missing, 1 of another shape" in msg
+    good = {k: torch.ones_like(v) for k, v in net.state_dict().items()}
+    torch.save({"network_weights": good, "evil": _ConstD()}, tmp_path / "pickle.pth")
+    with pytest.raises(UnsafeCheckpointError, match="pickle.pth"):
+        load_branch_weights(net, str(tmp_path / "pickle.pth"), "cnn")
+    torch.save({"network_weights": good}, tmp_path / "ok.pth")
+    load_branch_weights(net, str(tmp_path / "ok.pth"), "cnn")
+    assert all(torch.equal(v, torch.ones_like(v)) for v in net.state_dict().values())
