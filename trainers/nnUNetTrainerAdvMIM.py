@@ -43,7 +43,9 @@ from nnunetv2_advmim.advmim import (BRANCHES, STEP_MODES, AdvMIMEnsemble, EpochL
                                     plot_advmim_progress, warmup_poly_lr)
 from nnunetv2_advmim.losses import sigmoid_rampup
 from nnunetv2_advmim.masking import block_mask
+from nnunetv2_advmim.checkpointing import set_rng_states
 from nnunetv2_advmim.numerics import NonFiniteGuard, discriminator_collapsed
+from nnunetv2_advmim.safety import refuse_finished_run
 from nnunetv2_advmim.semisup_loader import get_semisup_dataloaders
 
 PRETRAINED_ENV = {"hybrid": "nnUNet_advmim_pretrained_hybrid", "cnn": "nnUNet_advmim_pretrained_cnn"}
@@ -195,6 +197,14 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
     # ------------------------------------------------------------------ data
     def get_dataloaders(self):
         return get_semisup_dataloaders(self, unlabeled_batch_size=self.unlabeled_batch_size)
+
+    def on_train_start(self):
+        refuse_finished_run(self)  # before anything is written: never train over a finished run unless asked
+        super().on_train_start()
+        pending = getattr(self, "_pending_rng_states", None)
+        if pending is not None:  # after everything on_train_start draws: the next step sees the RNG of the saved run
+            set_rng_states(pending)
+            self._pending_rng_states = None
 
     def on_train_end(self):
         super().on_train_end()
