@@ -79,8 +79,10 @@ def target_network(dataset: str, configuration: str, plans: str = "nnUNetPlans",
 
 
 def load_network_weights(checkpoint_file: str) -> Dict[str, torch.Tensor]:
-    """``network_weights`` of an nnU-Net checkpoint, mapped to the CPU."""
-    ckpt = torch.load(checkpoint_file, map_location="cpu", weights_only=False)
+    """``network_weights`` of an nnU-Net checkpoint, mapped to the CPU, loaded with ``weights_only=True``
+    (``checkpointing.safe_load``: a file with foreign pickled objects is refused, issue 9 item 4)."""
+    from nnunetv2_advmim.checkpointing import safe_load
+    ckpt = safe_load(checkpoint_file, map_location="cpu")
     if not isinstance(ckpt, dict) or "network_weights" not in ckpt:
         raise ValueError(f"{checkpoint_file} is not an nnU-Net checkpoint (no 'network_weights' entry); pass a "
                          f"checkpoint_final.pth / checkpoint_best.pth written by nnUNetv2_train")

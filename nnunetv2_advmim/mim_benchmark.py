@@ -21,6 +21,8 @@ from typing import Dict, List, Sequence
 import numpy as np
 import torch
 
+from nnunetv2_advmim.checkpointing import safe_load
+
 STRATEGIES = ("nnUNetTrainerMIM", "nnUNetTrainerAnatoMask", "nnUNetTrainerMPSAMS")
 
 
@@ -115,7 +117,7 @@ def loss_curves(run_folders: Sequence[str], checkpoint: str = "checkpoint_final.
         path = os.path.join(folder, checkpoint)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path} does not exist: pass finished pretraining fold folders")
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        ckpt = safe_load(path, map_location="cpu")  # weights_only=True (issue 9 item 4)
         log = ckpt["logging"]
         out[ckpt["trainer_name"]] = {"train": [float(v) for v in log["train_losses"]],
                                      "val": [float(v) for v in log["val_losses"]]}

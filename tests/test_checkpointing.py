@@ -170,3 +170,24 @@ def test_sigkill_while_writing_keeps_previous_checkpoint(tmp_path):
     assert sorted(glob.glob(str(tmp_path / "checkpoint_*.pth"))) == [f]  # what nnU-Net's --c looks for
     atomic_save({"epoch": 3}, f)  # the dead writer's temporary file is cleaned up
     assert os.listdir(tmp_path) == ["checkpoint_latest.pth"] and safe_load(f)["epoch"] == 3
+
+
+def test_our_weight_loaders_refuse_pickled_objects(tmp_path):
+    """check_weights and mim_benchmark read checkpoints through safe_load (issue 9 item 4)."""
+    from nnunetv2_advmim.check_weights import load_network_weights
+    from nnunetv2_advmim.mim_benchmark import loss_curves
+    marker = tmp_path / "pwned"
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    good.mkdir(), bad.mkdir()
+    ckpt = _nnunet_like_checkpoint()
+    ckpt["logging"]["val_losses"] = [np.float64(1.25)]
+    atomic_save(ckpt, str(good / "checkpoint_final.pth"))
+    ckpt["logging"]["train_losses"].append(_SystemCall(marker))
+    torch.save(ckpt, str(bad / "checkpoint_final.pth"))
+    assert set(load_network_weights(str(good / "checkpoint_final.pth"))) == set(ckpt["network_weights"])
+    assert loss_curves([str(good)]) == {"nnUNetTrainerMIM": {"train": [1.5], "val": [1.25]}}
+    with pytest.raises(UnsafeCheckpointError, match="system"):
+        load_network_weights(str(bad / "checkpoint_final.pth"))
+    with pytest.raises(UnsafeCheckpointError, match="system"):
+        loss_curves([str(bad)])
+    assert not marker.exists()
