@@ -131,7 +131,7 @@ def check_case(case: str, files: Sequence[str], reader_class, n_channels: int, e
                             f"with a value that makes sense for the image (e.g. its minimum, or the background "
                             f"value) and re-run; they are not replaced silently.")
         elif looks_like_label_map(channel, label_values):
-            warnings.append(f"{f}: every voxel is one of the label values {sorted(set(np.unique(channel).astype(int)))}"
+            warnings.append(f"{f}: every voxel is one of the label values {np.unique(channel).astype(int).tolist()}"
                             f" of dataset.json: is this a segmentation rather than an image? Label files do not "
                             f"belong in imagesUnlabeled (preprocessed anyway).")
     return problems, warnings
