@@ -107,8 +107,14 @@ def check_case(case: str, files: Sequence[str], reader_class, n_channels: int, e
     try:
         data, props = reader_class().read_images(list(files))
     except Exception as e:
-        detail = f"{type(e).__name__}: {e}" if str(e) else (f"{type(e).__name__} (nnU-Net's reader printed the "
-                                                            f"details above: channel files differ in shape/spacing?)")
+        if len(files) > 1:  # failure path only: read the channel files one by one to say how they differ
+            geometry = _geometry_per_file(files, reader_class)
+            if geometry is not None and len(set(geometry.values())) > 1:
+                shown = "; ".join(f"{os.path.basename(f)}: shape {g[0]}, spacing {g[1]}" for f, g in geometry.items())
+                return [f"{', '.join(files)}: the channel files of case '{case}' differ in shape or spacing "
+                        f"({shown}). Every channel must be on the same voxel grid: resample them to one grid or "
+                        f"remove case '{case}'."], warnings
+        detail = f"{type(e).__name__}: {e}" if str(e) else f"{type(e).__name__} (see the reader's output above)"
         return [f"{', '.join(files)}: cannot be read by {reader_class.__name__} ({detail.splitlines()[-1][:300]}). "
                 f"Replace the file(s) with readable images or remove case '{case}'."], warnings
     if data.shape[0] != n_channels:
@@ -135,6 +141,18 @@ def check_case(case: str, files: Sequence[str], reader_class, n_channels: int, e
                             f" of dataset.json: is this a segmentation rather than an image? Label files do not "
                             f"belong in imagesUnlabeled (preprocessed anyway).")
     return problems, warnings
+
+
+def _geometry_per_file(files: Sequence[str], reader_class) -> Optional[Dict[str, tuple]]:
+    """``{file: (shape, spacing)}`` read one file at a time; None if a single file cannot be read either."""
+    out = {}
+    for f in files:
+        try:
+            data, props = reader_class().read_images([f])
+        except Exception:
+            return None
+        out[f] = (tuple(data.shape[1:]), tuple(round(float(x), 4) for x in props["spacing"]))
+    return out
 
 
 def _check_case_star(args):

@@ -97,7 +97,8 @@ def test_dimensionality_and_channels_in_one_file(tmp_path):
     # two channel files of different shapes: nnU-Net's reader refuses, we name both files
     g = _write(_image((4, 10, 13)), (2, 1, 1), tmp_path / "three_0001.nii.gz")
     problems, _ = _check([f3, g], n_channels=2)
-    assert len(problems) == 1 and f3 in problems[0] and g in problems[0] and "cannot be read" in problems[0]
+    assert len(problems) == 1 and f3 in problems[0] and g in problems[0] and "differ in shape or spacing" in problems[0]
+    assert "three_0000.nii.gz: shape (4, 10, 12)" in problems[0] and "three_0001.nii.gz: shape (4, 10, 13)" in problems[0]
     assert spacing_is_2d([999.0, 1.0, 1.0]) and spacing_is_2d([499.5, 0.5, 0.3]) and not spacing_is_2d([5, 1, 1])
 
 
