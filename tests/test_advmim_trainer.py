@@ -321,3 +321,38 @@ def test_e2e_3d_train_resume_predict(advmim_3d, ext_trainers):
 def test_e2e_2d_ensemble_train_resume_predict(advmim_2d, ext_trainers):
     ckpt = _e2e(advmim_2d, ext_trainers, "nnUNetTrainerAdvMIM_Ensemble", "nnUNetTrainerAdvMIM_Ensemble_t2d")
     assert all(k.startswith(("hybrid.", "cnn.")) for k in ckpt["network_weights"])
+
+
+def test_non_finite_step_is_skipped_counted_and_stops_training(advmim_2d):
+    """A NaN in the unlabeled batch makes the loss non-finite: the step leaves every network, discriminator and
+    optimizer state untouched, is counted by term name and left out of the epoch means; N in a row stop training."""
+    from nnunetv2_advmim.numerics import NonFiniteError, NonFiniteGuard
+    torch.manual_seed(5)
+    t = _trainer(advmim_2d)
+    t.on_train_epoch_start()
+    modules = dict(t.branches, **{f"d_{b}": d for b, d in t.discriminators.items()})
+    good = t.train_step(_batch(t))
+    assert good["finite"]
+    before = {k: _params(m) for k, m in modules.items()}
+    optimizers = dict(t.branch_optimizers, **{f"d_{b}": o for b, o in t.disc_optimizers.items()})
+    opt_before = {k: copy.deepcopy(o.state_dict()["state"]) for k, o in optimizers.items()}
+    bad = _batch(t, seed=1)
+    bad["data_unlabeled"][0, 0, 0, 0] = float("nan")
+    out = t.train_step(bad)
+    assert out["finite"] is False and t.nonfinite_guard.skipped == 1
+    assert any(k.startswith("hybrid_") for k, n in t.nonfinite_guard.counts.items() if n > 0)
+    for k, m in modules.items():
+        assert _same(before[k], _params(m)), f"{k} changed in a skipped step"
+    for k, o in optimizers.items():
+        state = o.state_dict()["state"]
+        assert state.keys() == opt_before[k].keys() and all(
+            torch.equal(torch.as_tensor(v), torch.as_tensor(opt_before[k][i][n]))
+            for i in state for n, v in state[i].items()), f"optimizer {k} changed in a skipped step"
+    t.on_train_epoch_end([good, out])  # the skipped step is left out of the logged means
+    log = t.logger.local_logger.my_fantastic_logging
+    assert np.isfinite(log["train_losses"][-1]) and log["train_losses"][-1] == pytest.approx(float(good["loss"]))
+    t.nonfinite_guard = NonFiniteGuard(max_consecutive=2, log=lambda s: None)
+    t.train_step(bad)
+    with pytest.raises(NonFiniteError, match="hybrid_total"):
+        t.train_step(bad)
+    t.dataloader_train = t.dataloader_val = None
