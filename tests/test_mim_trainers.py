@@ -172,6 +172,12 @@ def test_anatomask_3d_resume_and_stock_finetune(mim_env):
     assert "mask_token" in final["network_weights"]
     for f in ("progress.png", "mim_examples.png", "checkpoint_best.pth"):
         assert os.path.isfile(os.path.join(fold, f)), f
+    # the visual check of any checkpoint, through its console command
+    proc = run_cmd(["nnUNetv2_advmim_mim_visualize", "-d", "960", "-c", "3d_fullres", "-f", "0", "-tr",
+                    "nnUNetTrainerAnatoMask_t", "-chk", "checkpoint_best.pth", "-n", "2"],
+                   env={k: v for k, v in mim_env.items() if k != "ext"})
+    png = os.path.join(fold, "mim_examples_checkpoint_best.png")
+    assert f"Wrote {png}" in proc.stdout and os.path.getsize(png) > 10000
 
     ckpt = os.path.join(fold, "checkpoint_final.pth")
     proc = _train(mim_env, 960, "3d_fullres", "nnUNetTrainer_ft", "-pretrained_weights", ckpt)
