@@ -276,3 +276,40 @@ def test_same_seed_same_losses_in_process(planned_2d, monkeypatch):
         torch.use_deterministic_algorithms(was_deterministic)
     assert a == b
     assert a != c and len(set(a)) == 3  # the seed matters, the losses are not a constant
+
+
+def test_advmim_checkpoint_is_safe_atomic_and_restores_rng(planned_2d, tmp_path):
+    """nnUNetTrainerAdvMIM: pickled objects refused before anything is built; its checkpoints carry the RNG
+    states and the guard's counters, and loading restores both."""
+    import random
+
+    from batchgenerators.utilities.file_and_folder_operations import load_json
+    from nnunetv2_advmim.trainers.nnUNetTrainerAdvMIM import nnUNetTrainerAdvMIM
+
+    plans = load_json(os.path.join(planned_2d.preprocessed, "nnUNetPlans.json"))
+    plans["continue_training"] = False
+    dataset_json = load_json(os.path.join(planned_2d.preprocessed, "dataset.json"))
+    cls = type("nnUNetTrainerAdvMIM_robust", (nnUNetTrainerAdvMIM,), {})
+    trainer = cls(plans, planned_2d.configuration, 0, dataset_json, torch.device("cpu"))
+    marker = tmp_path / "pwned"
+    bad = str(tmp_path / "checkpoint_latest.pth")
+    torch.save({"advmim": _SystemCall(marker)}, bad)
+    with pytest.raises(UnsafeCheckpointError, match="system"):
+        trainer.load_checkpoint(bad)
+    assert not marker.exists() and not trainer.was_initialized
+
+    trainer.initialize()
+    trainer.nonfinite_guard.step_ok({"loss": torch.tensor(float("nan"))})
+    ckpt = str(tmp_path / "checkpoint_advmim.pth")
+    trainer.save_checkpoint(ckpt)
+    assert [f for f in os.listdir(tmp_path) if f.startswith(".")] == []  # no temporary file left
+    expected = (random.random(), np.random.rand(), torch.rand(2).tolist())  # draws right after saving
+    saved = safe_load(ckpt)
+    assert saved["nonfinite_guard"]["counts"] == {"loss": 1}
+
+    plans["continue_training"] = False  # popped by the first trainer
+    other = cls(plans, planned_2d.configuration, 0, dataset_json, torch.device("cpu"))
+    other.load_checkpoint(ckpt)
+    assert (random.random(), np.random.rand(), torch.rand(2).tolist()) == expected
+    assert other.nonfinite_guard.counts == {"loss": 1} and other.nonfinite_guard.skipped == 1
+    assert other._pending_rng_states is not None  # applied again at the end of on_train_start

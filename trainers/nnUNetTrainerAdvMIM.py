@@ -43,7 +43,7 @@ from nnunetv2_advmim.advmim import (BRANCHES, STEP_MODES, AdvMIMEnsemble, EpochL
                                     plot_advmim_progress, warmup_poly_lr)
 from nnunetv2_advmim.losses import sigmoid_rampup
 from nnunetv2_advmim.masking import block_mask
-from nnunetv2_advmim.checkpointing import set_rng_states
+from nnunetv2_advmim.checkpointing import atomic_save, rng_states, safe_load, set_rng_states
 from nnunetv2_advmim.numerics import NonFiniteGuard, discriminator_collapsed
 from nnunetv2_advmim.safety import refuse_finished_run
 from nnunetv2_advmim.semisup_loader import get_semisup_dataloaders
@@ -429,7 +429,9 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self, filename: str) -> None:
         """Stock layout (``network_weights`` = the inference network) plus ``advmim``: both branches, both
-        discriminators, every optimizer and grad scaler. Tensors shared with ``network_weights`` are stored once."""
+        discriminators, every optimizer and grad scaler; plus the RNG states and the non-finite guard's counters.
+        Tensors shared with ``network_weights`` are stored once. Written atomically (temporary file + rename:
+        a crash while writing leaves the previous checkpoint intact; ``checkpointing.atomic_save``)."""
         if self.local_rank != 0:
             return
         if self.disable_checkpointing:
@@ -454,14 +456,19 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
                 "disc_grad_scaler": self.disc_grad_scaler.state_dict() if self.disc_grad_scaler is not None else None,
                 # the schedules (poly, warm-up + poly, lambda_ct ramp-up) are functions of current_epoch
             },
+            "rng_states": rng_states(),  # masks and augmentation draw from the global generators
+            "nonfinite_guard": self.nonfinite_guard.state_dict() if getattr(self, "nonfinite_guard", None) is not None
+            else None,
         }
-        torch.save(checkpoint, filename)
+        atomic_save(checkpoint, filename)
 
     def load_checkpoint(self, filename_or_checkpoint: Union[dict, str]) -> None:
+        # weights_only=True: a file carrying foreign pickled objects is refused (checkpointing.safe_load), before
+        # anything is built
+        checkpoint = safe_load(filename_or_checkpoint, map_location=self.device) \
+            if isinstance(filename_or_checkpoint, str) else filename_or_checkpoint
         if not self.was_initialized:
             self.initialize()
-        checkpoint = torch.load(filename_or_checkpoint, map_location=self.device, weights_only=False) \
-            if isinstance(filename_or_checkpoint, str) else filename_or_checkpoint
         extra = checkpoint.get("advmim")
         if extra is None:
             raise RuntimeError(f"{filename_or_checkpoint} has no AdvMIM state (not written by an AdvMIM trainer); to "
@@ -477,9 +484,10 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
         for b, d in self.discriminators.items():
             _unwrap(d).load_state_dict(strip(extra["discriminators"][b]))
             self.disc_optimizers[b].load_state_dict(extra["disc_optimizers"][b])
-        if self.grad_scaler is not None and checkpoint.get("grad_scaler_state") is not None:
+        # fp16 scalers may be created lazily (_scaler): create them so a saved scale is not lost on resume
+        if checkpoint.get("grad_scaler_state") is not None and self._scaler("net") is not None:
             self.grad_scaler.load_state_dict(checkpoint["grad_scaler_state"])
-        if self.disc_grad_scaler is not None and extra.get("disc_grad_scaler") is not None:
+        if extra.get("disc_grad_scaler") is not None and self._scaler("disc") is not None:
             self.disc_grad_scaler.load_state_dict(extra["disc_grad_scaler"])
         self.my_init_kwargs = checkpoint["init_args"]
         self.current_epoch = checkpoint["current_epoch"]
@@ -488,6 +496,15 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
         self._best_ema = checkpoint["_best_ema"]
         self.inference_allowed_mirroring_axes = checkpoint.get("inference_allowed_mirroring_axes",
                                                                self.inference_allowed_mirroring_axes)
+        if checkpoint.get("nonfinite_guard") is not None and getattr(self, "nonfinite_guard", None) is not None:
+            self.nonfinite_guard.load_state_dict(checkpoint["nonfinite_guard"])
+        if checkpoint.get("rng_states") is not None:
+            set_rng_states(checkpoint["rng_states"])  # now (--val) and again after on_train_start (--c)
+            self._pending_rng_states = checkpoint["rng_states"]
+        else:
+            source = filename_or_checkpoint if isinstance(filename_or_checkpoint, str) else "The checkpoint"
+            self.print_to_log_file(f"{source} holds no RNG states (written by an older version): the resumed run "
+                                   f"continues with fresh random numbers.")
 
 
 class nnUNetTrainerAdvMIM_noAdv(nnUNetTrainerAdvMIM):
