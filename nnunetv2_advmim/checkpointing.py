@@ -47,6 +47,8 @@ def _tmp_prefix(filename: str) -> str:
 
 def _remove_stale_temporaries(filename: str) -> None:
     """Remove temporary files of earlier writers of ``filename`` whose process no longer runs."""
+    if os.name != "posix":
+        return  # os.kill(pid, 0) is no liveness probe on Windows (it sends CTRL_C_EVENT)
     folder = os.path.dirname(os.path.abspath(filename))
     prefix = _tmp_prefix(filename)
     for name in os.listdir(folder):
@@ -192,8 +194,9 @@ def safe_load(filename: str, map_location="cpu") -> Any:
         # torch.save writes zip archives; a truncated one has no central directory
         raise CorruptCheckpointError(
             f"Checkpoint {filename} is incomplete or corrupt (not a complete torch zip archive, "
-            f"{os.path.getsize(filename)} bytes): it was probably cut off while being written or copied. Resume "
-            f"from another checkpoint of the run (checkpoint_best.pth or an older copy) or copy it again.")
+            f"{os.path.getsize(filename)} bytes): it was probably cut off while being written or copied (or saved "
+            f"in torch's legacy non-zip format). Resume from another checkpoint of the run (checkpoint_best.pth or "
+            f"an older copy) or copy it again.")
     try:
         with torch.serialization.safe_globals(safe_globals()):
             return torch.load(filename, map_location=map_location, weights_only=True)
@@ -211,8 +214,8 @@ def safe_load(filename: str, map_location="cpu") -> Any:
 
 # --------------------------------------------------------------------------------------------- RNG states
 def rng_states() -> Dict[str, Any]:
-    """RNG states of python ``random``, numpy's global generator, torch CPU and every CUDA device, as plain
-    ints/lists/uint8 tensors (loadable by :func:`safe_load`)."""
+    """RNG states of python ``random``, numpy's global generator, torch CPU and every CUDA device (when CUDA is
+    initialised), as plain ints/lists/uint8 tensors (loadable by :func:`safe_load`)."""
     version, internal, gauss = random.getstate()
     name, keys, pos, has_gauss, cached = np.random.get_state()
     states = {
@@ -221,7 +224,8 @@ def rng_states() -> Dict[str, Any]:
         "numpy": {"name": str(name), "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64).copy()),
                   "pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
         "torch": torch.get_rng_state().clone(),
-        "cuda": [s.clone() for s in torch.cuda.get_rng_state_all()] if torch.cuda.is_available() else None,
+        # only when CUDA is in use: querying would otherwise start a CUDA context (GPU memory) in CPU runs
+        "cuda": [s.clone() for s in torch.cuda.get_rng_state_all()] if torch.cuda.is_initialized() else None,
     }
     return states
 

@@ -275,7 +275,9 @@ class nnUNetTrainerMIM(nnUNetTrainer):
         self.load_mim_state_dict(checkpoint['mim_state'])
         if checkpoint.get('nonfinite_guard') is not None:
             self.nonfinite_guard.load_state_dict(checkpoint['nonfinite_guard'])
-        if checkpoint.get('rng_states') is not None:
+        if self.is_ddp and self.local_rank != 0:
+            pass  # rank 0's generators: copying them to every rank would make all ranks draw the same numbers
+        elif checkpoint.get('rng_states') is not None:
             set_rng_states(checkpoint['rng_states'])
             self._pending_rng_states = checkpoint['rng_states']
         else:
