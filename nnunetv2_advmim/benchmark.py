@@ -202,16 +202,16 @@ def random_batch(trainer, device, seed: int = 0, unlabeled: bool = True) -> dict
 
 
 def amp_dtype(amp: str, device) -> Optional["torch.dtype"]:
-    """Autocast dtype for an ``amp`` setting ('auto': bf16 where supported else fp16; 'fp16'; 'off'); None = off.
-    AMP is only used on CUDA, as nnU-Net does."""
+    """Autocast dtype for an ``amp`` setting ('auto': bf16 where supported else fp16; 'bf16'; 'fp16'; 'off');
+    None = off. AMP is only used on CUDA, as nnU-Net does."""
     import torch
     if device.type != "cuda" or amp == "off":
         return None
-    if amp == "fp16":
-        return torch.float16
+    if amp in ("fp16", "bf16"):
+        return torch.float16 if amp == "fp16" else torch.bfloat16
     if amp == "auto":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    raise ValueError(f"amp must be 'auto', 'fp16' or 'off', got {amp!r}")
+    raise ValueError(f"amp must be 'auto', 'bf16', 'fp16' or 'off', got {amp!r}")
 
 
 def forward_backward(network, loss_fn, batch: dict, dtype) -> Callable[[], None]:
@@ -385,7 +385,7 @@ def run_benchmark(dataset: str, configuration: str, plans_name: str = "nnUNetPla
     if hasattr(adv, "amp"):
         adv.amp = amp
     adv.on_train_epoch_start()
-    dtype = amp_dtype(amp, dev)
+    dtype = adv._amp_dtype() if hasattr(adv, "_amp_dtype") else amp_dtype(amp, dev)  # (b) uses the step's AMP
     b_stock, b_adv = random_batch(stock, dev, 0, unlabeled=False), random_batch(adv, dev, 1)
     S, C = adv.branches["hybrid"], adv.branches["cnn"]
 
@@ -434,7 +434,9 @@ def run_benchmark(dataset: str, configuration: str, plans_name: str = "nnUNetPla
                            "unlabeled_batch_size": adv.batch_size, "amp": amp,
                            "amp_dtype": str(dtype).replace("torch.", "") if dtype else "off",
                            "nnUNet_compile": os.environ.get("nnUNet_compile", "unset (nnU-Net: on for CUDA)"),
-                           "stock_compiled": bool(stock._do_i_compile()), "n": n, "warmup": warmup,
+                           "stock_compiled": bool(stock._do_i_compile()),
+                           "advmim_compiled": bool(adv._compile_branches() if hasattr(adv, "_compile_branches")
+                                                   else adv._do_i_compile()), "n": n, "warmup": warmup,
                            "memory": "CUDA max_memory_allocated" if dev.type == "cuda" else
                            "CPU VmHWM reset per step (in-process) + resident tensors",
                            "steps": "random tensors on the device"},
@@ -495,7 +497,8 @@ def format_report(r: dict) -> str:
     s, mach = r["settings"], r["machine"]
     lines = [f"{s['dataset']} {s['configuration']} ({s['plans']}), patch {s['patch_size']}, batch {s['batch_size']} "
              f"labeled + {s['unlabeled_batch_size']} unlabeled, device {mach['device']} "
-             f"({mach.get('gpu') or mach.get('cpu')}), AMP {s['amp_dtype']}, stock compiled: {s['stock_compiled']}",
+             f"({mach.get('gpu') or mach.get('cpu')}), AMP {s['amp_dtype']}, compiled: stock {s['stock_compiled']}, AdvMIM "
+             f"{s['advmim_compiled']}",
              f"median of {s['n']} steps after {s['warmup']} warm-up rounds, round-robin; peak memory: {s['memory']}",
              "", f"{'item':<20}{'median s':>10}{'x stock':>9}{'E':>7}{'peak MiB':>10}{'x stock':>9}"]
     stock_peak = r["items"]["stock"]["peak_mib"]
@@ -542,7 +545,7 @@ def main(argv=None) -> None:
                         "(network topology re-derived the planner's way)")
     parser.add_argument("--batch", type=int, default=None, help="batch size instead of the plan's")
     parser.add_argument("--modes", nargs="+", default=None, help="AdvMIM step modes (default: all of STEP_MODES)")
-    parser.add_argument("--amp", default="auto", choices=("auto", "fp16", "off"), help="AdvMIM AMP setting")
+    parser.add_argument("--amp", default="auto", choices=("auto", "bf16", "fp16", "off"), help="AdvMIM AMP setting")
     parser.add_argument("--compile", default=None, choices=("on", "off"), help="set nnUNet_compile for this run "
                         "(default: as set in the environment; nnU-Net compiles on CUDA unless it is false)")
     parser.add_argument("--skip-data", action="store_true", help="do not measure the data pipeline")
@@ -580,11 +583,12 @@ def main(argv=None) -> None:
     result["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     result["command"] = " ".join(["nnUNetv2_advmim_benchmark"] + list(sys.argv[1:] if argv is None else argv))
     result["wall_s"] = time.perf_counter() - t_start
-    print(format_report(result))
     if args.o:
         os.makedirs(os.path.dirname(os.path.abspath(args.o)), exist_ok=True)
         with open(args.o, "w") as f:
             json.dump(result, f, indent=1)
+    print(format_report(result))
+    if args.o:
         print(f"Wrote {args.o}")
 
 
