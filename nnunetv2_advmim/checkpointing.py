@@ -233,11 +233,11 @@ def rng_states() -> Dict[str, Any]:
 def set_rng_states(d: Dict[str, Any]) -> None:
     """Restore what :func:`rng_states` returned. CUDA states are restored when CUDA is available and the number
     of devices matches (otherwise they are skipped: e.g. a GPU checkpoint resumed on the CPU)."""
-    py = d["python"]
-    random.setstate((int(py["version"]), tuple(int(v) for v in py["state"].tolist()), py["gauss_next"]))
+    py = d["python"]  # tensors may come back on a GPU (safe_load(map_location='cuda')): .cpu() everywhere
+    random.setstate((int(py["version"]), tuple(int(v) for v in py["state"].cpu().tolist()), py["gauss_next"]))
     npy = d["numpy"]
-    np.random.set_state((npy["name"], npy["keys"].numpy().astype(np.uint32), int(npy["pos"]), int(npy["has_gauss"]),
-                         float(npy["cached_gaussian"])))
+    np.random.set_state((npy["name"], npy["keys"].cpu().numpy().astype(np.uint32), int(npy["pos"]),
+                         int(npy["has_gauss"]), float(npy["cached_gaussian"])))
     torch.set_rng_state(d["torch"].cpu().to(torch.uint8))
     cuda = d.get("cuda")
     if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
