@@ -47,6 +47,9 @@ class nnUNetTrainerAnatoMask_kill(nnUNetTrainerAnatoMask):
                  device: torch.device = torch.device('cuda')):
         super().__init__(plans, configuration, fold, dataset_json, device)
         small_network(self)
+        # nnUNetv2_train -device cpu sets one thread per core; on a busy machine OpenMP threads then wait for
+        # each other (epochs of 0.1 s took 9 s). One thread: same results run to run, fast everywhere.
+        torch.set_num_threads(1)
         self.num_epochs = 3
         self.num_iterations_per_epoch = 2
         self.num_val_iterations_per_epoch = 1
@@ -172,6 +175,15 @@ def test_sigkill_mid_run_then_resume_continues_exactly(kill_env, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ in-process
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for the in-process trainers (tiny networks; see the kill variant's comment)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _trainer(planned, name="nnUNetTrainerAnatoMask_robust"):
     """An AnatoMask trainer on the planned 2D dataset (narrow network), not initialised."""
     from batchgenerators.utilities.file_and_folder_operations import load_json
@@ -195,7 +207,7 @@ class _SystemCall:
         return os.system, (f"touch {self.marker}",)
 
 
-def test_trainer_load_checkpoint_refuses_pickled_object(planned_2d, tmp_path):
+def test_trainer_load_checkpoint_refuses_pickled_object(planned_2d, tmp_path, one_thread):
     trainer = _trainer(planned_2d)
     marker = tmp_path / "pwned"
     bad = str(tmp_path / "checkpoint_latest.pth")
@@ -217,7 +229,7 @@ def _equal(a, b):
     return all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_nonfinite_loss_or_gradient_skips_step(planned_2d):
+def test_nonfinite_loss_or_gradient_skips_step(planned_2d, one_thread):
     """NaN loss / inf gradient: no optimizer or EMA step, counted by name, logged; N in a row stop training."""
     from nnunetv2_advmim.numerics import NonFiniteError
     trainer = _trainer(planned_2d, "nnUNetTrainerAnatoMask_guard")
@@ -256,7 +268,7 @@ def test_nonfinite_loss_or_gradient_skips_step(planned_2d):
     assert trainer.teacher.step == 1
 
 
-def test_same_seed_same_losses_in_process(planned_2d, monkeypatch):
+def test_same_seed_same_losses_in_process(planned_2d, monkeypatch, one_thread):
     """Fixed seed + deterministic flags + in-process augmentation: two runs give identical losses."""
     from nnunetv2_advmim.pretraining import get_pretraining_dataloaders
     monkeypatch.setenv("nnUNet_n_proc_DA", "0")
@@ -278,7 +290,7 @@ def test_same_seed_same_losses_in_process(planned_2d, monkeypatch):
     assert a != c and len(set(a)) == 3  # the seed matters, the losses are not a constant
 
 
-def test_advmim_checkpoint_is_safe_atomic_and_restores_rng(planned_2d, tmp_path):
+def test_advmim_checkpoint_is_safe_atomic_and_restores_rng(planned_2d, tmp_path, one_thread):
     """nnUNetTrainerAdvMIM: pickled objects refused before anything is built; its checkpoints carry the RNG
     states and the guard's counters, and loading restores both."""
     import random
