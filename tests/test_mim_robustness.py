@@ -261,6 +261,10 @@ def test_nonfinite_loss_or_gradient_skips_step(planned_2d, one_thread):
     assert "non-finite loss, grad_norm at step 0: step skipped" in log
     assert "non-finite grad_norm at step 1: step skipped" in log
 
+    # the epoch's mean training loss leaves the skipped steps out
+    trainer.on_train_epoch_end([{"loss": np.array(2.0)}, {"loss": np.array(float("nan"))}, {"loss": np.array(4.0)}])
+    assert trainer.logger.get_value("train_losses", step=-1) == 3.0
+
     trainer.train_step({"data": x_nan})
     trainer.train_step({"data": x_nan})
     with pytest.raises(NonFiniteError, match="3 consecutive.*loss.*learning rate"):

@@ -171,6 +171,17 @@ class nnUNetTrainerMIM(nnUNetTrainer):
             self.after_optimizer_step()
         return {'loss': loss.detach().cpu().numpy()}
 
+    def on_train_epoch_end(self, train_outputs):
+        """Mean training loss of the epoch over the applied steps (skipped non-finite steps are left out and
+        counted by the guard; NaN when every step was skipped)."""
+        losses = np.asarray(collate_outputs(train_outputs)['loss'], dtype=np.float64).ravel()
+        if self.is_ddp:
+            gathered = [None for _ in range(dist.get_world_size())]
+            dist.all_gather_object(gathered, losses)
+            losses = np.concatenate(gathered)
+        finite = losses[np.isfinite(losses)]
+        self.logger.log('train_losses', float(finite.mean()) if finite.size else float('nan'), self.current_epoch)
+
     def on_validation_epoch_start(self):
         super().on_validation_epoch_start()
         self._val_generator = torch.Generator().manual_seed(self.mask_seed + 1)
