@@ -555,6 +555,9 @@ def main(argv=None) -> None:
                         help="image shape of the default synthetic dataset (default: the synthetic module's)")
     parser.add_argument("--workdir", default=None, help="folder for the default synthetic dataset (default: temp)")
     parser.add_argument("-np", type=int, default=2, help="processes for planning the synthetic dataset")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's). On a "
+                        "machine shared with other jobs, 1 avoids stalls of multi-threaded kernels waiting for a "
+                        "descheduled thread")
     parser.add_argument("-o", default=None, help="write the result as JSON to this file")
     args = parser.parse_args(argv)
     if args.o and os.path.exists(args.o):
@@ -574,6 +577,8 @@ def main(argv=None) -> None:
         # trainers write their log files into nnUNet_results/<dataset>/...: keep those out of the user's results
         os.environ["nnUNet_results"] = tempfile.mkdtemp(prefix="advmim_benchmark_results_")
     import torch
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
         result = run_benchmark(dataset, args.c, args.p, device, args.n, args.warmup, args.patch, args.batch,

@@ -42,7 +42,7 @@ def test_benchmark_command_end_to_end(tmp_path, nnunet_env):
     out = tmp_path / "bench.json"
     env = dict(nnunet_env, nnUNet_n_proc_DA="1")
     proc = run_cmd(["nnUNetv2_advmim_benchmark", "-c", "2d", "-device", "cpu", "-n", "1", "--warmup", "0",
-                    "--synthetic-shape", "32", "32", "--batch", "2", "--data-batches", "2", "-np", "1",
+                    "--synthetic-shape", "32", "32", "--batch", "2", "--data-batches", "2", "-np", "1", "--threads", "1",
                     "--workdir", str(tmp_path / "work"), "-o", str(out)], env=env, timeout=300)
     assert "targets (issue 8)" in proc.stdout
     r = json.loads(out.read_text())
