@@ -78,7 +78,8 @@ def test_rng_states_round_trip_through_safe_load(tmp_path):
     random.gauss(0, 1), np.random.randn()  # both keep a cached gaussian: part of the state
     f = str(tmp_path / "rng.pth")
     atomic_save({"rng": rng_states()}, f)
-    expected = (random.random(), random.gauss(0, 1), np.random.rand(3).tolist(), np.random.randn(), torch.rand(3).tolist())
+    expected = (random.random(), random.gauss(0, 1), np.random.rand(3).tolist(), np.random.randn(),
+                torch.rand(3).tolist())
     set_rng_states(safe_load(f)["rng"])
     got = (random.random(), random.gauss(0, 1), np.random.rand(3).tolist(), np.random.randn(), torch.rand(3).tolist())
     assert got == expected
