@@ -369,7 +369,13 @@ def run_benchmark(dataset: str, configuration: str, plans_name: str = "nnUNetPla
 
     dev = torch.device(device)
     phases, t_phase = {}, time.perf_counter()
-    name = maybe_convert_to_dataset_name(dataset)
+    try:
+        name = maybe_convert_to_dataset_name(dataset)
+    except RuntimeError:
+        raise FileNotFoundError(f"dataset {dataset} is in neither nnUNet_raw nor nnUNet_preprocessed "
+                                f"({nnUNet_preprocessed}): check the ID and the nnUNet_* variables, run "
+                                f"nnUNetv2_plan_and_preprocess -d {dataset} -c {configuration}, or leave out -d to "
+                                f"benchmark the built-in synthetic dataset") from None
     folder = join(nnUNet_preprocessed, name)
     plans_file = join(folder, plans_name + ".json")
     if not os.path.isfile(plans_file):

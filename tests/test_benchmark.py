@@ -66,6 +66,10 @@ def test_benchmark_command_end_to_end(tmp_path, nnunet_env):
     assert {t["key"] for t in r["targets"]} == {"E_fast_gpu", "E_fast_cpu", "memory_mode_vs_stock", "data_vs_step",
                                                 "anatomask_vs_random"}
     assert r["machine"]["device"] == "cpu" and r["date"] and r["command"].startswith("nnUNetv2_advmim_benchmark")
+    # an unknown dataset is a clear error naming the fix, not a traceback
+    missing = run_cmd(["nnUNetv2_advmim_benchmark", "-d", "959", "-c", "2d", "-device", "cpu"], env=env, check=False)
+    assert missing.returncode == 2 and "nnUNetv2_plan_and_preprocess -d 959" in missing.stdout
+    assert "Traceback" not in missing.stdout
     # results are never overwritten
     again = run_cmd(["nnUNetv2_advmim_benchmark", "-d", "951", "-c", "2d", "-o", str(out)], env=env, check=False)
     assert again.returncode != 0 and "exists" in again.stdout
