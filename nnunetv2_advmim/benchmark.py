@@ -30,12 +30,14 @@ is written, planned (``nnUNetv2_plan_and_preprocess``) and its unlabeled images 
 (``nnUNetv2_advmim_preprocess_unlabeled``) in a temporary nnU-Net folder (or ``--workdir``).
 """
 import argparse
+import atexit
 import copy
 import ctypes
 import datetime
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -580,8 +582,13 @@ def main(argv=None) -> None:
         dataset = prepare_synthetic(workdir, args.c, args.synthetic_shape, num_processes=args.np)
         print(f"Synthetic dataset ready in {time.perf_counter() - t_start:.0f} s", flush=True)
     else:
+        if not os.environ.get("nnUNet_preprocessed"):
+            parser.error("nnUNet_preprocessed is not set: point it at your nnU-Net preprocessed folder, or leave "
+                         "out -d to benchmark the built-in synthetic dataset")
         # trainers write their log files into nnUNet_results/<dataset>/...: keep those out of the user's results
-        os.environ["nnUNet_results"] = tempfile.mkdtemp(prefix="advmim_benchmark_results_")
+        tmp_results = tempfile.mkdtemp(prefix="advmim_benchmark_results_")
+        os.environ["nnUNet_results"] = tmp_results
+        atexit.register(shutil.rmtree, tmp_results, True)
     import torch
     if args.threads:
         torch.set_num_threads(args.threads)
