@@ -577,7 +577,10 @@ def main(argv=None) -> None:
     t_start = time.perf_counter()
     dataset = args.d
     if dataset is None:
-        workdir = args.workdir or tempfile.mkdtemp(prefix="advmim_benchmark_")
+        workdir = args.workdir
+        if workdir is None:  # a temporary dataset is removed at exit; --workdir keeps it for the next run
+            workdir = tempfile.mkdtemp(prefix="advmim_benchmark_")
+            atexit.register(shutil.rmtree, workdir, True)
         print(f"No -d: writing and planning the synthetic dataset in {workdir}", flush=True)
         dataset = prepare_synthetic(workdir, args.c, args.synthetic_shape, num_processes=args.np)
         print(f"Synthetic dataset ready in {time.perf_counter() - t_start:.0f} s", flush=True)
