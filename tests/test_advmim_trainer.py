@@ -356,3 +356,19 @@ def test_non_finite_step_is_skipped_counted_and_stops_training(advmim_2d):
     with pytest.raises(NonFiniteError, match="hybrid_total"):
         t.train_step(bad)
     t.dataloader_train = t.dataloader_val = None
+
+
+def test_checkpoint_latest_stores_the_best_ema_after_this_epoch(advmim_2d, tmp_path):
+    """nnU-Net writes checkpoint_latest before updating _best_ema; ours stores the updated value, so a resumed run
+    does not overwrite checkpoint_best with a worse epoch."""
+    from nnunetv2_advmim.checkpointing import safe_load
+    t = _trainer(advmim_2d)
+    log = t.logger.local_logger.my_fantastic_logging
+    t._best_ema, t.current_epoch = 0.5, 1
+    log["ema_fg_dice"] = [0.5, 0.7]  # this epoch improves on the best
+    t.save_checkpoint(str(tmp_path / "latest.pth"))
+    assert safe_load(str(tmp_path / "latest.pth"))["_best_ema"] == 0.7
+    log["ema_fg_dice"] = [0.5, 0.4]  # this epoch does not
+    t.save_checkpoint(str(tmp_path / "latest.pth"))
+    assert safe_load(str(tmp_path / "latest.pth"))["_best_ema"] == 0.5
+    t.dataloader_train = t.dataloader_val = None

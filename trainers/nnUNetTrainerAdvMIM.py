@@ -445,7 +445,7 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
             "optimizer_state": self.optimizer.state_dict(),
             "grad_scaler_state": self.grad_scaler.state_dict() if self.grad_scaler is not None else None,
             "logging": self.logger.get_checkpoint(),
-            "_best_ema": self._best_ema,
+            "_best_ema": self._best_ema_after_this_epoch(),
             "current_epoch": self.current_epoch + 1,
             "init_args": self.my_init_kwargs,
             "trainer_name": self.__class__.__name__,
@@ -464,6 +464,16 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
             else None,
         }
         atomic_save(checkpoint, filename)
+
+    def _best_ema_after_this_epoch(self):
+        """The best EMA pseudo Dice once this epoch's best-checkpoint handling has run. nnU-Net's ``on_epoch_end``
+        writes checkpoint_latest *before* updating ``_best_ema``, so a run resumed from it would compare against the
+        previous best and could overwrite checkpoint_best with a worse epoch; storing the updated value avoids that."""
+        ema = self.logger.local_logger.my_fantastic_logging.get("ema_fg_dice")
+        if not ema or len(ema) <= self.current_epoch:
+            return self._best_ema
+        now = ema[self.current_epoch]
+        return now if self._best_ema is None or now > self._best_ema else self._best_ema
 
     def load_checkpoint(self, filename_or_checkpoint: Union[dict, str]) -> None:
         # weights_only=True: a file carrying foreign pickled objects is refused (checkpointing.safe_load), before
