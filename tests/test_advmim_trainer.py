@@ -372,3 +372,19 @@ def test_checkpoint_latest_stores_the_best_ema_after_this_epoch(advmim_2d, tmp_p
     t.save_checkpoint(str(tmp_path / "latest.pth"))
     assert safe_load(str(tmp_path / "latest.pth"))["_best_ema"] == 0.5
     t.dataloader_train = t.dataloader_val = None
+
+
+def test_seeded_runs_give_identical_losses(advmim_2d, monkeypatch):
+    """nnUNet_advmim_seed: same seed -> same initial weights, masks and losses; another seed -> different losses."""
+    def run(seed):
+        monkeypatch.setenv("nnUNet_advmim_seed", str(seed))
+        t = _trainer(advmim_2d)
+        t.on_train_epoch_start()
+        losses = [t.step_terms(t.train_step(_batch(t, seed=i)))["loss"] for i in range(2)]
+        t.dataloader_train = t.dataloader_val = None
+        return losses
+    try:
+        a, b, c = run(7), run(7), run(8)
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert a == b and a != c

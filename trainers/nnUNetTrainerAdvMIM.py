@@ -44,7 +44,7 @@ from nnunetv2_advmim.advmim import (BRANCHES, STEP_MODES, AdvMIMEnsemble, EpochL
 from nnunetv2_advmim.losses import sigmoid_rampup
 from nnunetv2_advmim.masking import block_mask
 from nnunetv2_advmim.checkpointing import atomic_save, rng_states, safe_load, set_rng_states
-from nnunetv2_advmim.numerics import NonFiniteGuard, discriminator_collapsed
+from nnunetv2_advmim.numerics import NonFiniteGuard, discriminator_collapsed, enable_determinism, seed_from_env
 from nnunetv2_advmim.safety import refuse_finished_run
 from nnunetv2_advmim.semisup_loader import get_semisup_dataloaders
 
@@ -102,6 +102,9 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
         self.disc_optimizers = None
         self.disc_grad_scaler = torch.amp.GradScaler("cuda") if self.device.type == "cuda" else None
         self.nonfinite_guard = NonFiniteGuard(max_consecutive=20, log=self.print_to_log_file)
+        self.deterministic_seed = seed_from_env()  # nnUNet_advmim_seed: seeded, deterministic algorithms (README)
+        if self.deterministic_seed is not None:
+            enable_determinism(self.deterministic_seed)
         self._epoch_lambda_ct = []
         self._register_log_keys()
 
