@@ -192,7 +192,8 @@ def test_anatomask_3d_resume_and_stock_finetune(mim_env):
     (961, "MIM2D", "2d", "nnUNetTrainerMIM_t"),
     (961, "MIM2D", "2d", "nnUNetTrainerMPSAMS_t"),
     (961, "MIM2D", "2d", "nnUNetTrainerAnatoMask_t"),
-    (960, "MIM3D", "3d_fullres", "nnUNetTrainerMPSAMS_t"),  # 3D AnatoMask: the resume test; 3D random: budget
+    (960, "MIM3D", "3d_fullres", "nnUNetTrainerMPSAMS_t"),  # 3D AnatoMask: the resume test
+    (960, "MIM3D", "3d_fullres", "nnUNetTrainerMIM_t"),
 ])
 def test_pretraining_stock_command(mim_env, dataset_id, name, configuration, trainer):
     _train(mim_env, dataset_id, configuration, trainer)
