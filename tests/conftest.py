@@ -112,3 +112,15 @@ class nnUNetTrainer_tiny(nnUNetTrainer):
         self.num_iterations_per_epoch = 2
         self.num_val_iterations_per_epoch = 1
 '''
+
+
+def short_trainer(module: str, base: str, name: str, **attributes) -> str:
+    """Source of a short trainer variant ``name`` of ``module.base`` setting ``attributes`` after ``__init__``.
+
+    nnU-Net 2.8.1 needs the exact ``__init__`` signature of ``nnUNetTrainer`` (it records the init kwargs), which is
+    why test variants are written out rather than parametrised."""
+    sets = "".join(f"        self.{k} = {v!r}\n" for k, v in attributes.items())
+    return (f"import torch\nfrom {module} import {base}\n\n\nclass {name}({base}):\n"
+            f"    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,\n"
+            f"                 device: torch.device = torch.device('cuda')):\n"
+            f"        super().__init__(plans, configuration, fold, dataset_json, device)\n{sets}")

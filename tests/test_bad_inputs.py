@@ -14,7 +14,7 @@ import SimpleITK as sitk
 import torch
 from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
 
-from conftest import run_cmd
+from conftest import run_cmd, short_trainer
 from test_unlabeled import copy_planned
 from nnunetv2_advmim.input_checks import (check_case, check_nifti_file, dataset_is_2d, looks_like_label_map,
                                           require_planned, spacing_is_2d)
@@ -295,21 +295,9 @@ def test_refuse_finished_run_unit(tmp_path, monkeypatch):
 
 
 # -------------------------------------------------------------------------- finished runs: the real command
-TINY_MIM = '''
-import torch
-from nnunetv2_advmim.trainers.nnUNetTrainerMIM import nnUNetTrainerMIM
-
-
-class nnUNetTrainerMIM_badinputs(nnUNetTrainerMIM):
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device('cuda')):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = 1
-        self.num_iterations_per_epoch = 1
-        self.num_val_iterations_per_epoch = 1
-        self.warmup_epochs = 1
-        self.num_example_images = 1
-'''
+TINY_MIM = short_trainer("nnunetv2_advmim.trainers.nnUNetTrainerMIM", "nnUNetTrainerMIM", "nnUNetTrainerMIM_badinputs",
+                         num_epochs=1, num_iterations_per_epoch=1, num_val_iterations_per_epoch=1, warmup_epochs=1,
+                         num_example_images=1)
 
 
 def test_mim_trainer_refuses_to_train_over_a_finished_run(planned_2d, ext_trainers):
