@@ -36,18 +36,18 @@ def _short(t, epochs):
     t.num_example_images = 2
 
 
-class nnUNetTrainerMIM_t(nnUNetTrainerMIM):
+def _short_variant(base, name, epochs):
+    """A subclass of ``base`` with ``_short`` settings; nnU-Net reads the init signature, so it is spelled out."""
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device('cuda')):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        _short(self, 1)
+        base.__init__(self, plans, configuration, fold, dataset_json, device)
+        _short(self, epochs)
+    return type(name, (base,), {"__init__": __init__})
 
 
-class nnUNetTrainerMPSAMS_t(nnUNetTrainerMPSAMS):
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device('cuda')):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        _short(self, 1)
+nnUNetTrainerMIM_t = _short_variant(nnUNetTrainerMIM, "nnUNetTrainerMIM_t", 1)
+nnUNetTrainerMPSAMS_t = _short_variant(nnUNetTrainerMPSAMS, "nnUNetTrainerMPSAMS_t", 1)
+nnUNetTrainerAnatoMask_Hybrid_t = _short_variant(nnUNetTrainerAnatoMask_Hybrid, "nnUNetTrainerAnatoMask_Hybrid_t", 1)
 
 
 class nnUNetTrainerAnatoMask_t(nnUNetTrainerAnatoMask):
@@ -63,13 +63,6 @@ class nnUNetTrainerAnatoMask_t(nnUNetTrainerAnatoMask):
         super().on_epoch_end()
         if os.environ.get('MIM_TEST_STOP_AFTER_EPOCH') == str(epoch):
             raise SystemExit(3)
-
-
-class nnUNetTrainerAnatoMask_Hybrid_t(nnUNetTrainerAnatoMask_Hybrid):
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device('cuda')):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        _short(self, 1)
 
 
 class nnUNetTrainer_ft(nnUNetTrainer):
