@@ -108,6 +108,8 @@ setup(
             "nnUNetv2_advmim_check_weights=nnunetv2_advmim.check_weights:main",
             "nnUNetv2_advmim_mim_visualize=nnunetv2_advmim.mim_visualize:main",
             "nnUNetv2_advmim_benchmark=nnunetv2_advmim.benchmark:main",
+            "nnUNetv2_advmim_study=nnunetv2_advmim.study:main",
+            "nnUNetv2_advmim_small_plan=nnunetv2_advmim.small_plan:main",
         ],
     },
     cmdclass=cmdclass,
