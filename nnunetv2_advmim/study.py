@@ -193,7 +193,7 @@ class Study:
                  n_val: Optional[int] = None, seed: int = 0, pretrainers: Sequence[str] = (),
                  finetuner: str = "nnUNetTrainer", pretrain_epochs: Optional[int] = None,
                  match_time: Optional[str] = None, device: str = "cpu", output_folder: Optional[str] = None,
-                 threads: Optional[int] = None, log=print):
+                 threads: Optional[int] = None, npp: Optional[int] = None, log=print):
         self.counts = [parse_count(c) for c in counts]
         if not self.counts:
             raise ValueError("give at least one labeled count (-n)")
@@ -227,6 +227,8 @@ class Study:
             if n != "all":
                 labeled_cases(self.pool, n, 0, seed)  # range check before any training
         self.draws, self.seed, self.device, self.log, self.threads = draws, seed, device, log, threads
+        # 0 = nnU-Net's sequential prediction: no worker start-up, the faster choice for small test sets on a CPU
+        self.npp = (0 if device == "cpu" else 3) if npp is None else npp
         self.epochs, self.iterations, self.val_iterations = epochs, iterations, val_iterations
         self.pretrain_epochs = pretrain_epochs or epochs
         self.match_time = match_time
@@ -384,7 +386,8 @@ class Study:
             shutil.rmtree(pred)  # derived from the checkpoint; predicted again
         _run(["nnUNetv2_predict", "-i", os.path.join(self.raw, "imagesTs"), "-o", pred, "-d", self.dataset_name,
               "-c", self.configuration, "-f", "0", "-tr", self._variant(trainer), "-p", self.plans,
-              "-device", self.device, "-npp", "1", "-nps", "1", "--disable_progress_bar"], env, log_file)
+              "-device", self.device, "-npp", str(self.npp), "-nps", str(self.npp), "--disable_progress_bar"],
+             env, log_file)
         from nnunetv2_advmim.evaluate import evaluate_folders
         result = evaluate_folders(os.path.join(self.raw, "labelsTs"), pred, require_all=True)
         seconds = _epoch_seconds(model)
@@ -640,6 +643,8 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads per training (default: nnU-Net's one per core); 1 avoids stalls "
                              "when other work shares the cores")
+    parser.add_argument("-npp", type=int, default=None,
+                        help="nnUNetv2_predict's -npp and -nps (default 0 = sequential on the CPU, 3 on a GPU)")
     parser.add_argument("-o", default=None,
                         help="study folder (default $nnUNet_results/<Dataset>/study__<plans>__<configuration>)")
     args = parser.parse_args(argv)
@@ -650,7 +655,7 @@ def main(argv=None) -> int:
         study = Study(args.d, args.c, args.n, args.tr, args.draws, args.p, args.epochs, args.iterations,
                       args.val_iterations, args.n_val, args.seed, args.pretrainer, args.finetuner,
                       args.pretrain_epochs, args.match_time, args.device, args.o, args.threads,
-                      log=lambda s: print(s, flush=True))
+                      args.npp, log=lambda s: print(s, flush=True))
         result = study.run()
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         print(f"ERROR: {e}", file=sys.stderr)
