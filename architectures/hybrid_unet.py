@@ -243,7 +243,7 @@ class HybridTransformerUNet(MaskTokenMixin, AbstractDynamicNetworkArchitectures)
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None):
         """Segmentation logits (a list, full resolution first, when ``decoder.deep_supervision``).
 
-        ``mask``: block mask ``(B, *grid)`` (:mod:`nnunetv2_advmim.masking`) or voxel mask ``(B, 1, *spatial)``.
+        ``mask``: block mask ``(B, *grid)`` (:mod:`nnunetv2_advmim.methods.masking`) or voxel mask ``(B, 1, *spatial)``.
         """
         if mask is not None:
             x, m = self._mask_input(x, mask)

@@ -19,13 +19,13 @@ from dynamic_network_architectures.architectures.unet import PlainConvUNet, Resi
 from dynamic_network_architectures.building_blocks.helper import convert_conv_op_to_dim
 from torch import nn
 
-from nnunetv2_advmim.masking import apply_mask_token, block_size, mask_grid, upsample_mask
+from nnunetv2_advmim.methods.masking import apply_mask_token, block_size, mask_grid, upsample_mask
 
 
 class MaskTokenMixin:
     """Shared mask handling for networks whose encoder exposes ``strides`` (and ``conv_op``).
 
-    ``mask`` is either the block mask ``(B, *grid)`` of :mod:`nnunetv2_advmim.masking` (block size from
+    ``mask`` is either the block mask ``(B, *grid)`` of :mod:`nnunetv2_advmim.methods.masking` (block size from
     the encoder's total downsampling, capped at the input size) or an already voxel-level bool mask
     ``(B, 1, *spatial)``.
     """

@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 
-from nnunetv2_advmim.synthetic import dataset_folder_name, make_synthetic_dataset
+from nnunetv2_advmim.data.synthetic import dataset_folder_name, make_synthetic_dataset
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

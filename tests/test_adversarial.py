@@ -1,9 +1,9 @@
-"""Patch-GAN discriminator and least-squares GAN losses (nnunetv2_advmim.adversarial, DESIGN.md section 6)."""
+"""Patch-GAN discriminator and least-squares GAN losses (nnunetv2_advmim.methods.adversarial, DESIGN.md section 6)."""
 import pytest
 import torch
 from torch import nn
 
-from nnunetv2_advmim.adversarial import PatchDiscriminator, frozen, lsgan_discriminator_loss, lsgan_generator_loss
+from nnunetv2_advmim.methods.adversarial import PatchDiscriminator, frozen, lsgan_discriminator_loss, lsgan_generator_loss
 
 
 def test_architecture_four_stride2_convs_and_one_channel_output():

@@ -1,13 +1,15 @@
 """Hand-checked values of AdvMIM's per-domain losses, discriminator loss, schedules and ensemble
-(nnunetv2_advmim.advmim, DESIGN.md section 6)."""
+(nnunetv2_advmim.methods.advmim, DESIGN.md section 6)."""
 import math
 
 import pytest
 import torch
 from torch import nn
 
-from nnunetv2_advmim.advmim import (AdvMIMEnsemble, branch_architecture, discriminator_loss, masked_domain_loss,
-                                    plain_domain_loss, split_batch, warmup_poly_lr)
+from nnunetv2_advmim.architectures.ensemble import AdvMIMEnsemble
+from nnunetv2_advmim.architectures.from_plans import branch_architecture
+from nnunetv2_advmim.methods.advmim import discriminator_loss, masked_domain_loss, plain_domain_loss, split_batch
+from nnunetv2_advmim.methods.schedules import warmup_poly_lr
 
 
 def _batch_logits():
@@ -187,8 +189,8 @@ def test_branch_architectures_from_plans():
 
 
 def test_load_branch_weights_lists_every_mismatch_and_refuses_pickles(tmp_path):
-    from nnunetv2_advmim.advmim import load_branch_weights
-    from nnunetv2_advmim.checkpointing import UnsafeCheckpointError
+    from nnunetv2_advmim.runtime.weights import load_branch_weights
+    from nnunetv2_advmim.runtime.checkpointing import UnsafeCheckpointError
 
     net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Conv2d(4, 2, 1))
     sd = {k: v.clone() for k, v in net.state_dict().items()}

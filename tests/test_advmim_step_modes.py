@@ -1,6 +1,6 @@
 """The AdvMIM step's execution modes compute the same gradients as the straightforward version (issue 8).
 
-``nnunetv2_advmim.advmim.advmim_generator_step`` in ``fast``, ``balanced`` and ``memory`` mode against ``reference``
+``nnunetv2_advmim.methods.advmim.advmim_generator_step`` in ``fast``, ``balanced`` and ``memory`` mode against ``reference``
 (every term its own forward, one backward), on S (hybrid CNN-Transformer) and C (maskable plain CNN) built from a
 tiny 2D plan, nnU-Net's DC+CE loss with deep supervision and patch discriminators, in float64 so the tolerance can
 be tight. Networks are in eval mode only to switch off the hybrid's stochastic depth (instance norm is per sample
@@ -14,9 +14,12 @@ from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
 from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
 
-from nnunetv2_advmim.adversarial import PatchDiscriminator
-from nnunetv2_advmim.advmim import STEP_MODES, advmim_generator_step, build_branch
-from nnunetv2_advmim.masking import block_mask
+from nnunetv2_advmim.methods.adversarial import PatchDiscriminator
+from types import SimpleNamespace
+
+from nnunetv2_advmim.architectures.from_plans import build_branch
+from nnunetv2_advmim.methods.advmim import STEP_MODES, advmim_generator_step
+from nnunetv2_advmim.methods.masking import block_mask
 
 PLAIN = "dynamic_network_architectures.architectures.unet.PlainConvUNet"
 ARCH = dict(n_stages=3, features_per_stage=[8, 16, 32], conv_op="torch.nn.modules.conv.Conv2d",
@@ -26,11 +29,13 @@ ARCH = dict(n_stages=3, features_per_stage=[8, 16, 32], conv_op="torch.nn.module
             nonlin="torch.nn.LeakyReLU", nonlin_kwargs={"inplace": True})
 IMPORT = ["conv_op", "norm_op", "dropout_op", "nonlin"]
 K, B, P = 3, 2, 16
+PLAN = SimpleNamespace(network_arch_class_name=PLAIN, network_arch_init_kwargs=ARCH,
+                       network_arch_init_kwargs_req_import=IMPORT)
 
 
 def _setup(seed=0):
     torch.manual_seed(seed)
-    nets = {b: build_branch(b, PLAIN, ARCH, IMPORT, 1, K, True).double().eval() for b in ("hybrid", "cnn")}
+    nets = {b: build_branch(b, PLAN, 1, K, True).double().eval() for b in ("hybrid", "cnn")}
     discs = {b: PatchDiscriminator(K, torch.nn.Conv2d, features=(4, 8, 8, 8)).double() for b in nets}
     x_l, x_u = torch.randn(B, 1, P, P, dtype=torch.float64), torch.randn(B, 1, P, P, dtype=torch.float64)
     y = torch.randint(0, K, (B, 1, P, P)).double()

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from conftest import Planned, run_cmd
-from nnunetv2_advmim.synthetic import make_synthetic_dataset
+from nnunetv2_advmim.data.synthetic import make_synthetic_dataset
 
 SHORT_VARIANT = '''
 import os
@@ -181,7 +181,7 @@ def test_unlabeled_batch_reaches_the_networks_only_as_images(advmim_2d):
     kinds = [(b, m is not None, x.shape[0]) for b, x, m in calls]
     # C's pseudo-labels on x_u, then per network one forward of [x_l; x_u] unmasked + [x_l; x_u] masked
     assert kinds == [("cnn", False, n), ("hybrid", True, 4 * n), ("cnn", True, 4 * n)]
-    from nnunetv2_advmim.masking import upsample_mask, num_masked_blocks
+    from nnunetv2_advmim.methods.masking import upsample_mask, num_masked_blocks
     for b, x, m in calls:
         if x.shape[0] == n:  # the partner's pseudo-label forward
             assert torch.equal(x, x_u)
@@ -326,7 +326,7 @@ def test_e2e_2d_ensemble_train_resume_predict(advmim_2d, ext_trainers):
 def test_non_finite_step_is_skipped_counted_and_stops_training(advmim_2d):
     """A NaN in the unlabeled batch makes the loss non-finite: the step leaves every network, discriminator and
     optimizer state untouched, is counted by term name and left out of the epoch means; N in a row stop training."""
-    from nnunetv2_advmim.numerics import NonFiniteError, NonFiniteGuard
+    from nnunetv2_advmim.runtime.numerics import NonFiniteError, NonFiniteGuard
     torch.manual_seed(5)
     t = _trainer(advmim_2d)
     t.on_train_epoch_start()
@@ -361,7 +361,7 @@ def test_non_finite_step_is_skipped_counted_and_stops_training(advmim_2d):
 def test_checkpoint_latest_stores_the_best_ema_after_this_epoch(advmim_2d, tmp_path):
     """nnU-Net writes checkpoint_latest before updating _best_ema; ours stores the updated value, so a resumed run
     does not overwrite checkpoint_best with a worse epoch."""
-    from nnunetv2_advmim.checkpointing import safe_load
+    from nnunetv2_advmim.runtime.checkpointing import safe_load
     t = _trainer(advmim_2d)
     log = t.logger.local_logger.my_fantastic_logging
     t._best_ema, t.current_epoch = 0.5, 1

@@ -16,8 +16,8 @@ from torch import nn
 
 from nnunetv2_advmim.architectures import HybridTransformerUNet, MaskablePlainConvUNet, MaskableResidualEncoderUNet
 from nnunetv2_advmim.architectures.hybrid_unet import TransformerStage as TransformerStageType
-from nnunetv2_advmim.masking import block_mask, block_size, mask_grid, upsample_mask
-from nnunetv2_advmim.plan_hybrid import HYBRID_CLASS, hybrid_arch_kwargs
+from nnunetv2_advmim.methods.masking import block_mask, block_size, mask_grid, upsample_mask
+from nnunetv2_advmim.architectures.from_plans import HYBRID as HYBRID_CLASS, hybrid_arch_kwargs
 
 # name -> (spacing, median shape) given to nnU-Net's planner, and the patch sizes the test runs
 PLANNER_CASES = {

@@ -16,10 +16,11 @@ from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
 
 from conftest import run_cmd, short_trainer
 from test_unlabeled import copy_planned
-from nnunetv2_advmim.input_checks import (check_case, check_nifti_file, dataset_is_2d, looks_like_label_map,
+from nnunetv2_advmim.data.input_checks import (check_case, check_nifti_file, dataset_is_2d, looks_like_label_map,
                                           require_planned, spacing_is_2d)
-from nnunetv2_advmim.safety import OVERWRITE_ENV, FinishedRunError, refuse_finished_run
-from nnunetv2_advmim.unlabeled import (list_unlabeled_cases, load_plans_and_dataset_json, preprocess_unlabeled,
+from nnunetv2_advmim.runtime.safety import OVERWRITE_ENV, FinishedRunError, refuse_finished_run
+from nnunetv2_advmim.data.paths import load_plans_and_dataset_json
+from nnunetv2_advmim.data.unlabeled import (list_unlabeled_cases, preprocess_unlabeled,
                                        require_unlabeled_pool, unlabeled_folder)
 
 
@@ -212,8 +213,10 @@ def test_3d_image_in_2d_dataset_via_command(planned_2d):
 
 # --------------------------------------------------------------------------------------------- unplanned data
 def test_unplanned_dataset_names_the_command(nnunet_env, planned_3d, tmp_path, capsys):
-    from nnunetv2_advmim import check_weights, label_budget, mim_benchmark, plan_hybrid, unlabeled
-    from nnunetv2_advmim.synthetic import make_synthetic_dataset
+    from nnunetv2_advmim.benchmark import mim_steps as mim_benchmark
+    from nnunetv2_advmim.commands import check_weights, plan_hybrid
+    from nnunetv2_advmim.data import label_budget, unlabeled
+    from nnunetv2_advmim.data.synthetic import make_synthetic_dataset
     make_synthetic_dataset(nnunet_env["nnUNet_raw"], 942, "Unplanned", dim=2, n_train=2, n_unlabeled=1, n_test=0,
                            shape=(16, 16), overwrite=True)
     for main, argv, code in ((unlabeled.main, ["-d", "942"], 1), (label_budget.main, ["-d", "942", "-n", "1"], 1),
@@ -243,7 +246,8 @@ def test_unplanned_dataset_names_the_command(nnunet_env, planned_3d, tmp_path, c
 
 # ------------------------------------------------------------------------------- incompatible pretrained weights
 def test_check_weights_lists_every_mismatching_tensor(planned_3d, tmp_path, capsys):
-    from nnunetv2_advmim.check_weights import compare_state_dicts, main, target_network
+    from nnunetv2_advmim.commands.check_weights import main, target_network
+    from nnunetv2_advmim.runtime.weights import compare_state_dicts
     name, raw, pre = copy_planned(planned_3d, 944, "Weights3D")
     with open(os.path.join(pre, "nnUNetPlans.json")) as f:
         plans = json.load(f)

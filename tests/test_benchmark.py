@@ -5,7 +5,7 @@ import os
 import pytest
 
 from conftest import run_cmd
-from nnunetv2_advmim.benchmark import efficiency, evaluate_targets, override_plans
+from nnunetv2_advmim.benchmark.measure import efficiency, evaluate_targets, override_plans
 
 
 def test_efficiency_and_targets():
@@ -46,7 +46,7 @@ def test_benchmark_command_end_to_end(tmp_path, nnunet_env):
                     "--workdir", str(tmp_path / "work"), "-o", str(out)], env=env, timeout=300)
     assert "targets (issue 8)" in proc.stdout
     r = json.loads(out.read_text())
-    from nnunetv2_advmim.advmim import STEP_MODES
+    from nnunetv2_advmim.methods.advmim import STEP_MODES
     expected = {"stock", "S", "C"} | {f"advmim_{m}" for m in STEP_MODES}
     assert set(r["items"]) == expected
     for name, v in r["items"].items():

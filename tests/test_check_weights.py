@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from nnunetv2_advmim.check_weights import compare_state_dicts, main
+from nnunetv2_advmim.commands.check_weights import main
+from nnunetv2_advmim.runtime.weights import compare_state_dicts
 
 
 def test_compare_state_dicts_by_hand():
@@ -29,7 +30,7 @@ def paths_901(planned_3d):
 def _pretraining_checkpoint(planned, tmp_path, hybrid: bool) -> str:
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    from nnunetv2_advmim.pretraining import build_pretraining_network
+    from nnunetv2_advmim.architectures.from_plans import build_pretraining_network
     pm = PlansManager(f"{planned.preprocessed}/nnUNetPlans.json")
     net = build_pretraining_network(pm.get_configuration("3d_fullres"), 1, hybrid=hybrid)
     path = str(tmp_path / f"pre_{hybrid}.pth")
@@ -40,7 +41,8 @@ def _pretraining_checkpoint(planned, tmp_path, hybrid: bool) -> str:
 def test_cnn_pretraining_weights_load_into_stock_network(paths_901, tmp_path, capsys):
     from nnunetv2.run.load_pretrained_weights import load_pretrained_weights
 
-    from nnunetv2_advmim.check_weights import load_network_weights, target_network
+    from nnunetv2_advmim.commands.check_weights import target_network
+    from nnunetv2_advmim.runtime.weights import load_network_weights
     ckpt = _pretraining_checkpoint(paths_901, tmp_path, hybrid=False)
     with pytest.raises(SystemExit) as e:
         main([ckpt, "-d", str(paths_901.id), "-c", "3d_fullres"])
@@ -57,7 +59,7 @@ def test_cnn_pretraining_weights_load_into_stock_network(paths_901, tmp_path, ca
 
 
 def test_hybrid_pretraining_weights_need_hybrid_target(paths_901, tmp_path, capsys):
-    from nnunetv2_advmim.plan_hybrid import plan_hybrid
+    from nnunetv2_advmim.commands.plan_hybrid import plan_hybrid
     plan_hybrid(str(paths_901.id), target_plans="nnUNetPlans_hybrid_mimcheck",
                 preprocessed_root=paths_901.env["nnUNet_preprocessed"], overwrite=True)
     hyb = _pretraining_checkpoint(paths_901, tmp_path, hybrid=True)

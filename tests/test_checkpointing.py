@@ -1,4 +1,4 @@
-"""Crash-safe saving, safe loading and RNG states (nnunetv2_advmim.checkpointing; issue 9 items 1 and 4)."""
+"""Crash-safe saving, safe loading and RNG states (nnunetv2_advmim.runtime.checkpointing; issue 9 items 1 and 4)."""
 import glob
 import os
 import random
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from nnunetv2_advmim.checkpointing import (CorruptCheckpointError, UnsafeCheckpointError, atomic_save,
+from nnunetv2_advmim.runtime.checkpointing import (CorruptCheckpointError, UnsafeCheckpointError, atomic_save,
                                            rng_states, safe_load, set_rng_states)
 
 
@@ -135,7 +135,7 @@ def test_error_while_writing_keeps_previous_checkpoint_and_no_temp_file(tmp_path
 
 _WRITER = textwrap.dedent('''
     import sys, torch
-    from nnunetv2_advmim.checkpointing import atomic_save
+    from nnunetv2_advmim.runtime.checkpointing import atomic_save
     big = {"epoch": 2, "w": torch.ones(64 * 1024 * 1024)}  # 256 MiB: writing takes a noticeable time
     print("writing", flush=True)
     atomic_save(big, sys.argv[1])
@@ -175,8 +175,8 @@ def test_sigkill_while_writing_keeps_previous_checkpoint(tmp_path):
 
 def test_our_weight_loaders_refuse_pickled_objects(tmp_path):
     """check_weights and mim_benchmark read checkpoints through safe_load (issue 9 item 4)."""
-    from nnunetv2_advmim.check_weights import load_network_weights
-    from nnunetv2_advmim.mim_benchmark import loss_curves
+    from nnunetv2_advmim.runtime.weights import load_network_weights
+    from nnunetv2_advmim.benchmark.mim_steps import loss_curves
     marker = tmp_path / "pwned"
     good, bad = tmp_path / "good", tmp_path / "bad"
     good.mkdir(), bad.mkdir()

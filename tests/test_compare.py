@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from nnunetv2_advmim.compare import compare_runs, labeled_cases, main
-from nnunetv2_advmim.evaluate import evaluate_folders
-from nnunetv2_advmim.synthetic import make_synthetic_dataset
+from nnunetv2_advmim.evaluation.compare import compare_runs, labeled_cases, main
+from nnunetv2_advmim.evaluation.evaluate import evaluate_folders
+from nnunetv2_advmim.data.synthetic import make_synthetic_dataset
 
 DATASET = "Dataset930_CmpTiny"
 CONFIG = "nnUNetPlans__3d_fullres"

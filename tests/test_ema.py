@@ -1,9 +1,9 @@
-"""EMA teacher with AnatoMask's decay schedule (nnunetv2_advmim.ema, DESIGN.md section 7)."""
+"""EMA teacher with AnatoMask's decay schedule (nnunetv2_advmim.methods.ema, DESIGN.md section 7)."""
 import pytest
 import torch
 from torch import nn
 
-from nnunetv2_advmim.ema import EMATeacher, ema_decay, unwrap_model
+from nnunetv2_advmim.methods.ema import EMATeacher, ema_decay, unwrap_model
 
 
 def test_decay_schedule_endpoints_and_linear_ramp():

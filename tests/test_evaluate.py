@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from nnunetv2_advmim.evaluate import evaluate_folders, main
-from nnunetv2_advmim.metrics import label_metrics
+from nnunetv2_advmim.evaluation.evaluate import evaluate_folders, main
+from nnunetv2_advmim.evaluation.metrics import label_metrics
 
 SPACING_3D = (2.5, 0.8, 1.0)  # array-axis order (z, y, x)
 

@@ -6,9 +6,9 @@ import os
 import pytest
 
 from conftest import run_cmd
-from nnunetv2_advmim.label_budget import (BUDGET_FILE, SPLITS_FILE, budget_to_splits, budget_unlabeled_cases,
+from nnunetv2_advmim.data.label_budget import (BUDGET_FILE, SPLITS_FILE, budget_to_splits, budget_unlabeled_cases,
                                           make_budget, write_budget)
-from nnunetv2_advmim.unlabeled import find_unlabeled_cases
+from nnunetv2_advmim.data.unlabeled import find_unlabeled_cases
 from test_unlabeled import copy_planned
 
 POOL = [f"case_{i:03d}" for i in range(20)]

@@ -1,11 +1,13 @@
-"""Hand-computed values for AdvMIM's unsupervised loss terms (nnunetv2_advmim.losses, DESIGN.md section 6)."""
+"""Hand-computed values for AdvMIM's unsupervised loss terms (nnunetv2_advmim.methods.losses, DESIGN.md section 6)."""
 import math
 
 import pytest
 import torch
 
-from nnunetv2_advmim.losses import (advmim_unsupervised_losses, certainty_weighted_ce, certainty_weighted_dice,
-                                    cross_teaching_dice, pseudo_labels_and_certainty, sigmoid_rampup)
+from nnunetv2_advmim.methods.advmim import MASKED_UNLABELED, UNLABELED, AdvMIMWeights, part_loss
+from nnunetv2_advmim.methods.losses import (certainty_weighted_ce, certainty_weighted_dice, cross_teaching_dice,
+                                            pseudo_labels_and_certainty)
+from nnunetv2_advmim.methods.schedules import sigmoid_rampup
 
 
 def _two_voxel_logits():
@@ -94,37 +96,40 @@ def test_sigmoid_rampup_values():
     assert values == sorted(values)
 
 
-def test_advmim_unsupervised_losses_composition():
+def test_unlabeled_parts_of_the_training_loss_compose_the_term_functions():
+    """The unlabeled parts of L_N as training computes them (``advmim.part_loss``) from the term functions."""
     g = torch.Generator().manual_seed(1)
     masked = torch.randn(2, 3, 8, 8, generator=g, requires_grad=True)
     plain = torch.randn(2, 3, 8, 8, generator=g, requires_grad=True)
     partner = torch.randn(2, 3, 8, 8, generator=g, requires_grad=True)
     seen = {}
 
-    def discriminator(p):  # constant score 0.5 -> generator loss (0.5 - 1)^2 = 0.25
-        seen["p"] = p
-        return p[:, :1] * 0 + 0.5
+    class Discriminator(torch.nn.Module):  # constant score 0.5 -> generator loss (0.5 - 1)^2 = 0.25
+        def forward(self, p):
+            seen["p"] = p
+            return p[:, :1] * 0 + 0.5
 
-    out = advmim_unsupervised_losses(masked, plain, partner, discriminator, lambda_u=1.0, lambda_ct=0.1,
-                                     lambda_adv=0.001, rampup=0.5)
+    discriminator = Discriminator()
+    w = AdvMIMWeights(lambda_u=1.0, lambda_ct=0.1, lambda_adv=0.001, rampup=0.5)
+    u = part_loss(UNLABELED, plain, None, None, partner, None, w)
+    mu = part_loss(MASKED_UNLABELED, [masked, masked[:, :, ::2, ::2]], None, None, partner, discriminator, w)
     labels, cert = pseudo_labels_and_certainty(partner)
     ce = certainty_weighted_ce(masked, labels, cert)
     dc = certainty_weighted_dice(masked, labels, cert)
     ct = cross_teaching_dice(plain, labels)
-    assert out["masked_ce"].item() == pytest.approx(ce.item())
-    assert out["masked_dice"].item() == pytest.approx(dc.item())
-    assert out["cross_teaching"].item() == pytest.approx(ct.item())
-    assert out["adversarial"].item() == pytest.approx(0.25)
-    assert out["certainty"].item() == pytest.approx(cert.mean().item())
-    expected = ce + dc + 0.1 * 0.5 * ct + 0.001 * 0.25
-    assert out["total"].item() == pytest.approx(expected.item(), rel=1e-6)
-    # the discriminator sees the softmax of the masked prediction
-    assert torch.allclose(seen["p"], torch.softmax(masked, 1))
-    out["total"].backward()
+    assert mu.terms["masked_ce"].item() == pytest.approx(ce.item())
+    assert mu.terms["masked_dice"].item() == pytest.approx(dc.item())
+    assert u.terms["cross_teaching"].item() == pytest.approx(ct.item())
+    assert mu.terms["adversarial"].item() == pytest.approx(0.25)
+    assert u.terms["certainty"].item() == pytest.approx(cert.mean().item())
+    assert (u.loss + mu.loss).item() == pytest.approx((ce + dc + 0.1 * 0.5 * ct + 0.001 * 0.25).item(), rel=1e-6)
+    # the discriminator sees the softmax of the full-resolution masked prediction; its detached copy is D's "fake"
+    assert torch.allclose(seen["p"], torch.softmax(masked, 1)) and torch.allclose(mu.fake, seen["p"])
+    assert torch.equal(u.logits_u, plain.detach()) and not u.logits_u.requires_grad
+    (u.loss + mu.loss).backward()
     assert masked.grad.abs().sum() > 0 and plain.grad.abs().sum() > 0 and partner.grad is None
     # ablations: no discriminator / no cross teaching
-    noadv = advmim_unsupervised_losses(masked, plain, partner, None)
-    assert noadv["adversarial"].item() == 0.0
-    assert noadv["total"].item() == pytest.approx((ce + dc + 0.1 * ct).item(), rel=1e-6)
-    noct = advmim_unsupervised_losses(masked, None, partner, None)
-    assert noct["total"].item() == pytest.approx((ce + dc).item(), rel=1e-6)
+    noadv = part_loss(MASKED_UNLABELED, masked, None, None, partner, None, w)
+    assert noadv.terms["adversarial"].item() == 0.0 and noadv.loss.item() == pytest.approx((ce + dc).item(), rel=1e-6)
+    noct = part_loss(UNLABELED, plain, None, None, partner, None, AdvMIMWeights(lambda_ct=0.0))
+    assert noct.loss is None and noct.terms["cross_teaching"].item() == 0.0

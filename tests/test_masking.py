@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from nnunetv2_advmim.masking import (apply_input_mask, apply_mask_token, block_mask, block_size, mask_grid,
+from nnunetv2_advmim.methods.masking import (apply_input_mask, apply_mask_token, block_mask, block_size, mask_grid,
                                      num_masked_blocks, upsample_mask)
 
 

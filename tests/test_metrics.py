@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 import pytest
 
-from nnunetv2_advmim.metrics import binary_metrics, label_metrics, summarize
+from nnunetv2_advmim.evaluation.metrics import binary_metrics, label_metrics, summarize
 
 
 def cube(shape, start, side):

@@ -1,12 +1,12 @@
-"""Masked image modeling core (nnunetv2_advmim.mim, DESIGN.md section 7): loss, AnatoMask, MPS-AMS."""
+"""Masked image modeling core (nnunetv2_advmim.methods.mim, DESIGN.md section 7): loss, AnatoMask, MPS-AMS."""
 import math
 from fractions import Fraction
 
 import pytest
 import torch
 
-from nnunetv2_advmim.masking import block_mask
-from nnunetv2_advmim.mim import (adaptive_mask_ratio, anatomask_mask, anatomask_select, blockify, kmeans,
+from nnunetv2_advmim.methods.masking import block_mask
+from nnunetv2_advmim.methods.mim import (adaptive_mask_ratio, anatomask_mask, anatomask_select, blockify, kmeans,
                                  lesion_like_blocks, masked_reconstruction_loss, masking_dynamics_ratio,
                                  mpsams_mask, normalised_targets, num_hard_blocks, per_block_reconstruction_error,
                                  unblockify)

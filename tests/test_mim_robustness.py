@@ -19,14 +19,14 @@ import numpy as np
 import pytest
 import torch
 
-from nnunetv2_advmim.checkpointing import UnsafeCheckpointError, safe_load
+from nnunetv2_advmim.runtime.checkpointing import UnsafeCheckpointError, safe_load
 
 KILL_TRAINERS = '''
 import os
 import time
 import torch
-from nnunetv2_advmim.checkpointing import atomic_save, rng_states
-from nnunetv2_advmim.ema import unwrap_model
+from nnunetv2_advmim.runtime.checkpointing import atomic_save, rng_states
+from nnunetv2_advmim.methods.ema import unwrap_model
 from nnunetv2_advmim.trainers.nnUNetTrainerMIM import nnUNetTrainerAnatoMask
 
 
@@ -218,7 +218,7 @@ def test_trainer_load_checkpoint_refuses_pickled_object(planned_2d, tmp_path, on
 
 
 def _snapshot(trainer):
-    from nnunetv2_advmim.ema import unwrap_model
+    from nnunetv2_advmim.methods.ema import unwrap_model
     net = {k: v.clone() for k, v in unwrap_model(trainer.network).state_dict().items()}
     teacher = {k: v.clone() for k, v in trainer.teacher.teacher.state_dict().items()}
     return net, teacher, len(trainer.optimizer.state), trainer.teacher.step
@@ -230,7 +230,7 @@ def _equal(a, b):
 
 def test_nonfinite_loss_or_gradient_skips_step(planned_2d, one_thread):
     """NaN loss / inf gradient: no optimizer or EMA step, counted by name, logged; N in a row stop training."""
-    from nnunetv2_advmim.numerics import NonFiniteError
+    from nnunetv2_advmim.runtime.numerics import NonFiniteError
     trainer = _trainer(planned_2d, "nnUNetTrainerAnatoMask_guard")
     trainer.max_nonfinite_steps = 3
     trainer.initialize()
@@ -273,7 +273,7 @@ def test_nonfinite_loss_or_gradient_skips_step(planned_2d, one_thread):
 
 def test_same_seed_same_losses_in_process(planned_2d, monkeypatch, one_thread):
     """Fixed seed + deterministic flags + in-process augmentation: two runs give identical losses."""
-    from nnunetv2_advmim.pretraining import get_pretraining_dataloaders
+    from nnunetv2_advmim.data.pretraining_loader import get_pretraining_dataloaders
     monkeypatch.setenv("nnUNet_n_proc_DA", "0")
     was_deterministic = torch.are_deterministic_algorithms_enabled()
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from nnunetv2_advmim.synthetic import dataset_folder_name, make_synthetic_dataset
+from nnunetv2_advmim.data.synthetic import dataset_folder_name, make_synthetic_dataset
 
 from conftest import run_cmd
 
@@ -98,7 +98,7 @@ class nnUNetTrainerAdvMIM_ft(nnUNetTrainerAdvMIM):
 @pytest.fixture(scope="module")
 def mim_env(nnunet_env, tmp_path_factory):
     """Plan + preprocess datasets 960 (3D) and 961 (2D) incl. imagesUnlabeled; env for stock commands."""
-    from nnunetv2_advmim.unlabeled import preprocess_unlabeled
+    from nnunetv2_advmim.data.unlabeled import preprocess_unlabeled
     raw = nnunet_env["nnUNet_raw"]
     make_synthetic_dataset(raw, 960, "MIM3D", dim=3, n_train=6, n_unlabeled=4, n_test=0, shape=(24, 32, 32),
                            spacing=(2.0, 1.0, 1.0), seed=3, overwrite=True)
@@ -135,7 +135,7 @@ def _load(path):
 # ------------------------------------------------------------------------------------- 3D AnatoMask: full story
 def test_anatomask_3d_resume_and_stock_finetune(mim_env):
     """AnatoMask 3D: crash after epoch 0, `--c` resumes teacher + schedule, stock fine-tuning loads the weights."""
-    from nnunetv2_advmim.mim import masking_dynamics_ratio
+    from nnunetv2_advmim.methods.mim import masking_dynamics_ratio
     fold = _fold_dir(mim_env, 960, "MIM3D", "nnUNetTrainerAnatoMask_t", "3d_fullres")
     env = dict(mim_env, MIM_TEST_STOP_AFTER_EPOCH="0")
     proc = _train(env, 960, "3d_fullres", "nnUNetTrainerAnatoMask_t", check=False)
@@ -244,8 +244,9 @@ def test_pretraining_reads_no_segmentation(mim_env, monkeypatch):
     """Same seed, corrupted labels: bit-identical pretraining batches and masks (loader + MPS-AMS masking)."""
     from batchgenerators.utilities.file_and_folder_operations import load_json
 
-    from nnunetv2_advmim.masking import block_size
-    from nnunetv2_advmim.pretraining import get_pretraining_dataloaders, seed_everything
+    from nnunetv2_advmim.methods.masking import block_size
+    from nnunetv2_advmim.data.pretraining_loader import get_pretraining_dataloaders
+    from nnunetv2_advmim.runtime.numerics import seed_everything
     from nnunetv2_advmim.trainers.nnUNetTrainerMIM import nnUNetTrainerMPSAMS
 
     pre = mim_env["nnUNet_preprocessed"]
@@ -293,8 +294,8 @@ def test_pretraining_network_keys_fit_stock_network():
     """Pretraining network = stock network + mask_token; only seg_layers differ in shape (DESIGN.md section 3)."""
     from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
-    from nnunetv2_advmim.check_weights import compare_state_dicts
-    from nnunetv2_advmim.pretraining import pretraining_arch
+    from nnunetv2_advmim.runtime.weights import compare_state_dicts
+    from nnunetv2_advmim.architectures.from_plans import pretraining_arch
     name, kw, req = pretraining_arch(STOCK_CNN, SMALL_ARCH, REQ)
     assert name.endswith("MaskablePlainConvUNet")
     pre = get_network_from_plans(name, kw, req, 2, 2, deep_supervision=False)
@@ -312,7 +313,7 @@ def test_pretraining_network_keys_fit_stock_network():
 
 
 def test_warmup_cosine_schedule_endpoints():
-    from nnunetv2_advmim.pretraining import WarmupCosineLRScheduler, warmup_cosine_lr
+    from nnunetv2_advmim.methods.schedules import WarmupCosineLRScheduler, warmup_cosine_lr
     lrs = [warmup_cosine_lr(e, 1e-4, 100, 20) for e in range(100)]
     assert lrs[0] == pytest.approx(1e-4 / 20) and lrs[19] == pytest.approx(1e-4)
     assert lrs[20] == pytest.approx(1e-4) and lrs[60] == pytest.approx(0.5e-4) and lrs[99] < 1e-6

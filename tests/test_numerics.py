@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from nnunetv2_advmim.numerics import NonFiniteError, NonFiniteGuard, discriminator_collapsed
+from nnunetv2_advmim.runtime.numerics import NonFiniteError, NonFiniteGuard, discriminator_collapsed
 
 
 def _guard(n=3):

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from conftest import TINY_TRAINER, run_cmd
-from nnunetv2_advmim.plan_hybrid import HYBRID_CLASS, main, make_hybrid_plans, plan_hybrid
+from nnunetv2_advmim.architectures.from_plans import HYBRID as HYBRID_CLASS
+from nnunetv2_advmim.commands.plan_hybrid import main, make_hybrid_plans, plan_hybrid
 
 PLANS = "nnUNetPlans_hybridtest"  # our own identifier: the shared dataset's nnUNetPlans stay untouched
 

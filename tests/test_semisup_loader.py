@@ -8,10 +8,10 @@ import pytest
 import torch
 from batchgenerators.utilities.file_and_folder_operations import load_json
 
-from nnunetv2_advmim.label_budget import make_budget, training_cases, write_budget
-from nnunetv2_advmim.semisup_loader import (SemiSupervisedLoader, get_semisup_dataloaders,
+from nnunetv2_advmim.data.label_budget import make_budget, training_cases, write_budget
+from nnunetv2_advmim.data.semisup_loader import (SemiSupervisedLoader, get_semisup_dataloaders,
                                             nnUNetUnlabeledDataLoader)
-from nnunetv2_advmim.unlabeled import preprocess_unlabeled
+from nnunetv2_advmim.data.unlabeled import preprocess_unlabeled
 from test_unlabeled import copy_planned
 
 

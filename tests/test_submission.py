@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from nnunetv2_advmim.submission import export_submission, main
+from nnunetv2_advmim.evaluation.submission import export_submission, main
 
 SPACING_XYZ = (0.8, 0.8, 2.5)
 ORIGIN = (-10.0, 5.0, 30.0)

@@ -7,8 +7,8 @@ import pytest
 import SimpleITK as sitk
 
 from conftest import run_cmd
-from nnunetv2_advmim.demo import dice_table, run_demo
-from nnunetv2_advmim.synthetic import LABELS, make_case, make_synthetic_dataset
+from nnunetv2_advmim.commands.demo import dice_table, run_demo
+from nnunetv2_advmim.data.synthetic import LABELS, make_case, make_synthetic_dataset
 
 
 def _read(path):

@@ -9,9 +9,10 @@ import pytest
 import SimpleITK as sitk
 
 from conftest import run_cmd
-from nnunetv2_advmim.synthetic import dataset_folder_name, make_case
-from nnunetv2_advmim.unlabeled import (UnlabeledDataset, find_unlabeled_cases, list_unlabeled_cases,
-                                       load_plans_and_dataset_json, preprocess_case, preprocess_unlabeled,
+from nnunetv2_advmim.data.synthetic import dataset_folder_name, make_case
+from nnunetv2_advmim.data.paths import load_plans_and_dataset_json
+from nnunetv2_advmim.data.unlabeled import (UnlabeledDataset, find_unlabeled_cases, list_unlabeled_cases,
+                                       preprocess_case, preprocess_unlabeled,
                                        require_unlabeled_pool, unlabeled_folder)
 
 
@@ -175,7 +176,7 @@ def test_bad_unlabeled_files_get_clear_errors(tmp_path, unl_3d):
 
 
 def test_unplanned_dataset_is_refused(nnunet_env):
-    from nnunetv2_advmim.synthetic import make_synthetic_dataset
+    from nnunetv2_advmim.data.synthetic import make_synthetic_dataset
     make_synthetic_dataset(nnunet_env["nnUNet_raw"], 918, "NotPlanned", dim=2, n_train=1, n_unlabeled=1, n_test=0,
                            shape=(16, 16), overwrite=True)
     os.makedirs(os.path.join(nnunet_env["nnUNet_preprocessed"], "Dataset918_NotPlanned"), exist_ok=True)

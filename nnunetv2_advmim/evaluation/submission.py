@@ -26,13 +26,15 @@ import zipfile
 from typing import Dict, Optional
 
 import numpy as np
+from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_file_ending
+from nnunetv2.utilities.utils import get_identifiers_from_splitted_dataset_folder
 
-from nnunetv2_advmim.evaluate import _ending_of, detect_file_ending, geometry_mismatch, list_cases
+from nnunetv2_advmim.evaluation.evaluate import (_ending_of, detect_file_ending, geometry_mismatch, list_cases,
+                                                 report_errors)
 
 
 def expected_cases(images_folder: str, file_ending: Optional[str] = None) -> Dict[str, str]:
     """``{case: first channel image}`` of an nnU-Net images folder (``{case}_{XXXX}{ending}``)."""
-    from nnunetv2.utilities.utils import get_identifiers_from_splitted_dataset_folder
 
     file_ending = file_ending or detect_file_ending(images_folder)
     cases = [str(c) for c in get_identifiers_from_splitted_dataset_folder(images_folder, file_ending)]
@@ -64,7 +66,6 @@ def export_submission(prediction_folder: str, output_folder: str, images_folder:
                       zip_file: Optional[str] = None, overwrite: bool = False, verbose: bool = True) -> dict:
     """Check and export predictions (module docstring). Returns ``{"files": [...], "zip": path or None,
     "left_out": [cases without an image]}``."""
-    from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_file_ending
 
     images = expected_cases(images_folder)
     pred_ending = detect_file_ending(prediction_folder)
@@ -161,12 +162,8 @@ def main(argv=None):
     parser.add_argument("--overwrite", action="store_true", help="replace files a previous export wrote")
     args = parser.parse_args(argv)
     zip_file = None if args.zip is None else (args.zip or os.path.abspath(args.o).rstrip(os.sep) + ".zip")
-    try:
-        export_submission(args.i, args.o, args.images, args.pattern, zip_file, args.overwrite)
-    except (FileNotFoundError, FileExistsError, ValueError) as e:
-        print(f"ERROR: {e}", file=sys.stderr)
-        return 1
-    return 0
+    return report_errors(lambda: export_submission(args.i, args.o, args.images, args.pattern, zip_file,
+                                                    args.overwrite))
 
 
 if __name__ == "__main__":

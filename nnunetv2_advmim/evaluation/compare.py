@@ -15,7 +15,7 @@ every trainer attribute there), else the length of the fold's ``train`` list in
 ``<nnUNet_preprocessed>/DatasetX/splits_final.json`` (what the label-budget command writes), for fold
 ``all`` the number of training cases in ``gt_segmentations``; ``n/a`` when none of these exists.
 
-All runs are evaluated with ``nnunetv2_advmim.evaluate`` (same metrics, conventions, tolerances). The
+All runs are evaluated with ``nnunetv2_advmim.evaluation.evaluate`` (same metrics, conventions, tolerances). The
 outputs in ``output_folder``: ``comparison.md`` (the table, Markdown), ``comparison.csv`` (long format),
 ``comparison.png`` (box plots per label and metric, one box per run, cases as dots) and
 ``<run>_metrics.json``/``.csv`` per run.
@@ -31,12 +31,17 @@ import re
 import sys
 from typing import Dict, List, Optional, Sequence, Union
 
+import matplotlib
 import numpy as np
 
-from nnunetv2_advmim.evaluate import (UNITS, _ending_of, add_metric_arguments, detect_file_ending, evaluate_pairs,
-                                      find_dataset_json, labels_from_dataset_json, list_cases, parse_tolerance,
-                                      write_outputs)
-from nnunetv2_advmim.metrics import METRICS
+matplotlib.use("agg")  # figures go to files; no display is needed
+import matplotlib.pyplot as plt  # noqa: E402
+
+from nnunetv2_advmim.evaluation.evaluate import (UNITS, _ending_of, _labels_in, add_metric_arguments,
+                                                 detect_file_ending, evaluate_pairs, find_dataset_json,
+                                                 labels_from_dataset_json, list_cases, parse_tolerance, report_errors,
+                                                 write_outputs)
+from nnunetv2_advmim.evaluation.metrics import METRICS
 
 FOLD_RE = re.compile(r"^fold_(\d+|all)$")
 OUTPUT_FILES = ("comparison.md", "comparison.csv", "comparison.png")
@@ -173,11 +178,6 @@ def markdown_table(header, rows) -> str:
 
 def plot_comparison(results: Dict[str, dict], png_file: str, title: Optional[str] = None) -> str:
     """Box plots: one panel per metric (rows) and label (columns), one box per run with the cases as dots."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     names = list(results)
     labels = list(results[names[0]]["labels"].items())
     ncols = len(labels)
@@ -266,7 +266,6 @@ def compare_runs(runs: Union[Dict[str, Union[str, dict]], Sequence[str]], output
         if labels is None and dj_labels:
             labels = dj_labels
     if labels is None:  # same label list for all runs: the labels found in the reference files
-        from nnunetv2_advmim.evaluate import _labels_in
 
         found = set()
         for f in list_cases(ref_folder, file_ending).values():
@@ -348,20 +347,18 @@ def main(argv=None):
     parser.add_argument("--overwrite", action="store_true", help="replace an existing comparison in -o")
     add_metric_arguments(parser)
     args = parser.parse_args(argv)
-    try:
+
+    def run():
         runs = _parse_pairs(args.i, "-i")
         models = _parse_pairs(args.model, "--model")
         unknown = set(models) - set(runs)
         if unknown:
             raise ValueError(f"--model names {', '.join(sorted(unknown))} match no run name ({', '.join(runs)})")
-        runs = {k: {"pred": v, "model": models.get(k)} for k, v in runs.items()}
-        compare_runs(runs, args.o, args.ref, args.labels, parse_tolerance(args.nsd_tolerance, args.labels),
-                     args.num_processes, args.overwrite, args.both_empty, args.one_empty_distance,
-                     args.hd95_definition, args.title)
-    except (FileNotFoundError, FileExistsError, ValueError) as e:
-        print(f"ERROR: {e}", file=sys.stderr)
-        return 1
-    return 0
+        compare_runs({k: {"pred": v, "model": models.get(k)} for k, v in runs.items()}, args.o, args.ref, args.labels,
+                     parse_tolerance(args.nsd_tolerance, args.labels), args.num_processes, args.overwrite,
+                     args.both_empty, args.one_empty_distance, args.hd95_definition, args.title)
+
+    return report_errors(run)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,9 @@ import time
 from typing import List, Optional, Sequence
 
 import numpy as np
+from nnunetv2.utilities.crossval_split import generate_crossval_split
+
+from nnunetv2_advmim.data.paths import identifiers_in, load_plans_and_dataset_json, preprocessed_dataset_folder
 
 BUDGET_FILE = "label_budget.json"
 SPLITS_FILE = "splits_final.json"
@@ -32,12 +35,11 @@ CROSSVAL_SEED = 12345  # nnU-Net's seed for its automatic 5-fold split
 
 def training_cases(preprocessed_folder: str, plans_name: str = "nnUNetPlans") -> List[str]:
     """Training case identifiers of a planned + preprocessed dataset (all preprocessed configurations agree)."""
-    from nnunetv2_advmim.unlabeled import load_plans_and_dataset_json, _identifiers_in
     plans_manager, _ = load_plans_and_dataset_json(preprocessed_folder, plans_name)
     found = {}
     for c in plans_manager.available_configurations:
         ident = plans_manager.get_configuration(c).data_identifier
-        ids = _identifiers_in(os.path.join(preprocessed_folder, ident))
+        ids = identifiers_in(os.path.join(preprocessed_folder, ident))
         if ids:
             found[ident] = ids
     if not found:
@@ -80,7 +82,6 @@ def make_budget(cases: Sequence[str], n_labeled: Optional[int] = None, seed: int
         rng = np.random.default_rng(seed)
         labeled = sorted(pool[i] for i in rng.choice(len(pool), n_labeled, replace=False))
     rest = [c for c in pool if c not in set(labeled)]
-    from nnunetv2.utilities.crossval_split import generate_crossval_split
     folds = [{"val": sorted(s["val"]), "unlabeled": sorted(s["train"])}
              for s in generate_crossval_split(rest, seed=CROSSVAL_SEED, n_splits=n_folds)]
     return {"n_labeled": n_labeled, "seed": None if labeled_cases is not None else seed,
@@ -184,7 +185,6 @@ def main(argv=None) -> None:
     parser.add_argument("--folds", type=int, default=5, help="cross-validation folds over the other cases (default 5)")
     parser.add_argument("-plans_name", default="nnUNetPlans", help="plans identifier (default nnUNetPlans)")
     args = parser.parse_args(argv)
-    from nnunetv2_advmim.unlabeled import preprocessed_dataset_folder
     try:
         folder = preprocessed_dataset_folder(args.d)
         cases = training_cases(folder, args.plans_name)

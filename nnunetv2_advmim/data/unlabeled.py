@@ -16,7 +16,7 @@ and ``{case}.pkl`` (properties, no ``class_locations``).
 Unlabeled pool of a fold
 ------------------------
 = the label budget's unlabeled training cases of that fold (``label_budget.json``, see
-:mod:`nnunetv2_advmim.label_budget`; they live in ``<data_identifier>/`` with their labels, which are never read)
+:mod:`nnunetv2_advmim.data.label_budget`; they live in ``<data_identifier>/`` with their labels, which are never read)
 + every preprocessed ``imagesUnlabeled`` case. Validation cases join only when asked (``include_validation``).
 :class:`UnlabeledDataset` loads image data and properties only: it never opens a segmentation file and strips
 ``class_locations`` from the properties.
@@ -26,63 +26,23 @@ import multiprocessing
 import os
 import re
 import sys
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
+import blosc2
 import numpy as np
+from batchgenerators.utilities.file_and_folder_operations import load_json, load_pickle
+from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
+from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
+from tqdm import tqdm
+
+from nnunetv2_advmim.data.input_checks import check_cases, dataset_is_2d, format_problems
+from nnunetv2_advmim.data.label_budget import budget_unlabeled_cases, load_budget
+from nnunetv2_advmim.data.paths import env_folder, identifiers_in, load_plans_and_dataset_json, preprocessed_dataset_folder
 
 UNLABELED_SUFFIX = "_unlabeled"
 RAW_UNLABELED_FOLDER = "imagesUnlabeled"
 # properties written by nnU-Net's preprocessor that are derived from labels: never handed out for unlabeled cases
 LABEL_DERIVED_PROPERTIES = ("class_locations",)
-
-
-# ----------------------------------------------------------------------------------------------- paths and plans
-def _env_folder(var: str) -> str:
-    value = os.environ.get(var)
-    if not value:
-        raise RuntimeError(f"The environment variable {var} is not set. Set it as for nnU-Net "
-                           f"(https://github.com/MIC-DKFZ/nnUNet/blob/master/documentation/set_environment_variables.md).")
-    return value
-
-
-def find_dataset_name(dataset_name_or_id, root: str) -> str:
-    """``DatasetXXX_Name`` for an ID (``4``, ``"004"``) or a full name, looked up in ``root``."""
-    s = str(dataset_name_or_id)
-    if s.startswith("Dataset"):
-        return s
-    try:
-        dataset_id = int(s)
-    except ValueError:
-        raise ValueError(f"{dataset_name_or_id!r} is neither a dataset ID nor a DatasetXXX_Name") from None
-    prefix = f"Dataset{dataset_id:03d}_"
-    matches = sorted(f for f in os.listdir(root) if f.startswith(prefix)) if os.path.isdir(root) else []
-    if not matches:
-        raise FileNotFoundError(f"No dataset with ID {dataset_id} in {root}. If the dataset has not been planned yet, "
-                                f"run `nnUNetv2_plan_and_preprocess -d {dataset_id}` first.")
-    if len(matches) > 1:
-        raise RuntimeError(f"More than one dataset with ID {dataset_id} in {root}: {matches}. Remove or rename one.")
-    return matches[0]
-
-
-def preprocessed_dataset_folder(dataset_name_or_id) -> str:
-    root = _env_folder("nnUNet_preprocessed")
-    return os.path.join(root, find_dataset_name(dataset_name_or_id, root))
-
-
-def load_plans_and_dataset_json(preprocessed_folder: str, plans_name: str = "nnUNetPlans"):
-    """Plans manager and dataset.json of a planned dataset; a clear error if it was not planned."""
-    from batchgenerators.utilities.file_and_folder_operations import load_json
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-
-    plans_file = os.path.join(preprocessed_folder, plans_name + ".json")
-    dataset_json_file = os.path.join(preprocessed_folder, "dataset.json")
-    if not os.path.isfile(plans_file) or not os.path.isfile(dataset_json_file):
-        missing = plans_file if not os.path.isfile(plans_file) else dataset_json_file
-        name = os.path.basename(preprocessed_folder)
-        raise FileNotFoundError(f"{missing} does not exist: the dataset {name} has not been planned (with plans "
-                                f"'{plans_name}'). Run `nnUNetv2_plan_and_preprocess -d {name}` first (or pass the "
-                                f"right -plans_name).")
-    return PlansManager(load_json(plans_file)), load_json(dataset_json_file)
 
 
 def unlabeled_folder(preprocessed_folder: str, data_identifier: str) -> str:
@@ -180,8 +140,7 @@ def _check_raw_inputs(pre_folder: str, raw_folder: str, plans_manager, dataset_j
                       num_processes: int) -> None:
     """Read every case that is going to be preprocessed with the plan's reader and refuse bad inputs (truncated or
     unreadable files, wrong dimensionality or channel count, NaN/inf) before any folder or file is written
-    (issue 9; :mod:`nnunetv2_advmim.input_checks`). Cases already done for every configuration are not re-read."""
-    from nnunetv2_advmim.input_checks import check_cases, dataset_is_2d, format_problems
+    (issue 9; :mod:`nnunetv2_advmim.data.input_checks`). Cases already done for every configuration are not re-read."""
     needed = {}
     for c in configurations:
         out_folder = unlabeled_folder(pre_folder, plans_manager.get_configuration(c).data_identifier)
@@ -211,12 +170,11 @@ def preprocess_unlabeled(dataset_name_or_id, configurations: Optional[Sequence[s
     ``overwrite``; nothing else in the preprocessed folder is touched. ``check_inputs`` first reads every case
     to be done and refuses bad inputs before anything is written (:func:`_check_raw_inputs`; costs one extra read).
     """
-    from tqdm import tqdm
 
     pre_folder = preprocessed_dataset_folder(dataset_name_or_id)
     dataset_name = os.path.basename(pre_folder)
     plans_manager, dataset_json = load_plans_and_dataset_json(pre_folder, plans_name)
-    raw_folder = os.path.join(_env_folder("nnUNet_raw"), dataset_name)
+    raw_folder = os.path.join(env_folder("nnUNet_raw"), dataset_name)
     if not os.path.isdir(raw_folder):
         raise FileNotFoundError(f"The raw dataset {raw_folder} does not exist; imagesUnlabeled is read from there.")
     cases = list_unlabeled_cases(raw_folder, dataset_json)
@@ -232,7 +190,6 @@ def preprocess_unlabeled(dataset_name_or_id, configurations: Optional[Sequence[s
     if unknown:
         raise ValueError(f"Configuration(s) {unknown} are not in {plans_name}.json; available: {available}")
 
-    from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
     try:
         labeled = set(get_filenames_of_train_images_and_targets(raw_folder, dataset_json))
     except Exception:  # imagesTr unreadable or absent: nothing to clash with
@@ -265,7 +222,7 @@ def preprocess_unlabeled(dataset_name_or_id, configurations: Optional[Sequence[s
             else:
                 outdated += case_is_done(out) and not overwrite
                 todo.append((preprocessor, out, files, plans_manager, cm, dataset_json))
-        stale = sorted(set(_identifiers_in(out_folder)) - set(cases))
+        stale = sorted(set(identifiers_in(out_folder)) - set(cases))
         if stale and verbose:
             print(f"Note: {len(stale)} preprocessed case(s) in {out_folder} have no image in imagesUnlabeled any more "
                   f"(e.g. {stale[:3]}); they stay in the unlabeled pool until you delete their files.")
@@ -290,14 +247,6 @@ def preprocess_unlabeled(dataset_name_or_id, configurations: Optional[Sequence[s
 
 
 # --------------------------------------------------------------------------------------------- unlabeled pool
-def _identifiers_in(folder: str) -> List[str]:
-    """Case identifiers in a preprocessed folder, read with nnU-Net's own dataset class for that folder."""
-    if not os.path.isdir(folder) or not any(f.endswith(".pkl") for f in os.listdir(folder)):
-        return []
-    from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
-    return sorted(infer_dataset_class(folder).get_identifiers(folder))
-
-
 class UnlabeledDataset:
     """Image-only view of preprocessed cases spread over several folders (DESIGN.md section 4).
 
@@ -311,7 +260,6 @@ class UnlabeledDataset:
         self.identifiers = sorted(self.cases)
         self._formats = {}
         for folder in sorted(set(self.cases.values())):
-            from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
             self._formats[folder] = infer_dataset_class(folder).__name__
 
     def __len__(self):
@@ -323,7 +271,6 @@ class UnlabeledDataset:
     def load_data(self, identifier: str):
         folder = self.cases[identifier]
         if self._formats[folder] == "nnUNetDatasetBlosc2":
-            import blosc2
             blosc2.set_nthreads(1)
             kwargs = {} if os.name == "nt" else {"mmap_mode": "r"}
             return blosc2.open(urlpath=os.path.join(folder, identifier + ".b2nd"), mode="r",
@@ -335,7 +282,6 @@ class UnlabeledDataset:
             return z["data"]
 
     def load_properties(self, identifier: str) -> dict:
-        from batchgenerators.utilities.file_and_folder_operations import load_pickle
         props = load_pickle(os.path.join(self.cases[identifier], identifier + ".pkl"))
         for k in LABEL_DERIVED_PROPERTIES:
             props.pop(k, None)
@@ -353,7 +299,6 @@ def find_unlabeled_cases(preprocessed_folder: str, data_identifier: str, fold, i
     configuration folder; preprocessed ``imagesUnlabeled`` cases from ``<data_identifier>_unlabeled/``.
     ``include_validation`` adds the fold's validation cases (transductive use; off by default).
     """
-    from nnunetv2_advmim.label_budget import load_budget, budget_unlabeled_cases
     config_folder = os.path.join(preprocessed_folder, data_identifier)
     pool = {}
     budget = load_budget(preprocessed_folder)
@@ -361,7 +306,6 @@ def find_unlabeled_cases(preprocessed_folder: str, data_identifier: str, fold, i
         for case in budget_unlabeled_cases(budget, preprocessed_folder, fold, include_validation):
             pool[case] = config_folder
     elif include_validation and fold != "all":
-        from batchgenerators.utilities.file_and_folder_operations import load_json
         splits_file = os.path.join(preprocessed_folder, "splits_final.json")
         if os.path.isfile(splits_file):
             splits = load_json(splits_file)
@@ -369,7 +313,7 @@ def find_unlabeled_cases(preprocessed_folder: str, data_identifier: str, fold, i
                 for case in splits[int(fold)]["val"]:
                     pool[case] = config_folder
     u_folder = unlabeled_folder(preprocessed_folder, data_identifier)
-    extra = _identifiers_in(u_folder)
+    extra = identifiers_in(u_folder)
     clashes = sorted(set(extra) & set(pool))
     if clashes:
         raise ValueError(f"Case(s) {clashes[:10]} exist both as preprocessed imagesUnlabeled cases in {u_folder} and "

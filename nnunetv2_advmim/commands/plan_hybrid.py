@@ -1,6 +1,6 @@
 """``nnUNetv2_advmim_plan_hybrid``: write the hybrid CNN-Transformer U-Net into a new plans file.
 
-nnU-Net looks ``-pl`` planners up only inside nnunetv2 (DESIGN.md section 10), so instead of a planner we
+nnU-Net looks ``-pl`` planners up only inside its own package, so instead of a planner we
 derive new plans from the dataset's existing ones: every configuration that defines an architecture gets
 ``network_class_name: nnunetv2_advmim.architectures.HybridTransformerUNet`` with the plan's own
 arguments (stages, features, kernels, strides, norm/nonlin ops) plus the transformer settings. Patch
@@ -17,28 +17,9 @@ import os
 import pydoc
 from typing import Iterable, Optional
 
+from nnunetv2_advmim.architectures.from_plans import HYBRID, hybrid_arch_kwargs
 from nnunetv2_advmim.architectures.hybrid_unet import HybridTransformerUNet
-
-HYBRID_CLASS = "nnunetv2_advmim.architectures.HybridTransformerUNet"
-# ResidualEncoderUNet-only arguments that the hybrid's plain conv stages do not take
-RESENC_ONLY = ("n_blocks_per_stage", "block", "bottleneck_channels", "stem_channels")
-TRANSFORMER_DEFAULTS = dict(transformer_stages=2, embed_dim=None, depth=4, num_heads=8, mlp_ratio=4.0,
-                            drop_path_rate=0.1)
-
-
-def hybrid_arch_kwargs(arch_kwargs: dict, **transformer_kwargs) -> dict:
-    """Plan arguments of ``PlainConvUNet``/``ResidualEncoderUNet`` -> arguments of ``HybridTransformerUNet``.
-
-    ResidualEncoderUNet plans keep stages, features, kernels and strides; their residual blocks become two
-    plain convs per conv stage (``n_conv_per_stage = 2``, the default nnU-Net plan).
-    """
-    kw = {k: copy.deepcopy(v) for k, v in arch_kwargs.items() if k not in RESENC_ONLY}
-    if "n_conv_per_stage" not in kw:
-        kw["n_conv_per_stage"] = [2] * int(arch_kwargs["n_stages"])
-    settings = dict(TRANSFORMER_DEFAULTS)
-    settings.update({k: v for k, v in transformer_kwargs.items() if v is not None})
-    kw.update(settings)
-    return kw
+from nnunetv2_advmim.data.paths import find_dataset_name
 
 
 def make_hybrid_plans(plans: dict, plans_name: str, configurations: Optional[Iterable[str]] = None,
@@ -59,7 +40,7 @@ def make_hybrid_plans(plans: dict, plans_name: str, configurations: Optional[Ite
             raise ValueError(f"configuration {c!r} defines no architecture of its own (it inherits from "
                              f"{confs[c].get('inherits_from')!r}); convert that configuration instead")
         arch = confs[c]["architecture"]
-        arch["network_class_name"] = HYBRID_CLASS
+        arch["network_class_name"] = HYBRID
         arch["arch_kwargs"] = hybrid_arch_kwargs(arch["arch_kwargs"], **transformer_kwargs)
         arch["_kw_requires_import"] = [k for k in arch.get("_kw_requires_import", [])
                                        if k in arch["arch_kwargs"]]
@@ -87,15 +68,7 @@ def plan_hybrid(dataset: str, source_plans: str = "nnUNetPlans", target_plans: s
     if not root:
         raise RuntimeError("nnUNet_preprocessed is not set; set it (nnU-Net's environment variables) or pass "
                            "--preprocessed FOLDER")
-    name = str(dataset)
-    if not name.startswith("Dataset"):
-        prefix = f"Dataset{int(dataset):03d}_"
-        candidates = [d for d in (os.listdir(root) if os.path.isdir(root) else []) if d.startswith(prefix)]
-        if len(candidates) != 1:
-            raise FileNotFoundError(f"found {len(candidates)} folders {prefix}* in {root}; run "
-                                    f"nnUNetv2_plan_and_preprocess -d {int(dataset)} first (or pass the full "
-                                    f"dataset name)")
-        name = candidates[0]
+    name = find_dataset_name(dataset, root)
     src = os.path.join(root, name, source_plans + ".json")
     dst = os.path.join(root, name, target_plans + ".json")
     if not os.path.isfile(src):

@@ -1,14 +1,8 @@
 """``nnUNetv2_advmim_check_weights``: which tensors of a checkpoint would fill a target network, before training.
 
-nnU-Net's ``load_pretrained_weights`` (2.8.1) demands that every key of the target network, except those
-containing ``.seg_layers.``, exists in ``checkpoint['network_weights']`` with the same shape; extra checkpoint
-keys are ignored (DESIGN.md section 3). :func:`compare_state_dicts` sorts the keys the same way:
-
-- ``matched``: target keys filled from the checkpoint (same name and shape);
-- ``missing``: target keys the checkpoint lacks (stock loading aborts);
-- ``shape_mismatch``: same name, other shape (stock loading aborts);
-- ``skipped``: ``.seg_layers.`` keys, never transferred (the new task's output layers);
-- ``unused``: checkpoint keys the target does not have (ignored, e.g. the MIM ``mask_token``).
+The keys are sorted as nnU-Net's ``load_pretrained_weights`` treats them
+(:func:`nnunetv2_advmim.runtime.weights.compare_state_dicts`: matched, missing, shape mismatch, skipped
+``.seg_layers.``, unused).
 
 The target network is built exactly as training would build it: the trainer class's
 ``build_network_architecture`` with the plans, configuration and dataset's channels and segmentation heads::
@@ -19,44 +13,21 @@ Fine-tuning routes: the plan's CNN with ``-tr nnUNetTrainer``; the hybrid (AdvMI
 ``-p nnUNetPlans_hybrid`` (from ``nnUNetv2_advmim_plan_hybrid``) or ``-tr nnUNetTrainerAdvMIM``.
 """
 import argparse
+import os
 import sys
-from typing import Dict, Iterable
 
-import torch
+from batchgenerators.utilities.file_and_folder_operations import join, load_json
+from nnunetv2.paths import nnUNet_preprocessed
+from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-SKIP = (".seg_layers.",)
-
-
-def compare_state_dicts(target: Dict[str, torch.Tensor], source: Dict[str, torch.Tensor],
-                        skip: Iterable[str] = SKIP) -> dict:
-    """Sort keys as ``load_pretrained_weights`` treats them (module docstring); shapes as tuples."""
-    skip = tuple(skip)
-    out = {"matched": [], "missing": [], "shape_mismatch": [], "skipped": [], "unused": []}
-    for k, v in target.items():
-        if any(s in k for s in skip):
-            out["skipped"].append(k)
-        elif k not in source:
-            out["missing"].append(k)
-        elif tuple(source[k].shape) != tuple(v.shape):
-            out["shape_mismatch"].append((k, tuple(v.shape), tuple(source[k].shape)))
-        else:
-            out["matched"].append(k)
-    out["unused"] = [k for k in source if k not in target]
-    out["loadable"] = not out["missing"] and not out["shape_mismatch"]
-    return out
+from nnunetv2_advmim.runtime.weights import compare_state_dicts, load_network_weights
 
 
 def target_network(dataset: str, configuration: str, plans: str = "nnUNetPlans", trainer: str = "nnUNetTrainer"):
     """The network ``nnUNetv2_train dataset configuration F -tr trainer -p plans`` would build (on the CPU)."""
-    import os
-
-    from batchgenerators.utilities.file_and_folder_operations import join, load_json
-    from nnunetv2.paths import nnUNet_preprocessed
-    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
-    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
-    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-
     name = maybe_convert_to_dataset_name(dataset)
     plans_file = join(nnUNet_preprocessed, name, plans + ".json")
     if not os.path.isfile(plans_file):
@@ -76,17 +47,6 @@ def target_network(dataset: str, configuration: str, plans: str = "nnUNetPlans",
     n_in = determine_num_input_channels(pm, cm, dataset_json)
     n_out = pm.get_label_manager(dataset_json).num_segmentation_heads
     return cls.build_network_architecture(pm, cm, n_in, n_out, enable_deep_supervision=True)
-
-
-def load_network_weights(checkpoint_file: str) -> Dict[str, torch.Tensor]:
-    """``network_weights`` of an nnU-Net checkpoint, mapped to the CPU, loaded with ``weights_only=True``
-    (``checkpointing.safe_load``: a file with foreign pickled objects is refused, issue 9 item 4)."""
-    from nnunetv2_advmim.checkpointing import safe_load
-    ckpt = safe_load(checkpoint_file, map_location="cpu")
-    if not isinstance(ckpt, dict) or "network_weights" not in ckpt:
-        raise ValueError(f"{checkpoint_file} is not an nnU-Net checkpoint (no 'network_weights' entry); pass a "
-                         f"checkpoint_final.pth / checkpoint_best.pth written by nnUNetv2_train")
-    return ckpt["network_weights"]
 
 
 def format_report(report: dict, verbose: bool = False) -> str:

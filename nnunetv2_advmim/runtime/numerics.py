@@ -1,4 +1,4 @@
-"""Numerical safety for long trainings (issue 9, item 2: "Numerical safety").
+"""Numerical safety and reproducibility for long trainings.
 
 ``NonFiniteGuard`` checks the loss terms and gradient norms of one training step with a single host
 synchronisation. A step with a non-finite term is skipped by the caller (no optimizer step, no EMA update, so
@@ -6,10 +6,10 @@ weights and optimizer states stay untouched), counted per term name and logged; 
 skipped steps in a row training stops with ``NonFiniteError`` naming the term(s) and the usual fixes.
 
 ``discriminator_collapsed`` flags adversarial training whose discriminator loss has stayed near zero for many
-epochs (DESIGN.md section 6: the LSGAN discriminator loss ``L_D`` sits near 0.1 * 0.25 * 2 when balanced; a
+epochs (the LSGAN discriminator loss ``L_D`` sits near 0.1 * 0.25 * 2 when balanced; a
 value near 0 means D separates the two domains perfectly or the adversarial term has vanished).
 
-``enable_determinism`` / ``seed_from_env`` (issue 9, item 5): with ``nnUNet_advmim_seed=<int>`` set, our trainers
+``enable_determinism`` / ``seed_from_env``: with ``nnUNet_advmim_seed=<int>`` set, our trainers
 seed python/numpy/torch and switch torch to deterministic algorithms; together with ``nnUNet_n_proc_DA=0``
 (augmentation in the training process: worker processes deliver batches in a non-deterministic order) two runs
 on the CPU give identical losses.
@@ -22,8 +22,8 @@ from typing import Callable, Dict, Optional, Sequence
 import numpy as np
 import torch
 
-__all__ = ["NonFiniteError", "NonFiniteGuard", "discriminator_collapsed", "SEED_ENV", "enable_determinism",
-           "seed_from_env"]
+__all__ = ["NonFiniteError", "NonFiniteGuard", "discriminator_collapsed", "SEED_ENV", "seed_everything",
+           "enable_determinism", "seed_from_env"]
 
 SEED_ENV = "nnUNet_advmim_seed"
 
@@ -141,15 +141,20 @@ def discriminator_collapsed(disc_losses: Sequence[float], threshold: float = 1e-
     return all(math.isfinite(v) and v < threshold for v in tail)
 
 
+def seed_everything(seed: int) -> None:
+    """Seed python ``random``, numpy's global generator and torch (CPU and CUDA)."""
+    seed = int(seed)
+    random.seed(seed)
+    np.random.seed(seed % (2 ** 32))
+    torch.manual_seed(seed)
+
+
 def enable_determinism(seed: int) -> None:
     """Seed python ``random``, numpy's global generator and torch (CPU and CUDA), and make torch deterministic:
     ``torch.use_deterministic_algorithms(True)``, cuDNN deterministic without benchmarking, and the cuBLAS
     workspace setting deterministic CUDA matmuls need (set before CUDA starts; an existing value is kept)."""
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    seed = int(seed)
-    random.seed(seed)
-    np.random.seed(seed % (2 ** 32))
-    torch.manual_seed(seed)
+    seed_everything(seed)
     torch.use_deterministic_algorithms(True)
     torch.backends.cudnn.deterministic = True
     torch.backends.cudnn.benchmark = False

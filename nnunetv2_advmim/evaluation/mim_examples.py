@@ -2,24 +2,27 @@
 
 ``save_mim_figure`` draws one row per image (channel 0; 3D: the middle slice along the first axis) with the
 columns: input | mask (masked blocks blue, AnatoMask's hard / MPS-AMS's lesion-like blocks red) | masked input
-(what the network gets) | target (block-normalised image, DESIGN.md section 7) | reconstruction (the
+(what the network gets) | target (block-normalised image) | reconstruction (the
 prediction in masked blocks, the target elsewhere) | prediction (everywhere).
 
-``nnUNetv2_advmim_mim_visualize`` writes the figure for a trained MIM trainer folder (the trainers also write
-``mim_examples.png`` at the end of training)::
-
-    nnUNetv2_advmim_mim_visualize -d D -c C -f F -tr nnUNetTrainerAnatoMask -o examples.png
+The MIM trainers write ``mim_examples.png`` at the end of training; ``nnUNetv2_advmim_mim_visualize``
+(:mod:`nnunetv2_advmim.commands.mim_visualize`) writes it for any checkpoint of a trained run.
 """
-import argparse
 import os
-import sys
 from typing import Optional, Sequence
 
+import matplotlib
+
+matplotlib.use("agg")  # figures go to files; no display is needed
+import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np
 import torch
 
-from nnunetv2_advmim.masking import upsample_mask
-from nnunetv2_advmim.mim import normalised_targets
+from nnunetv2_advmim.data.pretraining_loader import pretraining_cases
+from nnunetv2_advmim.data.semisup_loader import nnUNetUnlabeledDataLoader
+from nnunetv2_advmim.data.unlabeled import UnlabeledDataset
+from nnunetv2_advmim.methods.masking import upsample_mask
+from nnunetv2_advmim.methods.mim import normalised_targets
 
 
 def _slice(t: torch.Tensor) -> np.ndarray:
@@ -38,9 +41,6 @@ def save_mim_figure(filename: str, images: torch.Tensor, mask: torch.Tensor, pre
                     title: str = "") -> str:
     """Write the figure (module docstring) for ``images`` (B, C, *spatial), block ``mask`` (B, *grid), ``pred``
     (B, C, *spatial) and optional highlighted blocks (B, *grid); returns ``filename``."""
-    import matplotlib
-    matplotlib.use("agg")
-    import matplotlib.pyplot as plt
 
     if isinstance(pred, (list, tuple)):
         pred = pred[0]
@@ -85,10 +85,6 @@ def save_mim_figure(filename: str, images: torch.Tensor, mask: torch.Tensor, pre
 def example_batch(trainer, num_images: int, seed: int = 0) -> torch.Tensor:
     """``num_images`` random patch-size crops of the trainer's validation images (no augmentation, no labels,
     seeded, in this process)."""
-    from nnunetv2_advmim.pretraining import pretraining_cases
-    from nnunetv2_advmim.semisup_loader import nnUNetUnlabeledDataLoader
-    from nnunetv2_advmim.unlabeled import UnlabeledDataset
-
     _, val = pretraining_cases(trainer)
     cm = trainer.configuration_manager
     dl = nnUNetUnlabeledDataLoader(UnlabeledDataset(val), int(num_images), cm.patch_size, cm.patch_size,
@@ -100,40 +96,3 @@ def example_batch(trainer, num_images: int, seed: int = 0) -> torch.Tensor:
     finally:
         np.random.set_state(state)
     return batch["data"]
-
-
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="nnUNetv2_advmim_mim_visualize",
-        description="Save a PNG of masked validation images, their masks (AnatoMask's hard / MPS-AMS's lesion-like "
-                    "blocks in red), targets and reconstructions from a trained MIM pretraining run.")
-    parser.add_argument("-d", required=True, help="dataset ID or name")
-    parser.add_argument("-c", required=True, help="configuration, e.g. 3d_fullres")
-    parser.add_argument("-f", required=True, help="fold (0-4 or all)")
-    parser.add_argument("-tr", required=True, help="MIM trainer, e.g. nnUNetTrainerAnatoMask")
-    parser.add_argument("-p", default="nnUNetPlans", help="plans identifier (default nnUNetPlans)")
-    parser.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint file in the fold folder")
-    parser.add_argument("-n", type=int, default=4, help="number of images (default 4)")
-    parser.add_argument("-o", default=None, help="output PNG (default: <fold folder>/mim_examples_<chk>.png)")
-    parser.add_argument("-device", default="cpu", help="cpu or cuda (default cpu)")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-
-    from nnunetv2.run.run_training import get_trainer_from_args
-    fold = args.f if args.f == "all" else int(args.f)
-    trainer = get_trainer_from_args(args.d, args.c, fold, args.tr, args.p, device=torch.device(args.device))
-    if not hasattr(trainer, "save_mim_examples"):
-        parser.exit(1, f"nnUNetv2_advmim_mim_visualize: error: {args.tr} is not a MIM pretraining trainer "
-                       f"(nnUNetTrainerMIM, nnUNetTrainerAnatoMask, nnUNetTrainerMPSAMS and their variants)\n")
-    chk = os.path.join(trainer.output_folder, args.chk)
-    if not os.path.isfile(chk):
-        parser.exit(1, f"nnUNetv2_advmim_mim_visualize: error: {chk} does not exist; train first with "
-                       f"`nnUNetv2_train {args.d} {args.c} {args.f} -tr {args.tr}` or pass -chk\n")
-    trainer.load_checkpoint(chk)
-    out = args.o or os.path.join(trainer.output_folder, f"mim_examples_{os.path.splitext(args.chk)[0]}.png")
-    trainer.save_mim_examples(out, args.n, args.seed)
-    print(f"Wrote {out}")
-
-
-if __name__ == "__main__":
-    main()

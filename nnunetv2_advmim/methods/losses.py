@@ -21,22 +21,18 @@ so a float certainty map passed as ``loss_mask`` is exactly the certainty-weight
 ``1 - dice`` (a loss that is 0 at perfect agreement). nnU-Net's cross-entropy (``RobustCrossEntropyLoss``)
 has no per-voxel weights, so the weighted CE is written here.
 """
-from typing import Callable, Dict, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
 from nnunetv2.utilities.helpers import softmax_helper_dim1
 
-from nnunetv2_advmim.adversarial import lsgan_generator_loss
-
 __all__ = [
     "pseudo_labels_and_certainty",
     "certainty_weighted_ce",
     "certainty_weighted_dice",
     "cross_teaching_dice",
-    "sigmoid_rampup",
-    "advmim_unsupervised_losses",
 ]
 
 
@@ -103,57 +99,3 @@ def cross_teaching_dice(logits: torch.Tensor, labels: torch.Tensor, do_bg: bool 
     Unweighted soft Dice loss (``certainty_weighted_dice`` with ``weights=None``), background included.
     """
     return certainty_weighted_dice(logits, labels, None, do_bg=do_bg, smooth=smooth)
-
-
-def sigmoid_rampup(current: float, rampup_length: float) -> float:
-    """Sigmoid ramp-up ``exp(-5 (1 - t)^2)`` with ``t = clip(current / rampup_length, 0, 1)`` (DESIGN.md s. 6).
-
-    Laine & Aila's schedule used by CTCT/AdvMIM for lambda_ct. ``rampup_length <= 0`` means no ramp (1.0).
-    Goes from ``exp(-5) ~ 0.0067`` at ``current = 0`` to 1.0 at ``current >= rampup_length``.
-    """
-    if rampup_length <= 0:
-        return 1.0
-    t = min(max(float(current) / float(rampup_length), 0.0), 1.0)
-    return float(torch.exp(torch.tensor(-5.0 * (1.0 - t) ** 2, dtype=torch.float64)))
-
-
-def advmim_unsupervised_losses(logits_u_masked: torch.Tensor, logits_u: Optional[torch.Tensor],
-                               partner_logits_u: torch.Tensor,
-                               discriminator: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
-                               lambda_u: float = 1.0, lambda_ct: float = 0.1, lambda_adv: float = 0.001,
-                               rampup: float = 1.0, do_bg: bool = True) -> Dict[str, torch.Tensor]:
-    """The unlabeled part of AdvMIM's loss ``L_N`` for one network N (DESIGN.md section 6).
-
-    Args:
-        logits_u_masked: ``N^m(x_u)``, full-resolution logits of the masked unlabeled batch.
-        logits_u: ``N(x_u)``, full-resolution logits of the unmasked unlabeled batch (None: no cross teaching,
-            e.g. when ``lambda_ct`` is 0 and the trainer skips that forward).
-        partner_logits_u: ``O(x_u)``, the partner's unmasked logits on the same batch; pseudo-labels and
-            certainty are taken from it under ``no_grad``.
-        discriminator: ``D_N`` (called on ``softmax(logits_u_masked)``); None or ``lambda_adv == 0`` skips the
-            adversarial term (CTCT / no-adversarial ablations). The generator loss also produces gradients in
-            D's parameters: zero D's gradients before its own step (see ``adversarial.py``).
-        lambda_u, lambda_ct, lambda_adv: the weights of DESIGN.md section 6; ``rampup`` multiplies lambda_ct
-            (``sigmoid_rampup`` of the training progress).
-
-    Returns a dict of float32 tensors: ``masked_ce``, ``masked_dice``, ``cross_teaching``, ``adversarial``
-    (unweighted terms; skipped terms are 0), ``certainty`` (mean partner certainty, detached, for logging)
-    and ``total`` = the weighted sum to add to the supervised DCCE terms.
-    """
-    labels, certainty = pseudo_labels_and_certainty(partner_logits_u)
-    zero = logits_u_masked.new_zeros((), dtype=torch.float32)
-    out = {"masked_ce": zero, "masked_dice": zero, "cross_teaching": zero, "adversarial": zero}
-    total = zero
-    if lambda_u != 0:
-        out["masked_ce"] = certainty_weighted_ce(logits_u_masked, labels, certainty)
-        out["masked_dice"] = certainty_weighted_dice(logits_u_masked, labels, certainty, do_bg=do_bg)
-        total = total + lambda_u * (out["masked_ce"] + out["masked_dice"])
-    if lambda_ct != 0 and logits_u is not None:
-        out["cross_teaching"] = cross_teaching_dice(logits_u, labels, do_bg=do_bg)
-        total = total + lambda_ct * rampup * out["cross_teaching"]
-    if lambda_adv != 0 and discriminator is not None:
-        out["adversarial"] = lsgan_generator_loss(discriminator(torch.softmax(logits_u_masked.float(), dim=1)))
-        total = total + lambda_adv * out["adversarial"]
-    out["certainty"] = certainty.mean()
-    out["total"] = total
-    return out

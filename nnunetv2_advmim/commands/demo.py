@@ -2,7 +2,7 @@
 
 Stages, each a stock nnU-Net command or one of ours in a subprocess, exactly what a user types:
 
-1. make the synthetic dataset (``nnunetv2_advmim.synthetic``: imagesTr/labelsTr, imagesUnlabeled, imagesTs/labelsTs),
+1. make the synthetic dataset (``nnunetv2_advmim.data.synthetic``: imagesTr/labelsTr, imagesUnlabeled, imagesTs/labelsTs),
 2. ``nnUNetv2_plan_and_preprocess``,
 3. ``nnUNetv2_advmim_label_budget``: keep only ``--labeled`` training cases labeled (the rest become unlabeled),
    and ``nnUNetv2_advmim_preprocess_unlabeled`` for ``imagesUnlabeled``,
@@ -11,7 +11,7 @@ Stages, each a stock nnU-Net command or one of ours in a subprocess, exactly wha
    (``nnUNetTrainerAdvMIM_demo``), and AnatoMask pretraining (``nnUNetTrainerAnatoMask_demo`` on every image,
    labels never read) followed by stock fine-tuning with ``-pretrained_weights`` (``nnUNetTrainer_demo_finetune``),
 5. ``nnUNetv2_predict`` on ``imagesTs``,
-6. ``nnunetv2_advmim.compare.compare_runs``: the comparison table (Dice, HD95, ASD, NSD per label) and PNG.
+6. ``nnunetv2_advmim.evaluation.compare.compare_runs``: the comparison table (Dice, HD95, ASD, NSD per label) and PNG.
 
 ``nnUNet_raw``/``nnUNet_preprocessed``/``nnUNet_results`` are set to sub-folders of ``--workdir`` when
 they are unset. A finished run is never overwritten unless ``--overwrite`` is given.
@@ -23,7 +23,12 @@ import subprocess
 import sys
 import time
 
-from nnunetv2_advmim.synthetic import LABELS, dataset_folder_name, make_synthetic_dataset
+import torch
+from nnunetv2.evaluation.evaluate_predictions import compute_metrics_on_folder
+from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
+
+from nnunetv2_advmim.data.synthetic import LABELS, dataset_folder_name, make_synthetic_dataset
+from nnunetv2_advmim.evaluation.compare import compare_runs
 
 PATH_VARS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
 BASELINE = "nnUNetTrainer_demo"
@@ -87,10 +92,6 @@ def run_demo(workdir, dataset_id=990, dim=3, device=None, baseline=BASELINE, sem
 
     ``pretrainer=None`` skips pretraining + fine-tuning; ``semi_supervised=()`` skips AdvMIM.
     """
-    import torch
-    from nnunetv2.evaluation.evaluate_predictions import compute_metrics_on_folder
-    from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
-    from nnunetv2_advmim.compare import compare_runs
 
     t_start = time.perf_counter()
     workdir = os.path.abspath(workdir)

@@ -7,11 +7,11 @@ read the figures):
 (b) ``S`` / ``C``: one forward + backward of the hybrid S alone and of the CNN C alone (the AdvMIM trainer's own
     branches) on the labeled batch, nnU-Net's DC+CE loss with deep supervision, AMP as the AdvMIM trainer uses it;
 (c) ``advmim_<mode>``: ``nnUNetTrainerAdvMIM.train_step`` in every execution mode of
-    ``nnunetv2_advmim.advmim.STEP_MODES`` (``trainer.step_mode``);
-(d) the MIM pretraining steps (random, AnatoMask, MPS-AMS) through :func:`nnunetv2_advmim.mim_benchmark.step_times`
+    ``nnunetv2_advmim.methods.advmim.STEP_MODES`` (``trainer.step_mode``);
+(d) the MIM pretraining steps (random, AnatoMask, MPS-AMS) through :func:`nnunetv2_advmim.benchmark.mim_steps.step_times`
     (its own interleaved run on real pretraining batches);
 (e) the data pipeline alone: labeled + unlabeled batches per second from
-    :func:`nnunetv2_advmim.semisup_loader.get_semisup_dataloaders` (nnU-Net's augmentation, nnU-Net's default
+    :func:`nnunetv2_advmim.data.semisup_loader.get_semisup_dataloaders` (nnU-Net's augmentation, nnU-Net's default
     worker count ``get_allowed_n_proc_DA()``), after the step timings so workers do not compete with them.
 
 (a)-(c) are timed on random tensors of the plan's patch (or ``--patch``) already on the device, round-robin
@@ -25,27 +25,37 @@ share the process are measured alike.
 Efficiency (issue 8, item 2): ``E = 4 (t_S + t_C) / t_step``: per iteration each network does four passes over a
 batch of B (original and masked, labeled and unlabeled), so ``4 (t_S + t_C)`` is the step's floor.
 
-Without ``-d`` the built-in synthetic dataset (:mod:`nnunetv2_advmim.synthetic`, ``imagesUnlabeled`` included)
+Without ``-d`` the built-in synthetic dataset (:mod:`nnunetv2_advmim.data.synthetic`, ``imagesUnlabeled`` included)
 is written, planned (``nnUNetv2_plan_and_preprocess``) and its unlabeled images preprocessed
 (``nnUNetv2_advmim_preprocess_unlabeled``) in a temporary nnU-Net folder (or ``--workdir``).
 """
-import argparse
-import atexit
 import copy
 import ctypes
-import datetime
 import json
 import os
 import platform
-import shutil
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
+from importlib.metadata import version
 from typing import Callable, Dict, List, Optional, Sequence
 
-# targets of issue 8: (key, description, threshold, comparison, where the target applies)
+import numpy as np
+import torch
+from batchgenerators.utilities.file_and_folder_operations import join, load_json
+from nnunetv2.experiment_planning.experiment_planners.network_topology import get_pool_and_conv_props
+from nnunetv2.paths import nnUNet_preprocessed
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
+
+from nnunetv2_advmim.benchmark.mim_steps import STRATEGIES, step_times
+from nnunetv2_advmim.data.semisup_loader import get_semisup_dataloaders
+from nnunetv2_advmim.methods.advmim import STEP_MODES
+from nnunetv2_advmim.runtime.memory import reset_peak_rss, status_bytes
+from nnunetv2_advmim.runtime.precision import amp_dtype
+from nnunetv2_advmim.trainers.nnUNetTrainerAdvMIM import nnUNetTrainerAdvMIM
+
+# performance targets: (key, description, threshold, comparison, where the target applies)
 TARGETS = (
     ("E_fast_gpu", "fast mode E >= 0.9 (GPU)", 0.9, ">=", "cuda"),
     ("E_fast_cpu", "fast mode E >= 0.85 (CPU)", 0.85, ">=", "cpu"),
@@ -53,7 +63,6 @@ TARGETS = (
     ("data_vs_step", "data batches/s >= 1.5x step/s (GPU, default workers)", 1.5, ">=", "cuda"),
     ("anatomask_vs_random", "AnatoMask step <= 1.4x random-MIM step", 1.4, "<=", "any"),
 )
-SYNTHETIC_ID = 951
 MIB = 2 ** 20
 
 
@@ -86,7 +95,6 @@ def override_plans(plans: dict, configuration: str, patch_size: Optional[Sequenc
     ``get_pool_and_conv_props`` at the configuration's spacing, feature map edge >= 4, 32 base features doubling
     per stage up to 320 (3D) / 512 (2D), two convolutions per stage); the patch is rounded the planner's way to a
     multiple of the total stride."""
-    from nnunetv2.experiment_planning.experiment_planners.network_topology import get_pool_and_conv_props
 
     plans = copy.deepcopy(plans)
     if configuration not in plans["configurations"]:
@@ -117,17 +125,6 @@ def override_plans(plans: dict, configuration: str, patch_size: Optional[Sequenc
 
 
 # ---------------------------------------------------------------------------------------------- memory
-def _status_bytes(field: str) -> Optional[int]:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
-
-
 class MemoryProbe:
     """Bytes a step allocates on top of what is there before it (module docstring: CUDA allocator / CPU VmHWM)."""
 
@@ -139,10 +136,9 @@ class MemoryProbe:
                 self._libc = ctypes.CDLL("libc.so.6")
             except OSError:
                 self._libc = None
-        self.available = self.cuda or _status_bytes("VmHWM") is not None
+        self.available = self.cuda or status_bytes("VmHWM") is not None
 
     def start(self) -> None:
-        import torch
         if self.cuda:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
@@ -150,25 +146,19 @@ class MemoryProbe:
             return
         if self._libc is not None:
             self._libc.malloc_trim(0)  # return freed heap pages, so the baseline is what is really in use
-        try:
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
-        except OSError:
-            pass
-        self._before = _status_bytes("VmRSS")
+        reset_peak_rss()
+        self._before = status_bytes("VmRSS")
 
     def stop(self) -> Optional[int]:
-        import torch
         if self.cuda:
             torch.cuda.synchronize()
             return torch.cuda.max_memory_allocated() - self._before
-        peak = _status_bytes("VmHWM")
+        peak = status_bytes("VmHWM")
         return None if peak is None or self._before is None else max(0, peak - self._before)
 
 
 def resident_bytes(modules: Sequence, optimizers: Sequence = ()) -> int:
     """Bytes of the distinct parameters, buffers and optimizer-state tensors (what a trainer keeps between steps)."""
-    import torch
     seen, total = set(), 0
 
     def add(t):
@@ -190,7 +180,6 @@ def resident_bytes(modules: Sequence, optimizers: Sequence = ()) -> int:
 # ---------------------------------------------------------------------------------------------- inputs
 def random_batch(trainer, device, seed: int = 0, unlabeled: bool = True) -> dict:
     """Random labeled (+ unlabeled) batch of the trainer's patch and batch size with deep-supervision targets."""
-    import torch
     g = torch.Generator().manual_seed(seed)
     patch, b = list(trainer.configuration_manager.patch_size), trainer.batch_size
     k = len(trainer.label_manager.foreground_labels) + 1
@@ -203,22 +192,8 @@ def random_batch(trainer, device, seed: int = 0, unlabeled: bool = True) -> dict
     return batch
 
 
-def amp_dtype(amp: str, device) -> Optional["torch.dtype"]:
-    """Autocast dtype for an ``amp`` setting ('auto': bf16 where supported else fp16; 'bf16'; 'fp16'; 'off');
-    None = off. AMP is only used on CUDA, as nnU-Net does."""
-    import torch
-    if device.type != "cuda" or amp == "off":
-        return None
-    if amp in ("fp16", "bf16"):
-        return torch.float16 if amp == "fp16" else torch.bfloat16
-    if amp == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    raise ValueError(f"amp must be 'auto', 'bf16', 'fp16' or 'off', got {amp!r}")
-
-
 def forward_backward(network, loss_fn, batch: dict, dtype) -> Callable[[], None]:
     """(b): one forward + backward of one network on the labeled batch with nnU-Net's loss (fp16 with a scaler)."""
-    import torch
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
     device_type = batch["data"].device.type
 
@@ -237,7 +212,6 @@ def run_round_robin(items: Dict[str, Callable[[], None]], n: int, warmup: int, d
     """Call every item once per round, ``warmup + n`` rounds; per item the ``n`` timed seconds and the most
     memory one step allocated on top of what was there (:class:`MemoryProbe`). ``after[name]`` runs untimed
     after the item's step (e.g. freeing gradients a lone forward/backward leaves)."""
-    import torch
     probe = MemoryProbe(device)
     cuda = device.type == "cuda"
     out = {name: {"times_s": [], "step_bytes": None} for name in items}
@@ -266,8 +240,6 @@ def run_round_robin(items: Dict[str, Callable[[], None]], n: int, warmup: int, d
 def data_pipeline_rate(trainer, n_batches: int = 20, warmup: int = 3) -> dict:
     """(e): labeled + unlabeled batches per second from the semi-supervised loader (nnU-Net's augmenter and
     worker count: ``get_allowed_n_proc_DA()``, split between the two streams as the loader does)."""
-    from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
-    from nnunetv2_advmim.semisup_loader import get_semisup_dataloaders
 
     workers = get_allowed_n_proc_DA()
     loader, val_loader = get_semisup_dataloaders(trainer, unlabeled_batch_size=trainer.batch_size)
@@ -285,45 +257,8 @@ def data_pipeline_rate(trainer, n_batches: int = 20, warmup: int = 3) -> dict:
     return {"workers": workers, "batches": n_batches, "seconds": dt, "batches_per_s": n_batches / dt}
 
 
-# ---------------------------------------------------------------------------------------------- dataset
-def prepare_synthetic(workdir: str, configuration: str, shape: Optional[Sequence[int]] = None,
-                      n_train: int = 6, n_unlabeled: int = 4, num_processes: int = 2) -> str:
-    """Write, plan and preprocess the built-in synthetic dataset (+ its ``imagesUnlabeled``) under ``workdir``
-    and point this process's ``nnUNet_raw/_preprocessed/_results`` there. Returns the dataset name."""
-    from nnunetv2_advmim.synthetic import dataset_folder_name, make_synthetic_dataset
-
-    for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        os.environ[var] = os.path.join(workdir, var)
-        os.makedirs(os.environ[var], exist_ok=True)
-    if "nnunetv2.paths" in sys.modules:
-        raise RuntimeError("prepare_synthetic must run before nnunetv2 is imported (nnunetv2.paths reads the "
-                           "nnUNet_* folders once, at import)")
-    dim = 2 if configuration == "2d" else 3
-    name = dataset_folder_name(SYNTHETIC_ID, f"Synthetic{dim}D")
-    if os.path.isfile(os.path.join(os.environ["nnUNet_preprocessed"], name, "nnUNetPlans.json")):
-        return name  # --workdir reused: planned before
-    make_synthetic_dataset(os.environ["nnUNet_raw"], SYNTHETIC_ID, dim=dim, n_train=n_train, n_unlabeled=n_unlabeled,
-                           n_test=0, shape=shape)
-    for cmd in (["nnUNetv2_plan_and_preprocess", "-d", str(SYNTHETIC_ID), "-c", configuration,
-                 "-np", str(num_processes)],
-                ["nnUNetv2_advmim_preprocess_unlabeled", "-d", str(SYNTHETIC_ID), "-c", configuration,
-                 "-np", str(num_processes)]):
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        if proc.returncode != 0:
-            raise RuntimeError(f"`{' '.join(cmd)}` failed (exit {proc.returncode}):\n{proc.stdout[-4000:]}")
-    return name
-
-
 # ---------------------------------------------------------------------------------------------- main work
 def _step_modes(requested: Optional[Sequence[str]]):
-    try:
-        from nnunetv2_advmim.advmim import STEP_MODES
-    except ImportError:
-        STEP_MODES = None
-    if STEP_MODES is None:
-        if requested:
-            raise ValueError("this version of nnunetv2_advmim.advmim has no STEP_MODES; run without --modes")
-        return [None]  # the trainer's one step
     modes = list(requested or STEP_MODES)
     unknown = [m for m in modes if m not in STEP_MODES]
     if unknown:
@@ -332,7 +267,6 @@ def _step_modes(requested: Optional[Sequence[str]]):
 
 
 def _build(cls, plans: dict, configuration: str, dataset_json: dict, device, fold):
-    import torch
     t = cls(copy.deepcopy(dict(plans, continue_training=False)), configuration, fold, dataset_json, device=device)
     t.initialize()
     t.set_deep_supervision_enabled(True)
@@ -341,7 +275,6 @@ def _build(cls, plans: dict, configuration: str, dataset_json: dict, device, fol
 
 
 def _machine(device) -> dict:
-    import torch
     info = {"host_cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
             "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "device": str(device)}
     if device.type == "cuda":
@@ -349,8 +282,6 @@ def _machine(device) -> dict:
     else:
         info["cpu"] = platform.processor() or platform.machine()
     try:
-        import nnunetv2
-        from importlib.metadata import version
         info["nnunetv2"] = version("nnunetv2")
     except Exception:
         pass
@@ -361,13 +292,6 @@ def run_benchmark(dataset: str, configuration: str, plans_name: str = "nnUNetPla
                   n: int = 5, warmup: int = 2, patch_size=None, batch_size=None, modes=None, amp: str = "auto",
                   skip_data: bool = False, skip_mim: bool = False, data_batches: int = 20, fold="0") -> dict:
     """Every measurement of the module docstring; returns the JSON-able result (see ``docs/benchmark.md``)."""
-    import numpy as np
-    import torch
-    from batchgenerators.utilities.file_and_folder_operations import join, load_json
-    from nnunetv2.paths import nnUNet_preprocessed
-    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
-    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
-    from nnunetv2_advmim.trainers.nnUNetTrainerAdvMIM import nnUNetTrainerAdvMIM
 
     dev = torch.device(device)
     phases, t_phase = {}, time.perf_counter()
@@ -452,7 +376,6 @@ def run_benchmark(dataset: str, configuration: str, plans_name: str = "nnUNetPla
 
     # (d) MIM steps: mim_benchmark's own interleaved run on real pretraining batches
     if not skip_mim:
-        from nnunetv2_advmim.mim_benchmark import STRATEGIES, step_times
         tmp_plans, n_proc_da = None, os.environ.get("nnUNet_n_proc_DA")  # step_times sets it to 0 if unset
         try:
             use = plans_name
@@ -534,84 +457,3 @@ def format_report(r: dict) -> str:
         value = "-" if t["value"] is None else f"{t['value']:.3f}"
         lines.append(f"  {t['target']:<56}{value:>8}  {verdict}")
     return "\n".join(lines)
-
-
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="nnUNetv2_advmim_benchmark", description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="See docs/benchmark.md for how to read the figures.")
-    parser.add_argument("-d", default=None, help="dataset ID or name (planned; its unlabeled pool for the data "
-                        "pipeline). Default: the built-in synthetic dataset in a temporary folder")
-    parser.add_argument("-c", default="3d_fullres", help="configuration (default 3d_fullres)")
-    parser.add_argument("-p", default="nnUNetPlans", help="plans identifier (default nnUNetPlans)")
-    parser.add_argument("-f", default="0", help="fold whose split the data pipeline uses (default 0)")
-    parser.add_argument("-device", default=None, choices=("cpu", "cuda"), help="default: cuda if available")
-    parser.add_argument("-n", type=int, default=10, help="timed rounds (default 10)")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed rounds first (default 3; more with "
-                        "torch.compile)")
-    parser.add_argument("--patch", type=int, nargs="+", default=None, help="patch size instead of the plan's "
-                        "(network topology re-derived the planner's way)")
-    parser.add_argument("--batch", type=int, default=None, help="batch size instead of the plan's")
-    parser.add_argument("--modes", nargs="+", default=None, help="AdvMIM step modes (default: all of STEP_MODES)")
-    parser.add_argument("--amp", default="auto", choices=("auto", "bf16", "fp16", "off"), help="AdvMIM AMP setting")
-    parser.add_argument("--compile", default=None, choices=("on", "off"), help="set nnUNet_compile for this run "
-                        "(default: as set in the environment; nnU-Net compiles on CUDA unless it is false)")
-    parser.add_argument("--skip-data", action="store_true", help="do not measure the data pipeline")
-    parser.add_argument("--skip-mim", action="store_true", help="do not measure the MIM pretraining steps")
-    parser.add_argument("--data-batches", type=int, default=20, help="batches timed for the data pipeline")
-    parser.add_argument("--synthetic-shape", type=int, nargs="+", default=None,
-                        help="image shape of the default synthetic dataset (default: the synthetic module's)")
-    parser.add_argument("--workdir", default=None, help="folder for the default synthetic dataset (default: temp)")
-    parser.add_argument("-np", type=int, default=2, help="processes for planning the synthetic dataset")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's). On a "
-                        "machine shared with other jobs, 1 avoids stalls of multi-threaded kernels waiting for a "
-                        "descheduled thread")
-    parser.add_argument("-o", default=None, help="write the result as JSON to this file")
-    args = parser.parse_args(argv)
-    if args.o and os.path.exists(args.o):
-        parser.error(f"{args.o} exists; choose another -o (results are never overwritten)")
-    if args.n < 1 or args.warmup < 0:
-        parser.error("-n must be >= 1 and --warmup >= 0")
-    if args.compile:
-        os.environ["nnUNet_compile"] = "1" if args.compile == "on" else "0"
-    t_start = time.perf_counter()
-    dataset = args.d
-    if dataset is None:
-        workdir = args.workdir
-        if workdir is None:  # a temporary dataset is removed at exit; --workdir keeps it for the next run
-            workdir = tempfile.mkdtemp(prefix="advmim_benchmark_")
-            atexit.register(shutil.rmtree, workdir, True)
-        print(f"No -d: writing and planning the synthetic dataset in {workdir}", flush=True)
-        dataset = prepare_synthetic(workdir, args.c, args.synthetic_shape, num_processes=args.np)
-        print(f"Synthetic dataset ready in {time.perf_counter() - t_start:.0f} s", flush=True)
-    else:
-        if not os.environ.get("nnUNet_preprocessed"):
-            parser.error("nnUNet_preprocessed is not set: point it at your nnU-Net preprocessed folder, or leave "
-                         "out -d to benchmark the built-in synthetic dataset")
-        # trainers write their log files into nnUNet_results/<dataset>/...: keep those out of the user's results
-        tmp_results = tempfile.mkdtemp(prefix="advmim_benchmark_results_")
-        os.environ["nnUNet_results"] = tmp_results
-        atexit.register(shutil.rmtree, tmp_results, True)
-    import torch
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        result = run_benchmark(dataset, args.c, args.p, device, args.n, args.warmup, args.patch, args.batch,
-                               args.modes, args.amp, args.skip_data, args.skip_mim, args.data_batches, args.f)
-    except (FileNotFoundError, ValueError) as e:
-        parser.exit(2, f"{parser.prog}: error: {e}\n")
-    result["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    result["command"] = " ".join(["nnUNetv2_advmim_benchmark"] + list(sys.argv[1:] if argv is None else argv))
-    result["wall_s"] = time.perf_counter() - t_start
-    if args.o:
-        os.makedirs(os.path.dirname(os.path.abspath(args.o)), exist_ok=True)
-        with open(args.o, "w") as f:
-            json.dump(result, f, indent=1)
-    print(format_report(result))
-    if args.o:
-        print(f"Wrote {args.o}")
-
-
-if __name__ == "__main__":
-    main()

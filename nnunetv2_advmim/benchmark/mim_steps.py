@@ -7,21 +7,34 @@ step time of each and the ratio to random MIM (AnatoMask's extra cost = the EMA 
 each strategy's training loss along the way (all start from the same weights and see the same batches) and
 the validation reconstruction loss after the run (same fixed-seed random masks for all)::
 
-    python -m nnunetv2_advmim.mim_benchmark steps -d 961 -c 2d -n 20 [--stock]
+    python -m nnunetv2_advmim.benchmark.mim_steps steps -d 961 -c 2d -n 20 [--stock]
 
 ``curves``: train / validation reconstruction loss per epoch from finished runs' checkpoints, as a table and a PNG::
 
-    python -m nnunetv2_advmim.mim_benchmark curves RUN_FOLDER [RUN_FOLDER ...] -o mim_loss_curves.png
+    python -m nnunetv2_advmim.benchmark.mim_steps curves RUN_FOLDER [RUN_FOLDER ...] -o mim_loss_curves.png
 """
 import argparse
 import os
 import time
-from typing import Dict, List, Sequence
+from typing import Dict, Sequence
 
+import matplotlib
 import numpy as np
 import torch
+from batchgenerators.utilities.file_and_folder_operations import join, load_json
+from nnunetv2.paths import nnUNet_preprocessed
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
 
-from nnunetv2_advmim.checkpointing import safe_load
+from nnunetv2_advmim.data.input_checks import require_planned
+from nnunetv2_advmim.data.pretraining_loader import get_pretraining_dataloaders
+from nnunetv2_advmim.runtime.numerics import seed_everything
+from nnunetv2_advmim.trainers import nnUNetTrainerMIM as module
+
+matplotlib.use("agg")  # figures go to files; no display is needed
+import matplotlib.pyplot as plt  # noqa: E402
+
+from nnunetv2_advmim.runtime.checkpointing import safe_load
 
 STRATEGIES = ("nnUNetTrainerMIM", "nnUNetTrainerAnatoMask", "nnUNetTrainerMPSAMS")
 
@@ -34,13 +47,6 @@ def step_times(dataset: str, configuration: str, fold="0", n_steps: int = 20, pl
     ``stock=True`` also times the stock ``nnUNetTrainer`` (segmentation step with deep supervision) on labeled
     batches of the same patch size from its own loader, as the reference for fine-tuning / supervised cost."""
     os.environ.setdefault("nnUNet_n_proc_DA", "0")
-    from batchgenerators.utilities.file_and_folder_operations import join, load_json
-    from nnunetv2.paths import nnUNet_preprocessed
-    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
-
-    from nnunetv2_advmim.pretraining import get_pretraining_dataloaders, seed_everything
-    from nnunetv2_advmim.trainers import nnUNetTrainerMIM as module
-
     name = maybe_convert_to_dataset_name(dataset)
     plans_dict = load_json(join(nnUNet_preprocessed, name, plans + ".json"))
     dataset_json = load_json(join(nnUNet_preprocessed, name, "dataset.json"))
@@ -67,7 +73,6 @@ def step_times(dataset: str, configuration: str, fold="0", n_steps: int = 20, pl
     val_batches = [next(val_loader) for _ in range(n_val)]
     stock_batches = None
     if stock:
-        from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
         t = nnUNetTrainer(dict(plans_dict, continue_training=False), configuration, fold, dataset_json,
                           torch.device(device))
         t.initialize()
@@ -117,7 +122,7 @@ def loss_curves(run_folders: Sequence[str], checkpoint: str = "checkpoint_final.
         path = os.path.join(folder, checkpoint)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path} does not exist: pass finished pretraining fold folders")
-        ckpt = safe_load(path, map_location="cpu")  # weights_only=True (issue 9 item 4)
+        ckpt = safe_load(path, map_location="cpu")  # weights_only=True: a checkpoint cannot run code
         log = ckpt["logging"]
         out[ckpt["trainer_name"]] = {"train": [float(v) for v in log["train_losses"]],
                                      "val": [float(v) for v in log["val_losses"]]}
@@ -125,9 +130,6 @@ def loss_curves(run_folders: Sequence[str], checkpoint: str = "checkpoint_final.
 
 
 def plot_loss_curves(curves: Dict[str, dict], filename: str) -> str:
-    import matplotlib
-    matplotlib.use("agg")
-    import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for name, c in curves.items():
         axes[0].plot(range(len(c["train"])), c["train"], label=name)
@@ -144,7 +146,7 @@ def plot_loss_curves(curves: Dict[str, dict], filename: str) -> str:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m nnunetv2_advmim.mim_benchmark", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m nnunetv2_advmim.benchmark.mim_steps", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("steps", help="median train_step time per strategy, interleaved on the same batches")
     p.add_argument("-d", required=True)
@@ -159,8 +161,7 @@ def main(argv=None) -> None:
     q.add_argument("-o", default="mim_loss_curves.png")
     args = parser.parse_args(argv)
     if args.cmd == "steps":
-        from nnunetv2_advmim.input_checks import require_planned
-        try:  # a clear error naming the command to run first, not a traceback (issue 9)
+        try:  # a clear error naming the command to run first, not a traceback
             require_planned(args.d, args.c, args.p, command="the benchmark")
         except (FileNotFoundError, ValueError, RuntimeError) as e:
             parser.exit(2, f"{parser.prog}: error: {e}\n")

@@ -4,7 +4,7 @@ Files are read with nnU-Net's reader/writer classes (``determine_reader_writer_f
 format nnU-Net reads works (NIfTI, NRRD, MHA, PNG, TIFF, ...). The spacing nnU-Net's reader reports (in
 array-axis order) is the spacing of the metrics. Each prediction must have the geometry of its reference
 (shape, spacing and, where the reader gives them, origin/direction or affine); otherwise the command stops
-with the file names. Metrics and the empty-mask conventions are those of ``nnunetv2_advmim.metrics``.
+with the file names. Metrics and the empty-mask conventions are those of ``nnunetv2_advmim.evaluation.metrics``.
 
 Outputs: a JSON file (per-case values, mean/std/count per label and metric, foreground mean, settings;
 NaN is written as ``null``), a CSV next to it (one row per case and label, then ``mean`` and ``std`` rows
@@ -17,18 +17,18 @@ import math
 import multiprocessing
 import os
 import sys
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+from nnunetv2.imageio.reader_writer_registry import LIST_OF_IO_CLASSES, determine_reader_writer_from_file_ending
 
-from nnunetv2_advmim.metrics import (BOTH_EMPTY_CHOICES, HD95_DEFINITIONS, METRICS, ONE_EMPTY_DISTANCE_CHOICES,
+from nnunetv2_advmim.evaluation.metrics import (BOTH_EMPTY_CHOICES, HD95_DEFINITIONS, METRICS, ONE_EMPTY_DISTANCE_CHOICES,
                                      label_metrics, summarize)
 
 UNITS = {"Dice": "", "HD95": "mm", "ASD": "mm", "NSD": ""}
 
 
 def _supported_endings() -> List[str]:
-    from nnunetv2.imageio.reader_writer_registry import LIST_OF_IO_CLASSES
 
     endings = {e.lower() for rw in LIST_OF_IO_CLASSES for e in rw.supported_file_endings}
     return sorted(endings, key=len, reverse=True)  # longest first: '.nii.gz' before '.gz'-like clashes
@@ -71,7 +71,6 @@ _READERS = {}
 def reader_for(file_ending: str, example_file: str):
     """An instance of the nnU-Net reader/writer class that reads ``example_file`` (chosen once per file ending
     and process: nnU-Net's lookup opens the example file to test the reader)."""
-    from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_file_ending
 
     if file_ending not in _READERS:
         _READERS[file_ending] = determine_reader_writer_from_file_ending(file_ending, example_file, verbose=False)()
@@ -331,6 +330,17 @@ def add_metric_arguments(parser: argparse.ArgumentParser):
     parser.add_argument("-np", "--num-processes", type=int, default=2, help="worker processes (default 2)")
 
 
+def report_errors(action: Callable[[], None]) -> int:
+    """Exit status of a command: 0 after ``action()``, 1 with ``ERROR: <message>`` on stderr for the errors a user
+    can fix (missing or existing files, bad values)."""
+    try:
+        action()
+    except (FileNotFoundError, FileExistsError, ValueError) as e:
+        print(f"ERROR: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="nnUNetv2_advmim_evaluate",
@@ -344,7 +354,8 @@ def main(argv=None):
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     add_metric_arguments(parser)
     args = parser.parse_args(argv)
-    try:
+
+    def run():
         tolerance = parse_tolerance(args.nsd_tolerance, args.labels)
         out = args.o or os.path.join(args.pred, "advmim_metrics.json")
         csv_out = (out[:-5] if out.endswith(".json") else out) + ".csv"
@@ -354,14 +365,12 @@ def main(argv=None):
         result = evaluate_folders(args.ref, args.pred, args.labels, tolerance, args.file_ending, args.require_all,
                                   args.num_processes, args.both_empty, args.one_empty_distance, args.hd95_definition)
         json_file, csv_file = write_outputs(result, out, args.overwrite)
-    except (FileNotFoundError, FileExistsError, ValueError) as e:
-        print(f"ERROR: {e}", file=sys.stderr)
-        return 1
-    print(f"{result['num_cases']} case(s), NSD tolerance {result['nsd_tolerance_mm']} mm, HD95 definition "
-          f"{result['conventions']['hd95_definition']}")
-    print(format_summary(result))
-    print(f"Wrote {json_file} and {csv_file}")
-    return 0
+        print(f"{result['num_cases']} case(s), NSD tolerance {result['nsd_tolerance_mm']} mm, HD95 definition "
+              f"{result['conventions']['hd95_definition']}")
+        print(format_summary(result))
+        print(f"Wrote {json_file} and {csv_file}")
+
+    return report_errors(run)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ mirrors ``nnUNetTrainer.get_dataloaders`` (2.8.1) step by step:
 - labeled stream: nnU-Net's ``nnUNetDataLoader`` on the fold's labeled training cases with foreground
   oversampling and the trainer's ``get_training_transforms`` (deep-supervision targets as usual);
 - unlabeled stream: :class:`nnUNetUnlabeledDataLoader` on the fold's unlabeled pool
-  (:func:`nnunetv2_advmim.unlabeled.find_unlabeled_cases`): random crops (no foreground oversampling, no
+  (:func:`nnunetv2_advmim.data.unlabeled.find_unlabeled_cases`): random crops (no foreground oversampling, no
   ``class_locations``), the *same* spatial + intensity transforms (built by the same trainer method, without
   deep-supervision downsampling), and no targets. The transforms need a segmentation tensor, so each sample
   gets a dummy one built from geometry only (-1 where the crop pads beyond the image, 0 elsewhere, and -1
@@ -21,15 +21,16 @@ types). Everything here pickles (worker processes receive the data loaders).
 """
 from typing import Optional
 
-import numpy as np
 import torch
 from acvl_utils.cropping_and_padding.bounding_boxes import crop_and_pad_nd
 from batchgenerators.dataloading.nondet_multi_threaded_augmenter import NonDetMultiThreadedAugmenter
 from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
 from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
+from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
+from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 from threadpoolctl import threadpool_limits
 
-from nnunetv2_advmim.unlabeled import UnlabeledDataset, find_unlabeled_cases, require_unlabeled_pool
+from nnunetv2_advmim.data.unlabeled import UnlabeledDataset, find_unlabeled_cases, require_unlabeled_pool
 
 
 class nnUNetUnlabeledDataLoader(nnUNetDataLoader):
@@ -79,7 +80,7 @@ class nnUNetUnlabeledDataLoader(nnUNetDataLoader):
         return {"data": data_all, "keys": selected_keys}
 
 
-def _augmenter(data_loader, num_processes: int, num_cached: int, pin_memory: bool):
+def make_augmenter(data_loader, num_processes: int, num_cached: int, pin_memory: bool):
     """The augmenter nnU-Net's ``get_dataloaders`` would use for this worker count."""
     if num_processes == 0:
         return SingleThreadedAugmenter(data_loader, None)
@@ -101,9 +102,9 @@ class SemiSupervisedLoader:
 
     def _start(self):
         self._augmenters = (
-            _augmenter(self.labeled_loader, self.num_processes_labeled, max(6, self.num_processes_labeled // 2),
+            make_augmenter(self.labeled_loader, self.num_processes_labeled, max(6, self.num_processes_labeled // 2),
                        self.pin_memory),
-            _augmenter(self.unlabeled_loader, self.num_processes_unlabeled,
+            make_augmenter(self.unlabeled_loader, self.num_processes_unlabeled,
                        max(6, self.num_processes_unlabeled // 2), self.pin_memory),
         )
 
@@ -161,8 +162,6 @@ def get_semisup_dataloaders(trainer, unlabeled_batch_size: Optional[int] = None,
     ``nnUNet_n_proc_DA`` split between the two streams (at least one each), unless
     ``num_processes_unlabeled`` is given.
     """
-    from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
-    from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 
     if trainer.is_cascaded:
         raise NotImplementedError("Semi-supervised loading does not support cascade configurations (3d_cascade_fullres):"
@@ -215,5 +214,5 @@ def get_semisup_dataloaders(trainer, unlabeled_batch_size: Optional[int] = None,
         n_lab = max(1, (n + 1) // 2)
         n_unl = max(1, n - n_lab)
     train_loader = SemiSupervisedLoader(dl_tr, dl_u, n_lab, n_unl, pin_memory)
-    val_loader = _augmenter(dl_val, 0 if n == 0 else max(1, n // 2), max(3, n // 4), pin_memory)
+    val_loader = make_augmenter(dl_val, 0 if n == 0 else max(1, n // 2), max(3, n // 4), pin_memory)
     return train_loader, val_loader

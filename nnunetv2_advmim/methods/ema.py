@@ -1,4 +1,4 @@
-"""EMA teacher for AnatoMask pretraining (DESIGN.md section 7; Li et al., ECCV 2024).
+"""EMA teacher for AnatoMask pretraining (Li et al., ECCV 2024).
 
 ``theta_teacher <- d(s) * theta_teacher + (1 - d(s)) * theta_student`` after every optimizer step ``s``, with the
 decay rising linearly from ``decay_start`` (0.999) to ``decay_end`` (0.9999) over the first ``ramp_fraction``
@@ -11,24 +11,15 @@ from typing import Any, Dict
 import torch
 from torch import nn
 
-__all__ = ["EMATeacher", "ema_decay", "unwrap_model"]
+from nnunetv2_advmim.runtime.checkpointing import unwrap_model
 
-
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The plain module behind DDP (``.module``) and ``torch.compile`` (``._orig_mod``) wrappers."""
-    while True:
-        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-            model = model.module
-        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):
-            model = model._orig_mod
-        else:
-            return model
+__all__ = ["EMATeacher", "ema_decay"]
 
 
 def ema_decay(step: int, total_steps: int, decay_start: float = 0.999, decay_end: float = 0.9999,
               ramp_fraction: float = 0.25) -> float:
     """Decay at update ``step`` (0-based): linear from ``decay_start`` at step 0 to ``decay_end`` at
-    ``ramp_fraction * total_steps``, ``decay_end`` afterwards (DESIGN.md section 7)."""
+    ``ramp_fraction * total_steps``, ``decay_end`` afterwards."""
     ramp = ramp_fraction * total_steps
     if ramp <= 0:
         return float(decay_end)

@@ -1,4 +1,4 @@
-"""Crash-safe checkpoint files, safe loading and RNG states (issue 9, items 1 and 4).
+"""Crash-safe checkpoint files, safe loading, RNG states and the resume logic both trainer families share.
 
 - :func:`atomic_save`: ``torch.save`` into a temporary file next to the target, flush + ``fsync``, then
   ``os.replace`` onto the target. A crash (even SIGKILL) while writing leaves the previous file intact; an
@@ -13,6 +13,9 @@
   generators as plain tensors/lists/ints, so they pass :func:`safe_load`.
 - :func:`apply_nnunet_checkpoint`: what nnU-Net 2.8.1's ``nnUNetTrainer.load_checkpoint`` does with a loaded
   checkpoint dict (2.8.1 itself can only load from a path, with ``weights_only=False``).
+- :func:`run_state` / :func:`restore_run_state`: RNG states and non-finite guard counters in and out of a
+  checkpoint, so ``--c`` continues a killed run exactly; :func:`unwrap_model`: the module behind DDP and
+  ``torch.compile`` wrappers.
 """
 import os
 import pickle
@@ -23,9 +26,11 @@ from typing import Any, Dict, List
 
 import numpy as np
 import torch
+from torch import nn
 
 __all__ = ["CheckpointError", "UnsafeCheckpointError", "CorruptCheckpointError", "atomic_save", "safe_load",
-           "safe_globals", "rng_states", "set_rng_states", "apply_nnunet_checkpoint"]
+           "safe_globals", "rng_states", "set_rng_states", "unwrap_model", "strip_module_prefix",
+           "apply_nnunet_checkpoint", "run_state", "restore_run_state", "restore_pending_rng_states"]
 
 
 class CheckpointError(RuntimeError):
@@ -245,20 +250,32 @@ def set_rng_states(d: Dict[str, Any]) -> None:
 
 
 # --------------------------------------------------------------------------------------------- trainers
+def unwrap_model(model: nn.Module, keep_compiled: bool = False) -> nn.Module:
+    """The plain module behind DDP (``.module``) and ``torch.compile`` (``._orig_mod``) wrappers: what state dicts
+    are saved from. ``keep_compiled`` removes only DDP (a no-grad forward that must not prepare a reduction)."""
+    while True:
+        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        elif not keep_compiled and isinstance(getattr(model, "_orig_mod", None), nn.Module):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def strip_module_prefix(state_dict: Dict[str, Any], own_keys=None) -> Dict[str, Any]:
+    """State dict without DDP's ``module.`` prefixes (kept on keys that ``own_keys`` holds as they are)."""
+    return {k[7:] if k.startswith("module.") and (own_keys is None or k not in own_keys) else k: v
+            for k, v in state_dict.items()}
+
+
 def apply_nnunet_checkpoint(trainer, checkpoint: dict) -> None:
     """Restore what nnU-Net 2.8.1's ``nnUNetTrainer.load_checkpoint`` restores, from a loaded dict: network
     weights (``module.`` prefixes dropped as nnU-Net does), init args, epoch, logger, best EMA Dice, mirroring
     axes, optimizer and grad scaler."""
-    from nnunetv2_advmim.ema import unwrap_model
     if not trainer.was_initialized:
         trainer.initialize()
     net = unwrap_model(trainer.network)
-    own_keys = net.state_dict().keys()
-    weights = {}
-    for k, v in checkpoint["network_weights"].items():
-        if k not in own_keys and k.startswith("module."):
-            k = k[7:]
-        weights[k] = v
+    weights = strip_module_prefix(checkpoint["network_weights"], net.state_dict().keys())
     trainer.my_init_kwargs = checkpoint["init_args"]
     trainer.current_epoch = checkpoint["current_epoch"]
     trainer.logger.load_checkpoint(checkpoint["logging"])
@@ -269,3 +286,36 @@ def apply_nnunet_checkpoint(trainer, checkpoint: dict) -> None:
     trainer.optimizer.load_state_dict(checkpoint["optimizer_state"])
     if trainer.grad_scaler is not None and checkpoint.get("grad_scaler_state") is not None:
         trainer.grad_scaler.load_state_dict(checkpoint["grad_scaler_state"])
+
+
+def run_state(trainer) -> Dict[str, Any]:
+    """What a resumed run needs beyond nnU-Net's checkpoint: the RNG states (masks and augmentation draw from the
+    global generators) and the non-finite guard's counters."""
+    guard = getattr(trainer, "nonfinite_guard", None)
+    return {"rng_states": rng_states(), "nonfinite_guard": guard.state_dict() if guard is not None else None}
+
+
+def restore_run_state(trainer, checkpoint: dict, source: str) -> None:
+    """Restore :func:`run_state` from a loaded checkpoint: the guard's counters, and the RNG states now (for
+    ``--val``) and again after ``on_train_start`` (for ``--c``: ``trainer._pending_rng_states``). Under DDP only
+    rank 0 restores: copying its generators to every rank would make all ranks draw the same numbers."""
+    guard = getattr(trainer, "nonfinite_guard", None)
+    if checkpoint.get("nonfinite_guard") is not None and guard is not None:
+        guard.load_state_dict(checkpoint["nonfinite_guard"])
+    if trainer.is_ddp and trainer.local_rank != 0:
+        return
+    if checkpoint.get("rng_states") is not None:
+        set_rng_states(checkpoint["rng_states"])
+        trainer._pending_rng_states = checkpoint["rng_states"]
+    else:
+        trainer.print_to_log_file(f"{source} holds no RNG states (written by an older version): the resumed run "
+                                  f"continues with fresh random numbers.")
+
+
+def restore_pending_rng_states(trainer) -> None:
+    """Call at the end of ``on_train_start``: after everything it draws, the next step sees the RNG exactly as the
+    saved run did."""
+    pending = getattr(trainer, "_pending_rng_states", None)
+    if pending is not None:
+        set_rng_states(pending)
+        trainer._pending_rng_states = None

@@ -1,6 +1,6 @@
 """Masked image modeling core: block-normalised reconstruction loss, AnatoMask and MPS-AMS mask selection.
 
-DESIGN.md section 7. Tensors only, 2D and 3D. Conventions shared with ``nnunetv2_advmim.masking``:
+DESIGN.md section 7. Tensors only, 2D and 3D. Conventions shared with ``nnunetv2_advmim.methods.masking``:
 
 - images are ``(B, C, *spatial)``; ``block`` is a per-axis tuple of ints (one entry per spatial axis);
 - a mask is a bool tensor ``(B, *grid)`` with ``grid[i] = ceil(spatial[i] / block[i])``, True = masked.
@@ -21,7 +21,7 @@ from typing import Callable, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
-from nnunetv2_advmim.masking import num_masked_blocks
+from nnunetv2_advmim.methods.masking import num_masked_blocks
 
 __all__ = [
     "grid_shape", "blockify", "unblockify", "normalised_targets", "per_block_reconstruction_error",
@@ -346,7 +346,7 @@ def mpsams_mask(x: torch.Tensor, block: Sequence[int], ratio: float, generator: 
                 lesion_fraction: float = 1.0) -> Tuple[torch.Tensor, torch.Tensor]:
     """MPS-AMS mask: lesion-like blocks first, then random fill, exactly ``round(ratio * n_blocks)`` per image.
 
-    The count is ``nnunetv2_advmim.masking.num_masked_blocks`` (Python's ``round``), as for every mask.
+    The count is ``nnunetv2_advmim.methods.masking.num_masked_blocks`` (Python's ``round``), as for every mask.
 
     Up to ``floor(lesion_fraction * n_masked)`` lesion-like blocks (``lesion_like_blocks``; a random subset if
     there are more) are masked first; the remaining masked blocks are drawn uniformly among all other blocks.

@@ -48,6 +48,8 @@ import warnings
 from typing import Dict, Iterable, Optional, Sequence, Union
 
 import numpy as np
+import torch
+from monai.metrics.utils import get_edge_surface_distance
 
 METRICS = ("Dice", "HD95", "ASD", "NSD")
 BOTH_EMPTY_CHOICES = ("nan", "perfect")
@@ -71,8 +73,6 @@ def _drop_singleton_axes(ref: np.ndarray, pred: np.ndarray, spacing: Sequence[fl
 
 def surface_distances(ref_mask: np.ndarray, pred_mask: np.ndarray, spacing: Sequence[float]):
     """Directed surface distances in mm ``(pred -> ref, ref -> pred)`` of two non-empty boolean masks (MONAI)."""
-    import torch
-    from monai.metrics.utils import get_edge_surface_distance
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # MONAI warns about empty masks; callers handle those before

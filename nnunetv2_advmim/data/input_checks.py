@@ -16,15 +16,20 @@ nnU-Net's own readers (the plan's ``image_reader_writer``) read every image exac
 - **unreadable files** (not an image, corrupt): the reader's error, with the file named.
 
 A label map saved into ``imagesUnlabeled`` by mistake is caught by its name (see
-:func:`nnunetv2_advmim.unlabeled.list_unlabeled_cases`, the reliable rule); :func:`check_case` only *warns* about
+:func:`nnunetv2_advmim.data.unlabeled.list_unlabeled_cases`, the reliable rule); :func:`check_case` only *warns* about
 an image whose voxels are a few integers that are all label values of ``dataset.json``, since a real image can be
 integer-valued (CT in HU, 8-bit MRI) and is never refused for its content.
 """
 import os
+import multiprocessing
 import zlib
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+import nibabel as nib
+from batchgenerators.utilities.file_and_folder_operations import load_json
+
+from nnunetv2_advmim.data.paths import load_plans_and_dataset_json, preprocessed_dataset_folder
 
 # nnU-Net's readers give a 2D image the spacing (999 * max in-plane spacing, sy, sx), or (999, 1, 1)
 _FAKE_AXIS_FACTOR = 998.0
@@ -41,7 +46,6 @@ def dataset_is_2d(preprocessed_folder: str, plans_manager) -> bool:
     case), else from the plans' median spacing (mapped back through ``transpose_backward``)."""
     fp_file = os.path.join(preprocessed_folder, "dataset_fingerprint.json")
     if os.path.isfile(fp_file):
-        from batchgenerators.utilities.file_and_folder_operations import load_json
         spacings = load_json(fp_file).get("spacings") or []
         if spacings:
             return all(spacing_is_2d(s) for s in spacings)
@@ -55,7 +59,6 @@ def check_nifti_file(path: str) -> Tuple[Optional[str], int, int]:
     Two things SimpleITK (nnU-Net's default reader) hides: a truncated file is padded with zeros, and NaN/inf
     voxels are read as 0. nibabel reads the stored values (``scl_slope``/``scl_inter`` applied) and raises on a
     short file or a cut-off gzip stream."""
-    import nibabel as nib
     try:
         img = nib.load(path)
     except Exception as e:  # not a NIfTI file at all
@@ -168,7 +171,6 @@ def check_cases(cases: Dict[str, List[str]], reader_class, n_channels: int, expe
     if num_processes <= 1 or len(todo) <= 1:
         results = [_check_case_star(a) for a in todo]
     else:
-        import multiprocessing
         with multiprocessing.get_context("spawn").Pool(min(num_processes, len(todo))) as pool:
             results = pool.map(_check_case_star, todo)
     for p, w in results:
@@ -188,7 +190,6 @@ def require_planned(dataset_name_or_id, configuration: Optional[str] = None, pla
     """(preprocessed dataset folder, PlansManager) of a planned dataset, or a clear error naming the command to run
     first: ``nnUNetv2_plan_and_preprocess`` if the plans are missing, ``nnUNetv2_preprocess`` if the configuration's
     data folder is missing."""
-    from nnunetv2_advmim.unlabeled import load_plans_and_dataset_json, preprocessed_dataset_folder
     folder = preprocessed_dataset_folder(dataset_name_or_id)
     pm, _ = load_plans_and_dataset_json(folder, plans_name)
     if configuration is not None:
