@@ -126,7 +126,7 @@ def _same_tree(a, b, path="") -> None:
 
 
 def test_sigkill_mid_run_then_resume_continues_exactly(kill_env, tmp_path):
-    from conftest import run_cmd
+    from helpers import run_cmd
     planned, env = kill_env
     fold = _fold(planned, "nnUNetTrainerAnatoMask_kill")
     pause = str(tmp_path / "paused")

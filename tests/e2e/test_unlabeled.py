@@ -1,5 +1,4 @@
 """imagesUnlabeled preprocessing (issue 3): same arrays as nnU-Net's own preprocessing, idempotent, clear errors."""
-import json
 import os
 import pickle
 import shutil
@@ -8,31 +7,12 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import run_cmd
-from nnunetv2_advmim.data.synthetic import dataset_folder_name, make_case
+from helpers import copy_planned, run_cmd
+from nnunetv2_advmim.data.synthetic import make_case
 from nnunetv2_advmim.data.paths import load_plans_and_dataset_json
 from nnunetv2_advmim.data.unlabeled import (UnlabeledDataset, find_unlabeled_cases, list_unlabeled_cases,
                                        preprocess_case, preprocess_unlabeled,
                                        require_unlabeled_pool, unlabeled_folder)
-
-
-def copy_planned(planned, new_id, new_name):
-    """Copy a planned fixture dataset (raw + plans + preprocessed folders) to a new ID so a test may change it."""
-    env = planned.env
-    name = dataset_folder_name(new_id, new_name)
-    raw, pre = os.path.join(env["nnUNet_raw"], name), os.path.join(env["nnUNet_preprocessed"], name)
-    for d in (raw, pre, os.path.join(env["nnUNet_results"], name)):
-        shutil.rmtree(d, ignore_errors=True)
-    shutil.copytree(planned.raw, raw)
-    shutil.copytree(planned.preprocessed, pre, ignore=shutil.ignore_patterns("splits_final.json*", "label_budget*",
-                                                                             "*_unlabeled"))
-    plans_file = os.path.join(pre, "nnUNetPlans.json")
-    with open(plans_file) as f:
-        plans = json.load(f)
-    plans["dataset_name"] = name
-    with open(plans_file, "w") as f:
-        json.dump(plans, f, indent=2)
-    return name, raw, pre
 
 
 def _write_image(array, spacing, path):

@@ -3,16 +3,14 @@ import glob
 import os
 import pickle
 
-import numpy as np
 import pytest
 import torch
 from batchgenerators.utilities.file_and_folder_operations import load_json
 
 from nnunetv2_advmim.data.label_budget import make_budget, training_cases, write_budget
-from nnunetv2_advmim.data.semisup_loader import (SemiSupervisedLoader, get_semisup_dataloaders,
-                                            nnUNetUnlabeledDataLoader)
+from nnunetv2_advmim.data.semisup_loader import SemiSupervisedLoader, get_semisup_dataloaders
 from nnunetv2_advmim.data.unlabeled import preprocess_unlabeled
-from test_unlabeled import copy_planned
+from helpers import copy_planned
 
 
 def _trainer(pre, configuration, fold):
@@ -82,16 +80,3 @@ def test_semisup_loader_2d_and_empty_pool_error(planned_2d, monkeypatch):
     finally:
         train_loader._finish()
         val_loader._finish()
-
-
-def test_dummy_segmentation_is_geometry_only():
-    dl = nnUNetUnlabeledDataLoader.__new__(nnUNetUnlabeledDataLoader)
-    dl.mask_from_image = True
-    image = torch.ones((2, 4, 6))
-    image[:, 3, 5] = 0  # every channel exactly 0: outside a masked normalisation
-    seg = dl._dummy_seg(image, data_shape=(10, 8), bbox_lbs=[-1, 4], bbox_ubs=[3, 10])
-    expected = np.zeros((1, 4, 6), dtype=np.int16)
-    expected[0, 0, :] = -1  # row -1 is padding
-    expected[0, :, 4:] = -1  # columns 8, 9 are padding
-    expected[0, 3, 5] = -1
-    np.testing.assert_array_equal(seg.numpy(), expected)

@@ -1,13 +1,11 @@
 """Issue 2: package layout and stock trainer discovery (wheel and editable installs), env command."""
 import os
-import subprocess
 import sys
 import zipfile
 
-import pytest
 
-from conftest import REPO, run_cmd
-from nnunetv2_advmim.env import ENV_VAR, OPT_OUT_VAR, extend_search_path, shell_line, trainer_folder
+from helpers import REPO, run_cmd
+from nnunetv2_advmim.env import ENV_VAR, OPT_OUT_VAR, trainer_folder
 
 LOOKUP = (
     "import os\n"
@@ -40,26 +38,6 @@ def clean_env(**extra):
     env = {k: v for k, v in os.environ.items() if k not in (ENV_VAR, OPT_OUT_VAR)}
     env.update(extra)
     return env
-
-
-def test_extend_search_path_keeps_user_folders_and_order():
-    sep = os.pathsep
-    assert extend_search_path(None, "/ours") == "/ours"
-    assert extend_search_path("", "/ours") == "/ours"
-    assert extend_search_path(f"/a{sep}/b", "/ours") == f"/a{sep}/b{sep}/ours"
-    # not added twice, user's order kept
-    assert extend_search_path(f"/ours{sep}/a", "/ours") == f"/ours{sep}/a"
-    assert extend_search_path(f"/a{sep}{sep}/b{sep}", "/ours") == f"/a{sep}/b{sep}/ours"
-
-
-def test_shell_line_appends_to_existing_value(tmp_path):
-    line = shell_line("/opt/ours")
-    out = subprocess.run(["bash", "-c", f'{line}; echo "$nnUNet_extTrainer"'], capture_output=True, text=True,
-                         env=clean_env()).stdout.strip()
-    assert out == "/opt/ours"
-    out = subprocess.run(["bash", "-c", f'{line}; echo "$nnUNet_extTrainer"'], capture_output=True, text=True,
-                         env=clean_env(nnUNet_extTrainer="/mine")).stdout.strip()
-    assert out == f"/mine{os.pathsep}/opt/ours"
 
 
 def test_stock_lookup_finds_our_trainer_with_variable_unset():

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import Planned, run_cmd
+from helpers import Planned, run_cmd
 from nnunetv2_advmim.data.synthetic import make_synthetic_dataset
 
 SHORT_VARIANT = '''

@@ -6,7 +6,6 @@ tiny 2D plan, nnU-Net's DC+CE loss with deep supervision and patch discriminator
 be tight. Networks are in eval mode only to switch off the hybrid's stochastic depth (instance norm is per sample
 in both modes).
 """
-import copy
 
 import pytest
 import torch

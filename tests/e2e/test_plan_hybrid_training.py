@@ -1,0 +1,57 @@
+"""nnUNetv2_advmim_plan_hybrid: hybrid plans from existing plans; stock nnUNetv2_train runs them on the CPU."""
+import json
+import os
+
+import pytest
+import torch
+
+from helpers import TINY_TRAINER, run_cmd
+from nnunetv2_advmim.architectures.from_plans import HYBRID as HYBRID_CLASS
+from nnunetv2_advmim.commands.plan_hybrid import main, plan_hybrid
+
+PLANS = "nnUNetPlans_hybridtest"  # our own identifier: the shared dataset's nnUNetPlans stay untouched
+
+
+def _resenc_plans():
+    arch = {"network_class_name": "dynamic_network_architectures.architectures.unet.ResidualEncoderUNet",
+            "arch_kwargs": {"n_stages": 3, "features_per_stage": [8, 16, 32], "conv_op": "torch.nn.modules.conv.Conv2d",
+                            "kernel_sizes": [[3, 3]] * 3, "strides": [[1, 1], [2, 2], [2, 2]],
+                            "n_blocks_per_stage": [1, 3, 4], "n_conv_per_stage_decoder": [1, 1], "conv_bias": True,
+                            "norm_op": "torch.nn.modules.instancenorm.InstanceNorm2d",
+                            "norm_op_kwargs": {"eps": 1e-05, "affine": True}, "dropout_op": None,
+                            "dropout_op_kwargs": None, "nonlin": "torch.nn.LeakyReLU",
+                            "nonlin_kwargs": {"inplace": True}},
+            "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"]}
+    return {"plans_name": "nnUNetResEncUNetMPlans",
+            "configurations": {"2d": {"data_identifier": "nnUNetPlans_2d", "patch_size": [32, 32], "batch_size": 2,
+                                      "architecture": arch},
+                               "2d_child": {"inherits_from": "2d", "batch_size": 4}}}
+
+
+def test_plan_hybrid_then_stock_train(planned_3d, ext_trainers):
+    """Stock nnUNetv2_train (with its final validation, i.e. nnU-Net's sliding-window predictor) on hybrid plans."""
+    env = dict(planned_3d.env)
+    pre = env["nnUNet_preprocessed"]
+    dst = plan_hybrid(planned_3d.id, target_plans=PLANS, preprocessed_root=pre, depth=1, num_heads=4)
+    with open(dst) as f:
+        plans = json.load(f)
+    with open(os.path.join(planned_3d.preprocessed, "nnUNetPlans.json")) as f:
+        source = json.load(f)
+    conf = plans["configurations"]["3d_fullres"]
+    assert conf["architecture"]["network_class_name"] == HYBRID_CLASS
+    assert conf["data_identifier"] == source["configurations"]["3d_fullres"]["data_identifier"]
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        plan_hybrid(planned_3d.id, target_plans=PLANS, preprocessed_root=pre)
+    with pytest.raises(SystemExit):
+        main(["-d", str(planned_3d.id), "-o", PLANS, "--preprocessed", pre])
+
+    folder, write = ext_trainers
+    write("hybridtiny_trainer", TINY_TRAINER)
+    env["nnUNet_extTrainer"] = folder
+    run_cmd(["nnUNetv2_train", str(planned_3d.id), "3d_fullres", "0", "-tr", "nnUNetTrainer_tiny", "-p", PLANS,
+             "-device", "cpu"], env=env)
+    out = os.path.join(planned_3d.results, f"nnUNetTrainer_tiny__{PLANS}__3d_fullres")
+    ckpt = torch.load(os.path.join(out, "fold_0", "checkpoint_final.pth"), map_location="cpu", weights_only=False)
+    n = conf["architecture"]["arch_kwargs"]["n_stages"]
+    assert f"encoder.stages.{n - 1}.blocks.0.attn.qkv.weight" in ckpt["network_weights"]
+    assert "mask_token" in ckpt["network_weights"]

@@ -1,0 +1,78 @@
+"""Helpers the tests share: run a command, copy a planned dataset, write short trainer variants."""
+import json
+import os
+import shutil
+import subprocess
+
+from nnunetv2_advmim.data.synthetic import dataset_folder_name
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_cmd(cmd, env=None, timeout=600, check=True, cwd=None):
+    """Run a command in a subprocess; on failure raise with its combined output (pytest shows it)."""
+    proc = subprocess.run(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"`{' '.join(map(str, cmd))}` exited {proc.returncode}:\n{proc.stdout[-6000:]}")
+    return proc
+
+
+class Planned:
+    """A planned + preprocessed synthetic dataset."""
+
+    def __init__(self, dataset_id, name, configuration, env):
+        self.id = dataset_id
+        self.name = dataset_folder_name(dataset_id, name)
+        self.configuration = configuration
+        self.env = env
+        self.raw = os.path.join(env["nnUNet_raw"], self.name)
+        self.preprocessed = os.path.join(env["nnUNet_preprocessed"], self.name)
+        self.results = os.path.join(env["nnUNet_results"], self.name)
+
+
+def copy_planned(planned, new_id, new_name):
+    """Copy a planned fixture dataset (raw + plans + preprocessed folders) to a new ID so a test may change it."""
+    env = planned.env
+    name = dataset_folder_name(new_id, new_name)
+    raw, pre = os.path.join(env["nnUNet_raw"], name), os.path.join(env["nnUNet_preprocessed"], name)
+    for d in (raw, pre, os.path.join(env["nnUNet_results"], name)):
+        shutil.rmtree(d, ignore_errors=True)
+    shutil.copytree(planned.raw, raw)
+    shutil.copytree(planned.preprocessed, pre, ignore=shutil.ignore_patterns("splits_final.json*", "label_budget*",
+                                                                             "*_unlabeled"))
+    plans_file = os.path.join(pre, "nnUNetPlans.json")
+    with open(plans_file) as f:
+        plans = json.load(f)
+    plans["dataset_name"] = name
+    with open(plans_file, "w") as f:
+        json.dump(plans, f, indent=2)
+    return name, raw, pre
+
+
+# a short stock-trainer variant most end-to-end tests can reuse
+TINY_TRAINER = '''
+import torch
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+
+class nnUNetTrainer_tiny(nnUNetTrainer):
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device('cuda')):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs = 1
+        self.num_iterations_per_epoch = 2
+        self.num_val_iterations_per_epoch = 1
+'''
+
+
+def short_trainer(module: str, base: str, name: str, **attributes) -> str:
+    """Source of a short trainer variant ``name`` of ``module.base`` setting ``attributes`` after ``__init__``.
+
+    nnU-Net 2.8.1 needs the exact ``__init__`` signature of ``nnUNetTrainer`` (it records the init kwargs), which is
+    why test variants are written out rather than parametrised."""
+    sets = "".join(f"        self.{k} = {v!r}\n" for k, v in attributes.items())
+    return (f"import torch\nfrom {module} import {base}\n\n\nclass {name}({base}):\n"
+            f"    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,\n"
+            f"                 device: torch.device = torch.device('cuda')):\n"
+            f"        super().__init__(plans, configuration, fold, dataset_json, device)\n{sets}")
