@@ -1,4 +1,4 @@
-"""nnU-Net's ``PlainConvUNet`` and ``ResidualEncoderUNet`` with ``forward(x, mask=None)`` (DESIGN.md section 5).
+"""nnU-Net's ``PlainConvUNet`` and ``ResidualEncoderUNet`` with ``forward(x, mask=None)``.
 
 Each class is a subclass of the dynamic-network-architectures class with the same constructor, so a plans
 entry can name it instead of the stock class. It adds one parameter, ``mask_token`` (one learnable value
@@ -36,7 +36,7 @@ class MaskTokenMixin:
         nn.init.trunc_normal_(self.mask_token, std=0.02)
 
     def mask_block_size(self, spatial_shape) -> tuple:
-        """Block edge per axis for inputs of ``spatial_shape`` (DESIGN.md section 5)."""
+        """Block edge per axis for inputs of ``spatial_shape``."""
         return block_size(self.encoder.strides, spatial_shape)
 
     def mask_grid(self, spatial_shape) -> tuple:

@@ -1,4 +1,4 @@
-"""Throughput of unlabeled preprocessing next to nnU-Net's own preprocessing of the same images (issue 3).
+"""Throughput of unlabeled preprocessing next to nnU-Net's own preprocessing of the same images.
 
 For each image size, a synthetic 3D dataset is written whose ``imagesUnlabeled`` holds copies of the
 ``imagesTr`` images, planned with nnU-Net's fingerprint extractor and planner (``3d_fullres``), then in the same

@@ -1,4 +1,4 @@
-"""AdvMIM semi-supervised training and its ablations inside nnU-Net (DESIGN.md section 6).
+"""AdvMIM semi-supervised training and its ablations inside nnU-Net.
 
 ``nnUNetv2_train D C F -tr nnUNetTrainerAdvMIM`` trains S (the hybrid CNN-Transformer, ``self.network``, saved as
 ``network_weights`` and used by ``nnUNetv2_predict``) and C (the plan's CNN, maskable subclass) on one labeled and
@@ -63,14 +63,14 @@ def _no_sync(net):
 
 
 class nnUNetTrainerAdvMIM(nnUNetTrainer):
-    """Full AdvMIM (DESIGN.md section 6): masked domain, cross teaching, adversarial loss; predicts with S."""
+    """Full AdvMIM: masked domain, cross teaching, adversarial loss; predicts with S."""
 
     predict_with = "hybrid"  # 'hybrid' (S), 'cnn' (C) or 'ensemble' (mean of both softmaxes)
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device('cuda')):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        # loss of DESIGN.md section 6
+        # the weights of L_N (nnunetv2_advmim.methods.advmim)
         self.masked_domain = True
         self.adversarial = True
         self.mask_ratio = 0.7
@@ -89,7 +89,7 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
         self.disc_lr = 1e-4
         self.disc_betas = (0.9, 0.99)
         self.grad_clip = 12.0
-        # execution (issue 8, docs/benchmark.md): pass scheduling, mixed precision, torch.compile (None: nnU-Net's rule)
+        # execution: pass scheduling, mixed precision, torch.compile (None: nnU-Net's rule)
         # step_mode "memory": peak memory 1.2-1.3x the stock step (trains wherever stock nnU-Net trains), 8 % slower
         # than "fast" with nnU-Net's default torch.compile on an H100 and the fastest mode on the CPU;
         # "fast" needs ~7.5x the stock step's memory (docs/benchmark.md)
@@ -246,7 +246,7 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
         scaled_backward(loss, self._scaler())
 
     def train_step(self, batch: dict) -> dict:
-        """One AdvMIM iteration (DESIGN.md section 6). No host synchronisation except the one finiteness check."""
+        """One AdvMIM iteration. No host synchronisation except the one finiteness check."""
         x_l = batch["data"].to(self.device, non_blocking=True)
         x_u = batch["data_unlabeled"].to(self.device, non_blocking=True)
         target = batch["target"]

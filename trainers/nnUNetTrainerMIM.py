@@ -1,4 +1,4 @@
-"""Masked image modeling pretraining trainers: random blocks, AnatoMask, MPS-AMS (DESIGN.md section 7).
+"""Masked image modeling pretraining trainers: random blocks, AnatoMask, MPS-AMS.
 
 Pretrain, then fine-tune with the stock flag::
 
@@ -119,7 +119,7 @@ class nnUNetTrainerMIM(nnUNetTrainer):
 
     # ------------------------------------------------------------------------------ masking (per method)
     def mask_block(self, data: torch.Tensor) -> tuple:
-        """Block edge per axis for this batch: the network's total downsampling (DESIGN.md section 5)."""
+        """Block edge per axis for this batch: the network's total downsampling."""
         return unwrap_model(self.network).mask_block_size(tuple(data.shape[2:]))
 
     def epoch_mask_ratio(self) -> float:
@@ -346,7 +346,7 @@ class nnUNetTrainerAnatoMask(nnUNetTrainerMIM):
 
 
 class nnUNetTrainerMPSAMS(nnUNetTrainerMIM):
-    """MPS-AMS (Wang et al., ICASSP 2023), reconstructed (no public code; DESIGN.md section 7).
+    """MPS-AMS (Wang et al., ICASSP 2023), reconstructed (no public code).
 
     Masked patches selection: per image, k-means on block intensity statistics; blocks of the rarest cluster
     (``n_lesion_clusters`` of ``n_clusters``) are lesion-like and masked first (up to ``lesion_fraction`` of

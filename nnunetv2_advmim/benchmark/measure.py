@@ -1,4 +1,4 @@
-"""``nnUNetv2_advmim_benchmark``: speed and memory of the AdvMIM step next to its floor and to stock nnU-Net (issue 8).
+"""``nnUNetv2_advmim_benchmark``: speed and memory of the AdvMIM step next to its floor and to stock nnU-Net.
 
 One process measures, at the same plans, configuration and batch size (``docs/benchmark.md`` explains how to
 read the figures):
@@ -22,7 +22,7 @@ optimizer states) + the most its step allocates on top (CUDA: ``max_memory_alloc
 reset through ``/proc/self/clear_refs`` after ``malloc_trim``, minus the resident size before), so items that
 share the process are measured alike.
 
-Efficiency (issue 8, item 2): ``E = 4 (t_S + t_C) / t_step``: per iteration each network does four passes over a
+Efficiency: ``E = 4 (t_S + t_C) / t_step``: per iteration each network does four passes over a
 batch of B (original and masked, labeled and unlabeled), so ``4 (t_S + t_C)`` is the step's floor.
 
 Without ``-d`` the built-in synthetic dataset (:mod:`nnunetv2_advmim.data.synthetic`, ``imagesUnlabeled`` included)
@@ -68,7 +68,7 @@ MIB = 2 ** 20
 
 # ---------------------------------------------------------------------------------------------- figures
 def efficiency(t_s: float, t_c: float, t_step: float) -> float:
-    """Issue 8, item 2: ``E = floor / step`` with ``floor = 4 (t_S + t_C)``."""
+    """Efficiency ``E = floor / step`` with ``floor = 4 (t_S + t_C)`` (module docstring)."""
     if t_step <= 0:
         raise ValueError(f"step time must be positive, got {t_step}")
     return 4.0 * (t_s + t_c) / t_step
@@ -449,7 +449,7 @@ def format_report(r: dict) -> str:
         lines.append(f"data pipeline: skipped ({d['skipped']})" if "skipped" in d else
                      f"data pipeline: {d['batches_per_s']:.2f} labeled+unlabeled batches/s with {d['workers']} "
                      f"workers = {d['ratio_to_fastest_step']:.2f}x the fastest AdvMIM step's rate")
-    lines += ["", "targets (issue 8):"]
+    lines += ["", "targets:"]
     for t in r["targets"]:
         verdict = "not measured" if t["passed"] is None else ("PASS" if t["passed"] else "FAIL")
         if t["passed"] is not None and not t["applies"]:

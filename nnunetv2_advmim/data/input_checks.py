@@ -1,4 +1,4 @@
-"""Checks of raw input images before any preprocessing work is done (issue 9, item 3 "bad inputs"; DESIGN.md section 4).
+"""Checks of raw input images before any preprocessing work is done.
 
 nnU-Net's own readers (the plan's ``image_reader_writer``) read every image exactly as the preprocessor will, and
 :func:`check_case` looks at what they return, the way nnU-Net's ``verify_dataset_integrity`` does for ``imagesTr``

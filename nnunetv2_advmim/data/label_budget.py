@@ -1,4 +1,4 @@
-"""Label budget: keep only N training cases labeled, reproducibly (DESIGN.md section 4).
+"""Label budget: keep only N training cases labeled, reproducibly.
 
 Protocol:
 
@@ -7,7 +7,7 @@ Protocol:
 3. The remaining cases are split into K folds with nnU-Net's own seeded K-fold (``generate_crossval_split``,
    seed 12345): fold k validates on its K-th part, and the rest of the remaining cases are fold k's
    *unlabeled* training cases. The labeled set is the same N cases in every fold, so validation cases are
-   never labeled training data and never in the unlabeled pool (DESIGN.md section 4).
+   never labeled training data and never in the unlabeled pool.
 4. ``splits_final.json`` gets ``train`` = the N labeled cases and ``val`` = fold k's validation cases, so the
    stock ``nnUNetTrainer`` (any fold except ``all``, which ignores the split file) is the supervised baseline
    on the same labels. ``label_budget.json`` next to it records the labeled cases and each fold's unlabeled

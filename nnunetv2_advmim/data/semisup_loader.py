@@ -1,4 +1,4 @@
-"""Labeled + unlabeled batches per iteration, with nnU-Net's own loaders and augmentation (DESIGN.md sections 4, 6).
+"""Labeled + unlabeled batches per iteration, with nnU-Net's own loaders and augmentation.
 
 ``get_semisup_dataloaders(trainer)`` is what a semi-supervised trainer calls from its ``get_dataloaders``. It
 mirrors ``nnUNetTrainer.get_dataloaders`` (2.8.1) step by step:

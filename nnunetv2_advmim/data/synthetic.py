@@ -10,7 +10,7 @@ and the nuisances of real scans: a smooth multiplicative intensity inhomogeneity
 texture, partial-volume blur and Gaussian noise. 3D images are NIfTI volumes; 2D images are 2D NIfTI
 files, which nnU-Net reads as single-slice volumes and plans as ``2d``.
 
-The folder follows nnU-Net's raw layout plus the unlabeled convention of DESIGN.md section 4::
+The folder follows nnU-Net's raw layout plus unlabeled images in ``imagesUnlabeled``::
 
     DatasetXXX_Name/imagesTr, labelsTr, imagesUnlabeled, imagesTs, labelsTs, dataset.json
 """

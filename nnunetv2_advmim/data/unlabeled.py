@@ -1,4 +1,4 @@
-"""Unlabeled images in nnU-Net datasets: preprocessing of ``imagesUnlabeled`` and the unlabeled pool (DESIGN.md section 4).
+"""Unlabeled images in nnU-Net datasets: preprocessing of ``imagesUnlabeled`` and the unlabeled pool.
 
 Folder convention
 -----------------
@@ -68,7 +68,7 @@ def list_unlabeled_cases(raw_dataset_folder: str, dataset_json: dict) -> Dict[st
         if f.startswith("."):
             continue
         path = os.path.join(folder, f)
-        if f in label_names:  # the reliable rule for a segmentation copied here by mistake (issue 9)
+        if f in label_names:  # the reliable rule for a segmentation copied here by mistake
             problems.append(f"{path}: has the name of the label file {os.path.join(labels_dir, f)}; segmentations do "
                             f"not belong in imagesUnlabeled: move it out (unlabeled images are named "
                             f"{{case}}_0000{ending})")
@@ -140,7 +140,7 @@ def _check_raw_inputs(pre_folder: str, raw_folder: str, plans_manager, dataset_j
                       num_processes: int) -> None:
     """Read every case that is going to be preprocessed with the plan's reader and refuse bad inputs (truncated or
     unreadable files, wrong dimensionality or channel count, NaN/inf) before any folder or file is written
-    (issue 9; :mod:`nnunetv2_advmim.data.input_checks`). Cases already done for every configuration are not re-read."""
+    (:mod:`nnunetv2_advmim.data.input_checks`). Cases already done for every configuration are not re-read."""
     needed = {}
     for c in configurations:
         out_folder = unlabeled_folder(pre_folder, plans_manager.get_configuration(c).data_identifier)
@@ -163,7 +163,7 @@ def _check_raw_inputs(pre_folder: str, raw_folder: str, plans_manager, dataset_j
 def preprocess_unlabeled(dataset_name_or_id, configurations: Optional[Sequence[str]] = None,
                          plans_name: str = "nnUNetPlans", num_processes: int = 4, overwrite: bool = False,
                          verbose: bool = True, check_inputs: bool = True) -> Dict[str, Dict[str, List[str]]]:
-    """Preprocess ``imagesUnlabeled`` of a planned dataset for the given configurations (DESIGN.md section 4).
+    """Preprocess ``imagesUnlabeled`` of a planned dataset for the given configurations.
 
     ``configurations=None`` means every configuration of the plans whose labeled data are preprocessed.
     Returns ``{configuration: {"processed": [...], "skipped": [...]}}``. Finished cases are skipped unless
@@ -248,7 +248,7 @@ def preprocess_unlabeled(dataset_name_or_id, configurations: Optional[Sequence[s
 
 # --------------------------------------------------------------------------------------------- unlabeled pool
 class UnlabeledDataset:
-    """Image-only view of preprocessed cases spread over several folders (DESIGN.md section 4).
+    """Image-only view of preprocessed cases spread over several folders.
 
     ``cases`` maps identifier -> folder. Same ``load_case`` interface as nnU-Net's dataset classes, but it
     returns ``(data, None, None, properties)``: segmentation files are never opened and label-derived
@@ -293,7 +293,7 @@ class UnlabeledDataset:
 
 def find_unlabeled_cases(preprocessed_folder: str, data_identifier: str, fold, include_validation: bool = False,
                          check_raw: bool = True) -> Dict[str, str]:
-    """The unlabeled pool of ``fold``: ``{identifier: folder}`` (module docstring, DESIGN.md section 4).
+    """The unlabeled pool of ``fold``: ``{identifier: folder}`` (module docstring).
 
     Budget-unlabeled training cases come from ``label_budget.json`` (if a budget was set) and are read from the
     configuration folder; preprocessed ``imagesUnlabeled`` cases from ``<data_identifier>_unlabeled/``.

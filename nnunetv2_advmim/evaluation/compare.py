@@ -1,4 +1,4 @@
-"""``nnUNetv2_advmim_compare``: one table and one figure comparing trainers on the same reference (issue 7).
+"""``nnUNetv2_advmim_compare``: one table and one figure comparing trainers on the same reference.
 
 A *run* is one of
 

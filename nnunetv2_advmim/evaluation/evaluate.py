@@ -1,4 +1,4 @@
-"""``nnUNetv2_advmim_evaluate``: challenge metrics of a prediction folder against a reference folder (issue 7).
+"""``nnUNetv2_advmim_evaluate``: challenge metrics of a prediction folder against a reference folder.
 
 Files are read with nnU-Net's reader/writer classes (``determine_reader_writer_from_file_ending``), so any
 format nnU-Net reads works (NIfTI, NRRD, MHA, PNG, TIFF, ...). The spacing nnU-Net's reader reports (in

@@ -1,4 +1,4 @@
-"""Challenge metrics per label with physical spacing: Dice, HD95, ASD, NSD (issue 7, DESIGN.md section 1.4).
+"""Challenge metrics per label with physical spacing: Dice, HD95, ASD, NSD.
 
 Everything here works on plain integer label maps (numpy arrays) plus a spacing in mm per array axis; no
 file I/O, no nnU-Net objects. ``evaluate.py`` adds the reading through nnU-Net's reader/writer classes.

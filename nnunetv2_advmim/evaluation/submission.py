@@ -1,4 +1,4 @@
-"""``nnUNetv2_advmim_export_submission``: a prediction folder as a clean challenge submission (issue 7).
+"""``nnUNetv2_advmim_export_submission``: a prediction folder as a clean challenge submission.
 
 Challenges want exactly one segmentation per test image, named by their rule (``{case}.nii.gz``,
 ``Pred_{id}.mha``, ...), in a folder or zip holding nothing else. This command

@@ -1,4 +1,4 @@
-"""AdvMIM's adversarial parts: patch-GAN discriminator and least-squares GAN losses (DESIGN.md section 6).
+"""AdvMIM's adversarial parts: patch-GAN discriminator and least-squares GAN losses.
 
 ``D_N`` sees softmax maps. "Real" = ``p(N(x_l))`` (original domain, labeled), "fake" = ``p(N^m(x_u))``
 (masked domain, unlabeled)::
@@ -78,12 +78,12 @@ class PatchDiscriminator(nn.Module):
 
 
 def lsgan_generator_loss(d_fake: torch.Tensor) -> torch.Tensor:
-    """Least-squares generator loss ``mean((D(p) - 1)^2)`` (Mao et al. 2017; DESIGN.md section 6), float32."""
+    """Least-squares generator loss ``mean((D(p) - 1)^2)`` (Mao et al. 2017), float32."""
     return ((d_fake.float() - 1) ** 2).mean()
 
 
 def lsgan_discriminator_loss(d_real: torch.Tensor, d_fake: torch.Tensor, weight: float = 0.1) -> torch.Tensor:
-    """Least-squares discriminator loss ``weight * [mean((D(real) - 1)^2) + mean(D(fake)^2)]`` (DESIGN.md s. 6).
+    """Least-squares discriminator loss ``weight * [mean((D(real) - 1)^2) + mean(D(fake)^2)]``.
 
     Pass scores of *detached* maps: real = ``D(p(N(x_l)).detach())``, fake = ``D(p(N^m(x_u)).detach())``.
     """

@@ -1,4 +1,4 @@
-"""AdvMIM's unsupervised loss terms on plain tensors (DESIGN.md section 6).
+"""AdvMIM's unsupervised loss terms on plain tensors.
 
 Per network N with partner O (``p`` = softmax over the channel axis, ``N^m`` = masked forward)::
 
@@ -47,7 +47,7 @@ def _check_logits_target(logits: torch.Tensor, target: torch.Tensor, what: str) 
 
 @torch.no_grad()
 def pseudo_labels_and_certainty(logits: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Pseudo-label ``argmax p(O(x_u))`` and certainty ``max p(O(x_u))`` of a partner's logits (DESIGN.md s. 6).
+    """Pseudo-label ``argmax p(O(x_u))`` and certainty ``max p(O(x_u))`` of a partner's logits.
 
     Both are detached (computed under ``no_grad``). Returns ``(labels, certainty)``, each ``(B, 1, *spatial)``;
     labels are ``torch.long``, certainty is float32 in ``[1/K, 1]``.
@@ -59,7 +59,7 @@ def pseudo_labels_and_certainty(logits: torch.Tensor) -> Tuple[torch.Tensor, tor
 
 def certainty_weighted_ce(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor,
                           eps: float = 1e-8) -> torch.Tensor:
-    """Certainty-weighted cross-entropy ``wCE = sum_v w_v CE_v / sum_v w_v`` (DESIGN.md section 6).
+    """Certainty-weighted cross-entropy ``wCE = sum_v w_v CE_v / sum_v w_v``.
 
     ``logits`` (B, K, *spatial); ``labels`` (B, 1, *spatial) integer class indices; ``weights`` (B, 1, *spatial)
     non-negative voxel weights (the partner's certainty). Normalised by the sum of the weights over the whole
@@ -76,7 +76,7 @@ def certainty_weighted_dice(logits: torch.Tensor, labels: torch.Tensor, weights:
                             do_bg: bool = True, batch_dice: bool = False, smooth: float = 1e-5) -> torch.Tensor:
     """Certainty-weighted soft Dice loss ``1 - mean_k (2 sum w p_k y_k + s) / (sum w p_k + sum w y_k + s)``.
 
-    DESIGN.md section 6 (``wDice``); with ``weights=None`` it is the plain soft Dice used for cross teaching.
+    ``wDice`` of AdvMIM; with ``weights=None`` it is the plain soft Dice used for cross teaching.
     ``p = softmax(logits)``; ``y`` the one-hot pseudo-label; sums over the spatial axes per sample and class
     (over the batch as well with ``batch_dice``), then the mean over classes (and samples). ``do_bg=True``
     keeps the background class, as the CNN-Transformer cross-teaching losses of CTCT/AdvMIM do; nnU-Net's own
@@ -94,7 +94,7 @@ def certainty_weighted_dice(logits: torch.Tensor, labels: torch.Tensor, weights:
 
 def cross_teaching_dice(logits: torch.Tensor, labels: torch.Tensor, do_bg: bool = True,
                         smooth: float = 1e-5) -> torch.Tensor:
-    """Cross-teaching Dice ``Dice(N(x_u), y_O)`` on the partner's hard pseudo-labels (CTCT; DESIGN.md s. 6).
+    """Cross-teaching Dice ``Dice(N(x_u), y_O)`` on the partner's hard pseudo-labels (CTCT).
 
     Unweighted soft Dice loss (``certainty_weighted_dice`` with ``weights=None``), background included.
     """

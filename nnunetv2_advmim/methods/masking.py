@@ -1,4 +1,4 @@
-"""Block masks for masked image modeling and the AdvMIM masked domain (DESIGN.md section 5).
+"""Block masks for masked image modeling and the AdvMIM masked domain.
 
 Convention shared by every trainer, loss and network of this package:
 
@@ -29,7 +29,7 @@ def block_size(strides: Sequence[Union[int, Sequence[int]]], patch_size: Shape) 
     """Block edge per axis: product of the per-stage ``strides`` along the axis, capped at ``patch_size``.
 
     ``strides`` is the plan's list (one entry per stage, each an int or a per-axis list), as stored in
-    ``architecture.arch_kwargs.strides`` of nnU-Net plans (DESIGN.md section 5).
+    ``architecture.arch_kwargs.strides`` of nnU-Net plans.
     """
     ndim = len(patch_size)
     total = [1] * ndim
@@ -42,7 +42,7 @@ def block_size(strides: Sequence[Union[int, Sequence[int]]], patch_size: Shape) 
 
 
 def mask_grid(patch_size: Shape, block: Shape) -> Tuple[int, ...]:
-    """Number of blocks per axis: ``ceil(patch / block)`` (DESIGN.md section 5)."""
+    """Number of blocks per axis: ``ceil(patch / block)``."""
     if len(patch_size) != len(block):
         raise ValueError(f"patch size {tuple(patch_size)} and block {tuple(block)} differ in dimensionality")
     if any(int(b) < 1 for b in block):
@@ -51,7 +51,7 @@ def mask_grid(patch_size: Shape, block: Shape) -> Tuple[int, ...]:
 
 
 def num_masked_blocks(grid: Shape, ratio: float) -> int:
-    """Blocks masked per sample: ``round(ratio * prod(grid))`` (Python's ``round``, DESIGN.md section 5)."""
+    """Blocks masked per sample: ``round(ratio * prod(grid))`` (Python's ``round``)."""
     if not 0.0 <= float(ratio) <= 1.0:
         raise ValueError(f"mask ratio must lie in [0, 1], got {ratio}")
     return int(round(float(ratio) * math.prod(int(g) for g in grid)))
@@ -99,7 +99,7 @@ def apply_input_mask(x: torch.Tensor, mask: torch.Tensor, block: Shape) -> torch
 
 
 def apply_mask_token(features: torch.Tensor, voxel_mask: torch.Tensor, token: torch.Tensor) -> torch.Tensor:
-    """``features * (1 - m) + token * m`` for a binary voxel mask (DESIGN.md section 5).
+    """``features * (1 - m) + token * m`` for a binary voxel mask.
 
     ``features``: (B, C, *spatial) stem output; ``voxel_mask``: bool (B, 1, *s) at input resolution (resized by
     nearest neighbour when the stem is strided); ``token``: broadcastable to (1, C, 1, ...), e.g. a shared

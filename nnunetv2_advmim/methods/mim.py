@@ -1,6 +1,6 @@
 """Masked image modeling core: block-normalised reconstruction loss, AnatoMask and MPS-AMS mask selection.
 
-DESIGN.md section 7. Tensors only, 2D and 3D. Conventions shared with ``nnunetv2_advmim.methods.masking``:
+Tensors only, 2D and 3D. Conventions shared with ``nnunetv2_advmim.methods.masking``:
 
 - images are ``(B, C, *spatial)``; ``block`` is a per-axis tuple of ints (one entry per spatial axis);
 - a mask is a bool tensor ``(B, *grid)`` with ``grid[i] = ceil(spatial[i] / block[i])``, True = masked.
@@ -109,7 +109,7 @@ def _normalised_blocks(x: torch.Tensor, block: Sequence[int], eps: float):
 
 
 def normalised_targets(x: torch.Tensor, block: Sequence[int], eps: float = 1e-6) -> torch.Tensor:
-    """Per-block, per-channel normalised image ``(x - mean) / sqrt(var + eps)`` (DESIGN.md section 7).
+    """Per-block, per-channel normalised image ``(x - mean) / sqrt(var + eps)``.
 
     Mean and (population, i.e. biased) variance over the real voxels of each block and channel; the biased
     variance keeps one-voxel partial blocks finite. Returned in image layout ``(B, C, *spatial)``, float32.
@@ -124,8 +124,8 @@ def per_block_reconstruction_error(pred: torch.Tensor, x: torch.Tensor, block: S
     """Mean squared error of ``pred`` against the block-normalised targets of ``x``, per block: ``(B, *grid)``.
 
     Averaged over channels and the real voxels of each block. Used for the loss and, on the EMA teacher's
-    prediction, for AnatoMask's ranking of blocks (DESIGN.md section 7: scored against the normalised
-    targets the loss uses, not raw intensities as in the official AnatoMask code).
+    prediction, for AnatoMask's ranking of blocks (scored against the normalised targets the loss uses, not raw
+    intensities as in the official AnatoMask code).
     """
     block = _check_image_block(x, block, "per_block_reconstruction_error")
     if pred.shape != x.shape:
@@ -140,7 +140,7 @@ def per_block_reconstruction_error(pred: torch.Tensor, x: torch.Tensor, block: S
 
 def masked_reconstruction_loss(pred: torch.Tensor, x: torch.Tensor, mask: torch.Tensor, block: Sequence[int],
                                eps: float = 1e-6) -> torch.Tensor:
-    """MIM loss: mean over masked blocks of the per-block normalised MSE (DESIGN.md section 7).
+    """MIM loss: mean over masked blocks of the per-block normalised MSE.
 
     ``loss = sum_b mask_b * err_b / sum_b mask_b``, with ``err_b`` from ``per_block_reconstruction_error``;
     unmasked blocks contribute nothing (no gradient either). A batch without masked blocks gives 0.
@@ -177,7 +177,7 @@ def masking_dynamics_ratio(epoch: int, num_epochs: int, r_max: float = 0.5,
                            schedule: str = "easy_to_hard") -> float:
     """AnatoMask's masking dynamics: share of the masked blocks chosen as hard blocks at ``epoch`` (0-based).
 
-    ``easy_to_hard`` (default, DESIGN.md section 7): ``r = r_max * (epoch + 1) / (num_epochs - 1)`` clipped to
+    ``easy_to_hard`` (default): ``r = r_max * (epoch + 1) / (num_epochs - 1)`` clipped to
     ``[0, r_max]`` (reaches ``r_max`` at ``epoch = num_epochs - 2``). ``hard_to_easy``: the mirror image,
     ``r = r_max * (num_epochs - 1 - epoch) / (num_epochs - 1)``, starting at ``r_max`` and ending at 0.
     With ``num_epochs <= 1`` (no schedule to spread) both return ``r_max``.
@@ -197,13 +197,13 @@ def masking_dynamics_ratio(epoch: int, num_epochs: int, r_max: float = 0.5,
 
 
 def num_hard_blocks(n_masked: int, r: float) -> int:
-    """``n_hard = floor(n_masked * r)`` (DESIGN.md section 7), robust to float round-off (0.3 * 10 -> 3)."""
+    """``n_hard = floor(n_masked * r)``, robust to float round-off (0.3 * 10 -> 3)."""
     return int(math.floor(n_masked * r + 1e-9))
 
 
 def anatomask_mask(base_mask: torch.Tensor, block_errors: torch.Tensor, hard_ratio: float,
                    generator: Optional[torch.Generator] = None) -> Tuple[torch.Tensor, torch.Tensor]:
-    """AnatoMask's student mask from the teacher's errors on a random mask M1 (DESIGN.md section 7).
+    """AnatoMask's student mask from the teacher's errors on a random mask M1.
 
     Per sample with ``n_masked = M1.sum()``: the ``n_hard = floor(n_masked * hard_ratio)`` blocks of M1 with
     the highest ``block_errors`` (ties: grid order) are masked, then blocks drawn uniformly at random among
@@ -230,7 +230,7 @@ def teacher_block_errors(teacher: Callable, x: torch.Tensor, mask: torch.Tensor,
                          eps: float = 1e-6) -> torch.Tensor:
     """Per-block reconstruction error ``(B, *grid)`` of ``teacher(x, mask=mask)`` (no gradients).
 
-    The network convention of DESIGN.md section 5 is ``forward(x, mask=None)``; a list/tuple output (deep
+    Our networks' convention is ``forward(x, mask=None)``; a list/tuple output (deep
     supervision) uses its first, full-resolution entry.
     """
     _check_mask(mask, x, block, "teacher_block_errors")
@@ -257,7 +257,7 @@ def anatomask_select(teacher: Callable, x: torch.Tensor, base_mask: torch.Tensor
 def adaptive_mask_ratio(epoch: int, num_epochs: int, ratio_start: float = 0.25, ratio_end: float = 0.75) -> float:
     """MPS-AMS adaptive masking ratio: linear from ``ratio_start`` (epoch 0) to ``ratio_end`` (last epoch).
 
-    Reconstruction of Wang et al., ICASSP 2023 (DESIGN.md section 7; no public code): the ratio rises during
+    Reconstruction of Wang et al., ICASSP 2023 (no public code): the ratio rises during
     training instead of a fixed high ratio. ``num_epochs <= 1`` gives ``ratio_end``.
     """
     for r in (ratio_start, ratio_end):
@@ -318,7 +318,7 @@ def lesion_like_blocks(x: torch.Tensor, block: Sequence[int], n_clusters: int = 
                        kmeans_iters: int = 10, generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """MPS-AMS's unsupervised masked-patch selection: lesion-like blocks ``(B, *grid)`` bool (no labels read).
 
-    Reconstruction (DESIGN.md section 7): per image, block features = per-channel mean and std
+    Reconstruction: per image, block features = per-channel mean and std
     (``block_statistics``) of the image standardised per channel (so one intensity scale for both features:
     z-scoring every feature on its own would blow noise-level differences of block std up to the size of
     real contrast); ``kmeans`` with ``n_clusters``; clusters are

@@ -106,7 +106,7 @@ def _fsync_dir(folder: str) -> None:
 
 
 def atomic_save(obj: Any, filename: str) -> None:
-    """``torch.save(obj, filename)`` that never leaves a partial ``filename`` (module docstring, issue 9 item 1).
+    """``torch.save(obj, filename)`` that never leaves a partial ``filename`` (module docstring).
 
     The object is written to ``.<name>.tmp.<pid>.<random>`` in the same folder, flushed and fsynced, then
     renamed onto ``filename`` with ``os.replace`` (atomic on POSIX and Windows within one file system).

@@ -1,4 +1,4 @@
-"""Refuse to train over a finished run (issue 9, item 3 "a results folder that already holds a finished run").
+"""Refuse to train over a finished run.
 
 Stock ``nnUNetv2_train D C F`` without ``--c`` starts from scratch in the same output folder and overwrites
 ``checkpoint_final.pth`` (and the plans/dataset/debug files at the start of training) of a run that may have

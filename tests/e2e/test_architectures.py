@@ -1,4 +1,4 @@
-"""HybridTransformerUNet and the maskable nnU-Net networks on plans from real nnU-Net planning (DESIGN.md s3, s5).
+"""HybridTransformerUNet and the maskable nnU-Net networks on plans from real nnU-Net planning.
 
 Plans come from nnU-Net's own ``ExperimentPlanner``: the two session datasets as planned on disk, plus the
 planner's ``get_plans_for_configuration`` (the function ``plan_experiment`` calls per configuration) run on

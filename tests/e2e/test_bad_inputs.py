@@ -1,4 +1,4 @@
-"""Bad inputs get clear errors naming the file and the fix, before any work is done (issue 9, item 3).
+"""Bad inputs get clear errors naming the file and the fix, before any work is done.
 
 Own dataset ids 940-944: 940 = copy of planned_3d (imagesUnlabeled cases), 941 = copy of planned_2d (3D image in a
 2D dataset), 942 = never planned, 943 = copy of planned_2d for a finished MIM run, 944 = copy of planned_3d with a
@@ -12,11 +12,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
 
 from helpers import run_cmd, short_trainer
 from helpers import copy_planned
-from nnunetv2_advmim.data.input_checks import check_case, dataset_is_2d, require_planned
+from nnunetv2_advmim.data.input_checks import dataset_is_2d, require_planned
 from nnunetv2_advmim.runtime.safety import OVERWRITE_ENV
 from nnunetv2_advmim.data.paths import load_plans_and_dataset_json
 from nnunetv2_advmim.data.unlabeled import preprocess_unlabeled, require_unlabeled_pool, unlabeled_folder
@@ -37,25 +36,6 @@ def _truncate(path):
     data = open(path, "rb").read()
     open(path, "wb").write(data[: len(data) // 2])
     return path
-
-
-def _check(files, expect_2d=False, n_channels=1):
-    return check_case("a", [str(f) for f in files], SimpleITKIO, n_channels, expect_2d, [0, 1, 2, 3])
-
-
-# ------------------------------------------------------------------------------------------ file-level checks
-
-
-# ------------------------------------------------------------------------ names, channel files, file endings
-def _raw(tmp_path, files, channels=1, labels=()):
-    raw = tmp_path / "Dataset999_X"
-    (raw / "imagesUnlabeled").mkdir(parents=True)
-    (raw / "labelsTr").mkdir()
-    for f in files:
-        (raw / "imagesUnlabeled" / f).write_bytes(b"")
-    for f in labels:
-        (raw / "labelsTr" / f).write_bytes(b"")
-    return str(raw), {"channel_names": {str(i): f"c{i}" for i in range(channels)}, "file_ending": ".nii.gz"}
 
 
 # ------------------------------------------------------------------ the command refuses before writing anything
@@ -174,15 +154,6 @@ def test_check_weights_lists_every_mismatching_tensor(planned_3d, tmp_path, caps
     for key, target, found in report["shape_mismatch"]:
         assert f"SHAPE     {key}: target {target}, checkpoint {found}" in out
     assert f"MISSING   {report['missing'][0]}" in out
-
-
-# --------------------------------------------------------------------------------- finished runs: unit level
-class _FakeTrainer:
-    def __init__(self, folder, epoch=0):
-        self.output_folder, self.current_epoch, self.local_rank, self.logged = str(folder), epoch, 0, []
-
-    def print_to_log_file(self, *args):
-        self.logged.append(" ".join(map(str, args)))
 
 
 # -------------------------------------------------------------------------- finished runs: the real command

@@ -1,4 +1,4 @@
-"""nnUNetv2_advmim_evaluate: reading through nnU-Net's readers gives the array values; geometry checks; outputs."""
+"""Every console script answers -h, and nnUNetv2_advmim_evaluate runs as a command."""
 import json
 
 import numpy as np

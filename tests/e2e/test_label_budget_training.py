@@ -1,4 +1,4 @@
-"""Label budget (issue 3): reproducible, disjoint from validation, backups, and stock nnUNetTrainer trains on exactly N."""
+"""nnUNetv2_advmim_label_budget on a planned dataset: the unlabeled pool, and stock nnUNetTrainer trains on exactly N."""
 import glob
 import json
 import os
@@ -9,8 +9,6 @@ from helpers import run_cmd
 from nnunetv2_advmim.data.label_budget import BUDGET_FILE, SPLITS_FILE, budget_unlabeled_cases
 from nnunetv2_advmim.data.unlabeled import find_unlabeled_cases
 from helpers import copy_planned
-
-POOL = [f"case_{i:03d}" for i in range(20)]
 
 
 TINY_KEYS_TRAINER = '''

@@ -1,4 +1,4 @@
-"""MIM pretraining robustness with the stock commands (issue 9 items 1, 2, 4, 5), on the CPU.
+"""MIM pretraining robustness with the stock commands, on the CPU.
 
 - SIGKILL in the middle of a run, ``--c`` restart: the resumed process holds exactly the checkpoint's states
   (weights, optimizer, RNG, mask generator, EMA teacher, guard) right after loading, and its whole run ends

@@ -1,4 +1,4 @@
-"""MIM pretraining trainers end to end with the stock commands (DESIGN.md section 7), on the CPU.
+"""MIM pretraining trainers end to end with the stock commands, on the CPU.
 
 Own tiny datasets (ids 960-962): 960 = 3D (6 labeled 24x32x32 + 4 imagesUnlabeled), 961 = 2D (6 + 4, 64x64);
 962 = a copy of 960's preprocessed data whose segmentations are corrupted (for the "reads no labels" proof).
@@ -279,4 +279,3 @@ def test_pretraining_reads_no_segmentation(mim_env, monkeypatch):
     assert not torch.equal(a[0][0], a[1][0])  # the batches are random crops, not a constant
 
 
-# ------------------------------------------------------------------------------------- core helpers (tensors only)

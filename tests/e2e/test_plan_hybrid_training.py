@@ -1,4 +1,4 @@
-"""nnUNetv2_advmim_plan_hybrid: hybrid plans from existing plans; stock nnUNetv2_train runs them on the CPU."""
+"""nnUNetv2_advmim_plan_hybrid on a planned dataset, then stock nnUNetv2_train runs the hybrid plans on the CPU."""
 import json
 import os
 
@@ -10,22 +10,6 @@ from nnunetv2_advmim.architectures.from_plans import HYBRID as HYBRID_CLASS
 from nnunetv2_advmim.commands.plan_hybrid import main, plan_hybrid
 
 PLANS = "nnUNetPlans_hybridtest"  # our own identifier: the shared dataset's nnUNetPlans stay untouched
-
-
-def _resenc_plans():
-    arch = {"network_class_name": "dynamic_network_architectures.architectures.unet.ResidualEncoderUNet",
-            "arch_kwargs": {"n_stages": 3, "features_per_stage": [8, 16, 32], "conv_op": "torch.nn.modules.conv.Conv2d",
-                            "kernel_sizes": [[3, 3]] * 3, "strides": [[1, 1], [2, 2], [2, 2]],
-                            "n_blocks_per_stage": [1, 3, 4], "n_conv_per_stage_decoder": [1, 1], "conv_bias": True,
-                            "norm_op": "torch.nn.modules.instancenorm.InstanceNorm2d",
-                            "norm_op_kwargs": {"eps": 1e-05, "affine": True}, "dropout_op": None,
-                            "dropout_op_kwargs": None, "nonlin": "torch.nn.LeakyReLU",
-                            "nonlin_kwargs": {"inplace": True}},
-            "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"]}
-    return {"plans_name": "nnUNetResEncUNetMPlans",
-            "configurations": {"2d": {"data_identifier": "nnUNetPlans_2d", "patch_size": [32, 32], "batch_size": 2,
-                                      "architecture": arch},
-                               "2d_child": {"inherits_from": "2d", "batch_size": 4}}}
 
 
 def test_plan_hybrid_then_stock_train(planned_3d, ext_trainers):

@@ -1,4 +1,4 @@
-"""Issue 2: package layout and stock trainer discovery (wheel and editable installs), env command."""
+"""Package layout and stock trainer discovery (wheel and editable installs), env command."""
 import os
 import sys
 import zipfile

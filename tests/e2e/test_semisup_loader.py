@@ -1,4 +1,4 @@
-"""Labeled + unlabeled loader (issue 3): nnU-Net's augmenter with 1 worker, 2D and 3D, no labels in unlabeled batches."""
+"""Labeled + unlabeled loader: nnU-Net's augmenter with 1 worker, 2D and 3D, no labels in unlabeled batches."""
 import glob
 import os
 import pickle

@@ -1,4 +1,4 @@
-"""Issue 2: synthetic raw datasets, and an end-to-end run of the stock commands with a trainer of ours."""
+"""End-to-end runs of the stock commands with trainers of ours, and the demo in 2D."""
 import os
 
 import numpy as np
@@ -8,10 +8,6 @@ import SimpleITK as sitk
 from helpers import run_cmd
 from nnunetv2_advmim.commands.demo import run_demo
 from nnunetv2_advmim.data.synthetic import LABELS
-
-
-def _read(path):
-    return sitk.GetArrayFromImage(sitk.ReadImage(path))
 
 
 def test_command_writes_2d_dataset(tmp_path):

@@ -1,4 +1,4 @@
-"""imagesUnlabeled preprocessing (issue 3): same arrays as nnU-Net's own preprocessing, idempotent, clear errors."""
+"""imagesUnlabeled preprocessing: same arrays as nnU-Net's own preprocessing, idempotent, clear errors."""
 import os
 import pickle
 import shutil

@@ -1,4 +1,4 @@
-"""Patch-GAN discriminator and least-squares GAN losses (nnunetv2_advmim.methods.adversarial, DESIGN.md section 6)."""
+"""Patch-GAN discriminator and least-squares GAN losses (nnunetv2_advmim.methods.adversarial)."""
 import pytest
 import torch
 from torch import nn

@@ -1,5 +1,5 @@
 """Hand-checked values of AdvMIM's per-domain losses, discriminator loss, schedules and ensemble
-(nnunetv2_advmim.methods.advmim, DESIGN.md section 6)."""
+(nnunetv2_advmim.methods.advmim)."""
 import math
 
 import pytest

@@ -1,4 +1,4 @@
-"""The AdvMIM step's execution modes compute the same gradients as the straightforward version (issue 8).
+"""The AdvMIM step's execution modes compute the same gradients as the straightforward version.
 
 ``nnunetv2_advmim.methods.advmim.advmim_generator_step`` in ``fast``, ``balanced`` and ``memory`` mode against ``reference``
 (every term its own forward, one backward), on S (hybrid CNN-Transformer) and C (maskable plain CNN) built from a
@@ -76,7 +76,7 @@ def test_every_mode_gives_the_reference_gradients(masked, adversarial):
 
 
 def test_reference_terms_match_the_loss_written_out():
-    """The reference step's total is L_N of DESIGN.md section 6 with the step's weights (rampup 0.5, lambda_adv 0.5)."""
+    """The reference step's total is L_N of the AdvMIM paper with the step's weights (rampup 0.5, lambda_adv 0.5)."""
     ref, _, _ = _run("reference")
     for b in ("hybrid", "cnn"):
         t = ref["terms"][b]

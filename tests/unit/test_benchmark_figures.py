@@ -1,4 +1,4 @@
-"""nnUNetv2_advmim_benchmark (issue 8): CI smoke test of the whole command on a tiny 2D setting, plus its figures."""
+"""The benchmark's figures: efficiency, targets, plans overridden the planner's way."""
 
 import pytest
 

@@ -1,4 +1,4 @@
-"""Crash-safe saving, safe loading and RNG states (nnunetv2_advmim.runtime.checkpointing; issue 9 items 1 and 4)."""
+"""Crash-safe saving, safe loading and RNG states (nnunetv2_advmim.runtime.checkpointing)."""
 import glob
 import os
 import random
@@ -174,7 +174,7 @@ def test_sigkill_while_writing_keeps_previous_checkpoint(tmp_path):
 
 
 def test_our_weight_loaders_refuse_pickled_objects(tmp_path):
-    """check_weights and mim_benchmark read checkpoints through safe_load (issue 9 item 4)."""
+    """check_weights and mim_benchmark read checkpoints through safe_load."""
     from nnunetv2_advmim.runtime.weights import load_network_weights
     from nnunetv2_advmim.benchmark.mim_steps import loss_curves
     marker = tmp_path / "pwned"

@@ -1,5 +1,4 @@
-"""nnUNetv2_advmim_check_weights and the key compatibility of MIM pretraining networks with stock fine-tuning."""
-import pytest
+"""How checkpoint keys are sorted for a target network, as nnU-Net's load_pretrained_weights treats them."""
 import torch
 
 from nnunetv2_advmim.runtime.weights import compare_state_dicts
@@ -19,19 +18,3 @@ def test_compare_state_dicts_by_hand():
     assert r["loadable"] is False
     del target["c"], target["b.weight"]
     assert compare_state_dicts(target, source)["loadable"] is True
-
-
-@pytest.fixture
-def paths_901(planned_3d):
-    return planned_3d  # nnU-Net 2.8 reads its path variables lazily from os.environ (set by nnunet_env)
-
-
-def _pretraining_checkpoint(planned, tmp_path, hybrid: bool) -> str:
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-
-    from nnunetv2_advmim.architectures.from_plans import build_pretraining_network
-    pm = PlansManager(f"{planned.preprocessed}/nnUNetPlans.json")
-    net = build_pretraining_network(pm.get_configuration("3d_fullres"), 1, hybrid=hybrid)
-    path = str(tmp_path / f"pre_{hybrid}.pth")
-    torch.save({"network_weights": net.state_dict()}, path)
-    return path

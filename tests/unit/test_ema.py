@@ -1,4 +1,4 @@
-"""EMA teacher with AnatoMask's decay schedule (nnunetv2_advmim.methods.ema, DESIGN.md section 7)."""
+"""EMA teacher with AnatoMask's decay schedule (nnunetv2_advmim.methods.ema)."""
 import pytest
 import torch
 from torch import nn

@@ -1,8 +1,4 @@
-"""Bad inputs get clear errors naming the file and the fix, before any work is done (issue 9, item 3).
-
-Own dataset ids 940-944: 940 = copy of planned_3d (imagesUnlabeled cases), 941 = copy of planned_2d (3D image in a
-2D dataset), 942 = never planned, 943 = copy of planned_2d for a finished MIM run, 944 = copy of planned_3d with a
-second, incompatible plan (check_weights).
+"""Bad input files get clear errors naming the file and the fix; a finished run is never trained over.
 """
 
 import numpy as np
@@ -145,15 +141,6 @@ def test_names_channels_endings_and_label_files(tmp_path):
         list_unlabeled_cases(raw, dj)
 
 
-# ------------------------------------------------------------------ the command refuses before writing anything
-
-
-# --------------------------------------------------------------------------------------------- unplanned data
-
-
-# ------------------------------------------------------------------------------- incompatible pretrained weights
-
-
 # --------------------------------------------------------------------------------- finished runs: unit level
 class _FakeTrainer:
     def __init__(self, folder, epoch=0):
@@ -180,4 +167,3 @@ def test_refuse_finished_run_unit(tmp_path, monkeypatch):
     assert "will be overwritten" in t.logged[0]
 
 
-# -------------------------------------------------------------------------- finished runs: the real command

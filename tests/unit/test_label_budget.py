@@ -1,4 +1,4 @@
-"""Label budget (issue 3): reproducible, disjoint from validation, backups, and stock nnUNetTrainer trains on exactly N."""
+"""Label budget: reproducible, disjoint from validation, existing splits backed up."""
 import json
 import os
 

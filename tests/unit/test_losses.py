@@ -1,4 +1,4 @@
-"""Hand-computed values for AdvMIM's unsupervised loss terms (nnunetv2_advmim.methods.losses, DESIGN.md section 6)."""
+"""Hand-computed values for AdvMIM's unsupervised loss terms (nnunetv2_advmim.methods.losses)."""
 import math
 
 import pytest

@@ -1,4 +1,4 @@
-"""Block masks (DESIGN.md section 5) on plain tensors."""
+"""Block masks on plain tensors."""
 import pytest
 import torch
 

@@ -1,4 +1,4 @@
-"""Metrics on hand-made masks whose values are known by construction (issue 7), empty-mask conventions,
+"""Metrics on hand-made masks whose values are known by construction, empty-mask conventions,
 and agreement with MONAI's public metric functions."""
 import math
 import warnings

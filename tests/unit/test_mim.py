@@ -1,4 +1,4 @@
-"""Masked image modeling core (nnunetv2_advmim.methods.mim, DESIGN.md section 7): loss, AnatoMask, MPS-AMS."""
+"""Masked image modeling core (nnunetv2_advmim.methods.mim): loss, AnatoMask, MPS-AMS."""
 import math
 from fractions import Fraction
 

@@ -1,4 +1,4 @@
-"""NonFiniteGuard and discriminator_collapsed on hand-made tensors (issue 9, item 2)."""
+"""NonFiniteGuard and discriminator_collapsed on hand-made tensors."""
 import pytest
 import torch
 

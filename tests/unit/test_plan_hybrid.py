@@ -1,11 +1,9 @@
-"""nnUNetv2_advmim_plan_hybrid: hybrid plans from existing plans; stock nnUNetv2_train runs them on the CPU."""
+"""Hybrid plans derived from existing plans keep everything but the network."""
 
 import pytest
 
 from nnunetv2_advmim.architectures.from_plans import HYBRID as HYBRID_CLASS
 from nnunetv2_advmim.commands.plan_hybrid import make_hybrid_plans
-
-PLANS = "nnUNetPlans_hybridtest"  # our own identifier: the shared dataset's nnUNetPlans stay untouched
 
 
 def _resenc_plans():

@@ -1,4 +1,4 @@
-"""Issue 2: synthetic raw datasets, and an end-to-end run of the stock commands with a trainer of ours."""
+"""Synthetic raw datasets: seeded cases, structures, folder layout, refusals; the demo's Dice table."""
 import json
 import os
 

@@ -1,37 +1,9 @@
-"""Issue 2: package layout and stock trainer discovery (wheel and editable installs), env command."""
+"""The ``nnUNet_extTrainer`` search path: user folders kept and first, the shell line of ``nnUNetv2_advmim_env``."""
 import os
 import subprocess
-import sys
 
 
-from helpers import run_cmd
 from nnunetv2_advmim.env import ENV_VAR, OPT_OUT_VAR, extend_search_path, shell_line
-
-LOOKUP = (
-    "import os\n"
-    "from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name as find\n"
-    "for name in NAMES:\n"
-    "    c = find(name)\n"
-    # nnU-Net drops external modules from sys.modules after the lookup, so read the file off a method
-    "    f = [v.__code__.co_filename for v in vars(c).values() if hasattr(v, '__code__')][0]\n"
-    "    print('FOUND', name, os.path.abspath(f))\n"
-    "print('VAR', os.environ.get('nnUNet_extTrainer'))\n"
-)
-
-
-def lookup(names, env, python=sys.executable, check=True):
-    """Run the stock trainer lookup in a fresh interpreter; return {name: file} and the variable's value."""
-    code = f"NAMES = {list(names)!r}\n" + LOOKUP
-    proc = run_cmd([python, "-c", code], env=env, check=check, cwd="/")
-    found = {}
-    var = None
-    for line in proc.stdout.splitlines():
-        if line.startswith("FOUND "):
-            _, name, path = line.split(" ", 2)
-            found[name] = path
-        elif line.startswith("VAR "):
-            var = line[4:]
-    return found, var, proc
 
 
 def clean_env(**extra):
