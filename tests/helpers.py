@@ -50,22 +50,6 @@ def copy_planned(planned, new_id, new_name):
     return name, raw, pre
 
 
-# a short stock-trainer variant most end-to-end tests can reuse
-TINY_TRAINER = '''
-import torch
-from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
-
-
-class nnUNetTrainer_tiny(nnUNetTrainer):
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device('cuda')):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = 1
-        self.num_iterations_per_epoch = 2
-        self.num_val_iterations_per_epoch = 1
-'''
-
-
 def short_trainer(module: str, base: str, name: str, **attributes) -> str:
     """Source of a short trainer variant ``name`` of ``module.base`` setting ``attributes`` after ``__init__``.
 
@@ -76,3 +60,8 @@ def short_trainer(module: str, base: str, name: str, **attributes) -> str:
             f"    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,\n"
             f"                 device: torch.device = torch.device('cuda')):\n"
             f"        super().__init__(plans, configuration, fold, dataset_json, device)\n{sets}")
+
+
+# a short stock-trainer variant most end-to-end tests can reuse
+TINY_TRAINER = short_trainer("nnunetv2.training.nnUNetTrainer.nnUNetTrainer", "nnUNetTrainer", "nnUNetTrainer_tiny",
+                             num_epochs=1, num_iterations_per_epoch=2, num_val_iterations_per_epoch=1)

@@ -2,7 +2,8 @@
 
 ``nnUNetv2_train D C F -tr nnUNetTrainerAdvMIM`` trains S (the hybrid CNN-Transformer, ``self.network``, saved as
 ``network_weights`` and used by ``nnUNetv2_predict``) and C (the plan's CNN, maskable subclass) on one labeled and
-one unlabeled batch per iteration (``nnunetv2_advmim.data.semisup_loader``). The math is in ``nnunetv2_advmim.methods.advmim``;
+one unlabeled batch per iteration (``nnunetv2_advmim.data.semisup_loader``). The math is in
+``nnunetv2_advmim.methods.advmim``;
 ``train_step`` below reads as the algorithm:
 
     for N in (S, C):   original domain  x_l, x_u -> DCCE + cross teaching (pseudo-labels of the partner on x_u)
@@ -10,7 +11,7 @@ one unlabeled batch per iteration (``nnunetv2_advmim.data.semisup_loader``). The
     each discriminator on detached softmax maps
     one finiteness check of every loss term and gradient norm, then step S, C (clipping 12) and D
 
-How the passes are scheduled is ``self.step_mode`` (``advmim.STEP_MODES``: ``fast``, ``balanced``, ``memory``,
+How the passes are scheduled is ``self.step_mode`` (``methods.advmim.STEP_MODES``: ``fast``, ``balanced``, ``memory``,
 ``reference``; same gradients, different time and memory, docs/benchmark.md). AMP: ``self.amp`` = ``auto``
 (bf16 where the GPU supports it, else fp16 with nnU-Net's GradScaler), ``fp16`` or ``off``; CPU runs in float32.
 S and C are compiled with ``torch.compile`` when nnU-Net would compile its network (CUDA, ``nnUNet_compile``).
@@ -80,7 +81,7 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
         self.lambda_adv = 0.001
         self.disc_loss_weight = 0.1
         self.unlabeled_batch_size = None  # None: the plan's batch size (per GPU under DDP, as nnU-Net splits it)
-        # optimizers (README "AdvMIM training"): C keeps nnU-Net's SGD + poly (self.initial_lr, self.weight_decay);
+        # optimizers (docs/advmim.md): C keeps nnU-Net's SGD + poly (self.initial_lr, self.weight_decay);
         # S (transformer blocks) AdamW + linear warm-up + poly, the settings of nnU-Net's Primus trainers
         self.hybrid_lr = 3e-4
         self.hybrid_weight_decay = 5e-2
@@ -89,10 +90,9 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
         self.disc_lr = 1e-4
         self.disc_betas = (0.9, 0.99)
         self.grad_clip = 12.0
-        # execution: pass scheduling, mixed precision, torch.compile (None: nnU-Net's rule)
-        # step_mode "memory": peak memory 1.2-1.3x the stock step (trains wherever stock nnU-Net trains), 8 % slower
-        # than "fast" with nnU-Net's default torch.compile on an H100 and the fastest mode on the CPU;
-        # "fast" needs ~7.5x the stock step's memory (docs/benchmark.md)
+        # execution: pass scheduling, mixed precision, torch.compile (None: nnU-Net's rule). "memory" is the default
+        # because its peak stays close to the stock step's, so AdvMIM trains wherever stock nnU-Net trains
+        # (measurements of every mode: docs/benchmark.md)
         self.step_mode = "memory"
         self.amp = "auto"
         self.compile_networks = None
@@ -100,7 +100,7 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
         self.disc_optimizers = None
         self.disc_grad_scaler = torch.amp.GradScaler("cuda") if self.device.type == "cuda" else None
         self.nonfinite_guard = NonFiniteGuard(max_consecutive=20, log=self.print_to_log_file)
-        self.deterministic_seed = seed_from_env()  # nnUNet_advmim_seed: seeded, deterministic algorithms (README)
+        self.deterministic_seed = seed_from_env()  # nnUNet_advmim_seed: seeded, deterministic algorithms (docs/robustness.md)
         if self.deterministic_seed is not None:
             enable_determinism(self.deterministic_seed)
         self._epoch_lambda_ct = []
@@ -510,9 +510,8 @@ class nnUNetTrainerAdvMIM_Ensemble(nnUNetTrainerAdvMIM):
 class nnUNetTrainerAdvMIM_demo(nnUNetTrainerAdvMIM):
     """AdvMIM on a short CPU schedule for the demo: 10 epochs x 6 iterations.
 
-    One AdvMIM iteration costs about 7 stock iterations at the same plans and batch (two networks, each on
-    [x_l; x_u] plain and masked; README "AdvMIM training"), so these 60 iterations cost about 1.4x the 300 of
-    ``nnUNetTrainer_demo``."""
+    Fewer iterations than ``nnUNetTrainer_demo`` because each one trains two networks, each on [x_l; x_u] plain
+    and masked (the demo's timings: docs/advmim.md)."""
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device('cuda')):
@@ -523,8 +522,7 @@ class nnUNetTrainerAdvMIM_demo(nnUNetTrainerAdvMIM):
 
 
 class nnUNetTrainerCTCT_demo(nnUNetTrainerCTCT):
-    """CTCT on a short CPU schedule for the demo: 10 epochs x 10 iterations (one CTCT iteration costs about 3.5
-    stock iterations)."""
+    """CTCT on a short CPU schedule for the demo: 10 epochs x 10 iterations."""
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device('cuda')):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from helpers import run_cmd
+from helpers import run_cmd, short_trainer
 from nnunetv2_advmim.commands.demo import run_demo
 from nnunetv2_advmim.data.synthetic import LABELS
 
@@ -17,20 +17,9 @@ def test_command_writes_2d_dataset(tmp_path):
     assert img.GetDimension() == 2 and img.GetSize() == (48, 40)
 
 
-TINY_DEMO_TRAINER = '''
-import torch
-from nnunetv2_advmim.trainers.nnUNetTrainer_demo import nnUNetTrainer_demo
-
-
-class nnUNetTrainer_demo_tiny(nnUNetTrainer_demo):
-    """our demo trainer, shortened further for a test"""
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device('cuda')):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = 1
-        self.num_iterations_per_epoch = 2
-        self.num_val_iterations_per_epoch = 1
-'''
+TINY = dict(num_epochs=1, num_iterations_per_epoch=2, num_val_iterations_per_epoch=1)
+TINY_DEMO_TRAINER = short_trainer("nnunetv2_advmim.trainers.nnUNetTrainer_demo", "nnUNetTrainer_demo",
+                                  "nnUNetTrainer_demo_tiny", **TINY)
 
 
 def test_stock_train_and_predict_3d(planned_3d, ext_trainers, tmp_path):
@@ -57,35 +46,15 @@ def test_stock_train_and_predict_3d(planned_3d, ext_trainers, tmp_path):
         assert set(np.unique(sitk.GetArrayFromImage(pred))) <= set(LABELS.values())
 
 
-TINY_DEMO_STAGES = TINY_DEMO_TRAINER + '''
-from nnunetv2_advmim.trainers.nnUNetTrainerAdvMIM import nnUNetTrainerAdvMIM_demo
-from nnunetv2_advmim.trainers.nnUNetTrainerMIM import nnUNetTrainerAnatoMask_demo
-
-
-def _shorten(trainer):
-    trainer.num_epochs = 1
-    trainer.num_iterations_per_epoch = 2
-    trainer.num_val_iterations_per_epoch = 1
-
-
-class nnUNetTrainer_demo_tiny_ft(nnUNetTrainer_demo_tiny):
-    pass
-
-
-class nnUNetTrainerAdvMIM_tiny(nnUNetTrainerAdvMIM_demo):
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device('cuda')):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        _shorten(self)
-
-
-class nnUNetTrainerAnatoMask_tiny(nnUNetTrainerAnatoMask_demo):
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device('cuda')):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        _shorten(self)
-        self.warmup_epochs = 0
-'''
+TINY_DEMO_STAGES = "\n\n".join([
+    TINY_DEMO_TRAINER,
+    short_trainer("nnunetv2_advmim.trainers.nnUNetTrainer_demo", "nnUNetTrainer_demo", "nnUNetTrainer_demo_tiny_ft",
+                  **TINY),
+    short_trainer("nnunetv2_advmim.trainers.nnUNetTrainerAdvMIM", "nnUNetTrainerAdvMIM_demo",
+                  "nnUNetTrainerAdvMIM_tiny", **TINY),
+    short_trainer("nnunetv2_advmim.trainers.nnUNetTrainerMIM", "nnUNetTrainerAnatoMask_demo",
+                  "nnUNetTrainerAnatoMask_tiny", **TINY, warmup_epochs=0),
+])
 
 
 def test_demo_runs_end_to_end_in_2d(tmp_path, ext_trainers, monkeypatch, capsys):
