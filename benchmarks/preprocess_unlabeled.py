@@ -38,8 +38,8 @@ def main(argv=None):
         os.makedirs(os.environ[k])
     from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprints, plan_experiments
     from nnunetv2_advmim.data.synthetic import make_synthetic_dataset
-    from nnunetv2_advmim.data.unlabeled import (load_plans_and_dataset_json, preprocess_case, preprocess_unlabeled,
-                                           unlabeled_folder)
+    from nnunetv2_advmim.data.paths import load_plans_and_dataset_json
+    from nnunetv2_advmim.data.unlabeled import preprocess_case, preprocess_unlabeled, unlabeled_folder
 
     rows = []
     try:

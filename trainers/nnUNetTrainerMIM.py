@@ -7,7 +7,7 @@ Pretrain, then fine-tune with the stock flag::
         $nnUNet_results/<Dataset>/nnUNetTrainerAnatoMask__nnUNetPlans__C/fold_F/checkpoint_final.pth
 
 Every trainer trains the plans' downstream network (maskable subclass, outputs = input channels, no deep
-supervision; ``nnunetv2_advmim.data.pretraining_loader.build_pretraining_network``) on every training image plus the
+supervision; ``nnunetv2_advmim.architectures.from_plans.build_pretraining_network``) on every training image plus the
 unlabeled pool (random crops, no labels read), with the block-normalised MSE on masked blocks
 (``nnunetv2_advmim.methods.mim.masked_reconstruction_loss``), AdamW (lr 1e-4, weight decay 1e-5), 20-epoch warm-up
 then cosine, gradient clipping 12. ``_Hybrid`` variants train the hybrid CNN-Transformer U-Net converted from
