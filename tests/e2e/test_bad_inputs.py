@@ -10,7 +10,6 @@ import shutil
 
 import numpy as np
 import pytest
-import SimpleITK as sitk
 import torch
 
 from helpers import run_cmd, short_trainer
@@ -19,23 +18,7 @@ from nnunetv2_advmim.data.input_checks import dataset_is_2d, require_planned
 from nnunetv2_advmim.runtime.safety import OVERWRITE_ENV
 from nnunetv2_advmim.data.paths import load_plans_and_dataset_json
 from nnunetv2_advmim.data.unlabeled import preprocess_unlabeled, require_unlabeled_pool, unlabeled_folder
-
-
-def _write(array, spacing, path):
-    img = sitk.GetImageFromArray(np.asarray(array))
-    img.SetSpacing([float(s) for s in spacing[::-1]])
-    sitk.WriteImage(img, str(path))
-    return str(path)
-
-
-def _image(shape, seed=0):
-    return np.random.default_rng(seed).normal(100, 20, size=shape).astype(np.float32)
-
-
-def _truncate(path):
-    data = open(path, "rb").read()
-    open(path, "wb").write(data[: len(data) // 2])
-    return path
+from helpers import random_image, truncate_file, write_image
 
 
 # ------------------------------------------------------------------ the command refuses before writing anything
@@ -59,16 +42,16 @@ def _reset_unlabeled(raw, pre):
 def test_preprocess_unlabeled_refuses_before_writing(bad_3d, case):
     name, raw, pre = bad_3d
     folder = _reset_unlabeled(raw, pre)
-    good = _write(_image((24, 32, 32)), (2, 1, 1), os.path.join(folder, "good_0000.nii.gz"))
+    good = write_image(random_image((24, 32, 32)), (2, 1, 1), os.path.join(folder, "good_0000.nii.gz"))
     bad = os.path.join(folder, "bad_0000.nii.gz")
     if case == "2d_in_3d":
-        _write(_image((32, 32)), (1, 1), bad)
+        write_image(random_image((32, 32)), (1, 1), bad)
     elif case == "nan":
-        img = _image((24, 32, 32))
+        img = random_image((24, 32, 32))
         img[3, 4, 5:9] = np.nan
-        _write(img, (2, 1, 1), bad)
+        write_image(img, (2, 1, 1), bad)
     elif case == "truncated":
-        _truncate(_write(_image((24, 32, 32)), (2, 1, 1), bad))
+        truncate_file(write_image(random_image((24, 32, 32)), (2, 1, 1), bad))
     else:
         open(bad, "w").write("hello")
     expected = {"2d_in_3d": "a 2D image", "nan": "4 NaN and 0 inf", "truncated": "truncated",
@@ -89,7 +72,7 @@ def test_3d_image_in_2d_dataset_via_command(planned_2d):
     assert dataset_is_2d(pre, pm)
     os.remove(os.path.join(pre, "dataset_fingerprint.json"))  # the fallback (plans' median spacing) agrees
     assert dataset_is_2d(pre, pm)
-    bad = _write(_image((4, 64, 64)), (2, 1, 1), os.path.join(raw, "imagesUnlabeled", "vol_0000.nii.gz"))
+    bad = write_image(random_image((4, 64, 64)), (2, 1, 1), os.path.join(raw, "imagesUnlabeled", "vol_0000.nii.gz"))
     proc = run_cmd(["nnUNetv2_advmim_preprocess_unlabeled", "-d", "941", "-np", "1"], env=planned_2d.env, check=False)
     assert proc.returncode == 1 and bad in proc.stdout and "a 3D image (shape (4, 64, 64)" in proc.stdout
     assert "in a 2D dataset" in proc.stdout and not os.path.exists(unlabeled_folder(pre, "nnUNetPlans_2d"))

@@ -17,7 +17,7 @@ import torch
 
 from nnunetv2_advmim.data.synthetic import dataset_folder_name, make_synthetic_dataset
 
-from helpers import run_cmd
+from helpers import run_cmd, short_trainer
 
 SHORT_TRAINERS = '''
 import os
@@ -65,34 +65,13 @@ class nnUNetTrainerAnatoMask_t(nnUNetTrainerAnatoMask):
             raise SystemExit(3)
 
 
-class nnUNetTrainer_ft(nnUNetTrainer):
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device('cuda')):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = 1
-        self.num_iterations_per_epoch = 1
-        self.num_val_iterations_per_epoch = 1
-
-    def perform_actual_validation(self, save_probabilities: bool = False):
-        pass  # what is tested is stock -pretrained_weights loading; sliding-window validation costs minutes on 2 cores
 '''
 
-ADVMIM_SHORT = '''
-import torch
-from nnunetv2_advmim.trainers.nnUNetTrainerAdvMIM import nnUNetTrainerAdvMIM
-
-
-class nnUNetTrainerAdvMIM_ft(nnUNetTrainerAdvMIM):
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device('cuda')):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = 1
-        self.num_iterations_per_epoch = 1
-        self.num_val_iterations_per_epoch = 1
-
-    def perform_actual_validation(self, save_probabilities: bool = False):
-        pass  # what is tested is stock -pretrained_weights loading; sliding-window validation costs minutes on 2 cores
-'''
+ONE_STEP = dict(final_validation=False, num_epochs=1, num_iterations_per_epoch=1, num_val_iterations_per_epoch=1)
+SHORT_TRAINERS += short_trainer("nnunetv2.training.nnUNetTrainer.nnUNetTrainer", "nnUNetTrainer", "nnUNetTrainer_ft",
+                                **ONE_STEP)
+ADVMIM_SHORT = short_trainer("nnunetv2_advmim.trainers.nnUNetTrainerAdvMIM", "nnUNetTrainerAdvMIM",
+                             "nnUNetTrainerAdvMIM_ft", **ONE_STEP)
 
 
 @pytest.fixture(scope="module")

@@ -5,46 +5,23 @@ import math
 
 import numpy as np
 import pytest
-import SimpleITK as sitk
 
 from nnunetv2_advmim.evaluation.evaluate import evaluate_folders, main
 from nnunetv2_advmim.evaluation.metrics import label_metrics
+from helpers import evaluation_cases_3d, write_label_map
 
 SPACING_3D = (2.5, 0.8, 1.0)  # array-axis order (z, y, x)
 
 
-def write_nifti(arr, path, spacing, origin=None):
-    """Write an array in (z, y, x) / (y, x) order with spacing in the same order (SimpleITK wants x first)."""
-    img = sitk.GetImageFromArray(arr.astype(np.uint8))
-    img.SetSpacing(tuple(float(s) for s in spacing[::-1]))
-    if origin is not None:
-        img.SetOrigin(origin)
-    sitk.WriteImage(img, str(path))
-
-
-def make_cases_3d(rng, n=3, shape=(12, 24, 20)):
-    cases = {}
-    for i in range(n):
-        ref = np.zeros(shape, np.uint8)
-        ref[3:9, 4:14, 5:13] = 1
-        ref[4:8, 15:21, 6:12] = 2
-        pred = np.roll(ref, i, axis=1)
-        pred[rng.random(shape) < 0.01] = 1
-        if i == 2:
-            pred[pred == 2] = 0  # label 2 missed in one case
-        cases[f"case_{i:03d}"] = (ref, pred)
-    return cases
-
-
 def test_reader_gives_array_values_3d_and_2d(tmp_path):
     rng = np.random.default_rng(0)
-    cases = make_cases_3d(rng)
+    cases = evaluation_cases_3d(rng)
     ref_dir, pred_dir = tmp_path / "ref", tmp_path / "pred"
     ref_dir.mkdir()
     pred_dir.mkdir()
     for c, (r, p) in cases.items():
-        write_nifti(r, ref_dir / f"{c}.nii.gz", SPACING_3D)
-        write_nifti(p, pred_dir / f"{c}.nii.gz", SPACING_3D)
+        write_label_map(r, ref_dir / f"{c}.nii.gz", SPACING_3D)
+        write_label_map(p, pred_dir / f"{c}.nii.gz", SPACING_3D)
     res = evaluate_folders(str(ref_dir), str(pred_dir), nsd_tolerance=1.0)
     assert list(res["labels"]) == [1, 2] and res["num_cases"] == 3
     for entry in res["cases"]:
@@ -71,8 +48,8 @@ def test_reader_gives_array_values_3d_and_2d(tmp_path):
     d2r, d2p = tmp_path / "ref2d", tmp_path / "pred2d"
     d2r.mkdir()
     d2p.mkdir()
-    write_nifti(ref2, d2r / "img.nii.gz", (0.6, 1.7))
-    write_nifti(pred2, d2p / "img.nii.gz", (0.6, 1.7))
+    write_label_map(ref2, d2r / "img.nii.gz", (0.6, 1.7))
+    write_label_map(pred2, d2p / "img.nii.gz", (0.6, 1.7))
     res2 = evaluate_folders(str(d2r), str(d2p), labels=[1], nsd_tolerance=0.5)
     expected = label_metrics(ref2, pred2, (0.6, 1.7), [1], nsd_tolerance=0.5)[1]
     got = res2["cases"][0]["metrics"][1]
@@ -101,31 +78,31 @@ def test_geometry_and_case_checks(tmp_path):
     ref[2:6, 2:8, 2:8] = 1
     (tmp_path / "ref").mkdir()
     (tmp_path / "pred").mkdir()
-    write_nifti(ref, tmp_path / "ref" / "a.nii.gz", SPACING_3D)
-    write_nifti(ref, tmp_path / "ref" / "b.nii.gz", SPACING_3D)
-    write_nifti(ref, tmp_path / "pred" / "a.nii.gz", (2.0, 0.8, 1.0))  # wrong spacing
+    write_label_map(ref, tmp_path / "ref" / "a.nii.gz", SPACING_3D)
+    write_label_map(ref, tmp_path / "ref" / "b.nii.gz", SPACING_3D)
+    write_label_map(ref, tmp_path / "pred" / "a.nii.gz", (2.0, 0.8, 1.0))  # wrong spacing
     with pytest.raises(ValueError, match=r"a\.nii\.gz.*spacing"):
         evaluate_folders(str(tmp_path / "ref"), str(tmp_path / "pred"))
-    write_nifti(ref, tmp_path / "pred" / "a.nii.gz", SPACING_3D, origin=(5.0, 0.0, 0.0))  # wrong origin
+    write_label_map(ref, tmp_path / "pred" / "a.nii.gz", SPACING_3D, origin=(5.0, 0.0, 0.0))  # wrong origin
     with pytest.raises(ValueError, match="origin"):
         evaluate_folders(str(tmp_path / "ref"), str(tmp_path / "pred"))
-    write_nifti(ref, tmp_path / "pred" / "a.nii.gz", SPACING_3D)
+    write_label_map(ref, tmp_path / "pred" / "a.nii.gz", SPACING_3D)
     with pytest.raises(FileNotFoundError, match="b"):  # b has no prediction
         evaluate_folders(str(tmp_path / "ref"), str(tmp_path / "pred"), require_all=True)
     assert evaluate_folders(str(tmp_path / "ref"), str(tmp_path / "pred"))["missing_predictions"] == ["b"]
-    write_nifti(ref, tmp_path / "pred" / "zzz.nii.gz", SPACING_3D)
+    write_label_map(ref, tmp_path / "pred" / "zzz.nii.gz", SPACING_3D)
     with pytest.raises(FileNotFoundError, match="zzz"):  # prediction without reference
         evaluate_folders(str(tmp_path / "ref"), str(tmp_path / "pred"))
 
 
 def test_cli_outputs_and_no_overwrite(tmp_path, capsys):
     rng = np.random.default_rng(1)
-    cases = make_cases_3d(rng, n=2)
+    cases = evaluation_cases_3d(rng, n=2)
     for d in ("ref", "pred"):
         (tmp_path / d).mkdir()
     for c, (r, p) in cases.items():
-        write_nifti(r, tmp_path / "ref" / f"{c}.nii.gz", SPACING_3D)
-        write_nifti(p, tmp_path / "pred" / f"{c}.nii.gz", SPACING_3D)
+        write_label_map(r, tmp_path / "ref" / f"{c}.nii.gz", SPACING_3D)
+        write_label_map(p, tmp_path / "pred" / f"{c}.nii.gz", SPACING_3D)
     # label names from a dataset.json (nnUNetv2_predict writes one into prediction folders)
     (tmp_path / "pred" / "dataset.json").write_text(json.dumps(
         {"labels": {"background": 0, "organ": 1, "lesion": 2}, "file_ending": ".nii.gz"}))

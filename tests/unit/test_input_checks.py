@@ -9,23 +9,7 @@ from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
 from nnunetv2_advmim.data.input_checks import check_case, check_nifti_file, looks_like_label_map, spacing_is_2d
 from nnunetv2_advmim.runtime.safety import OVERWRITE_ENV, FinishedRunError, refuse_finished_run
 from nnunetv2_advmim.data.unlabeled import list_unlabeled_cases
-
-
-def _write(array, spacing, path):
-    img = sitk.GetImageFromArray(np.asarray(array))
-    img.SetSpacing([float(s) for s in spacing[::-1]])
-    sitk.WriteImage(img, str(path))
-    return str(path)
-
-
-def _image(shape, seed=0):
-    return np.random.default_rng(seed).normal(100, 20, size=shape).astype(np.float32)
-
-
-def _truncate(path):
-    data = open(path, "rb").read()
-    open(path, "wb").write(data[: len(data) // 2])
-    return path
+from helpers import random_image, truncate_file, write_image
 
 
 def _check(files, expect_2d=False, n_channels=1):
@@ -35,7 +19,7 @@ def _check(files, expect_2d=False, n_channels=1):
 # ------------------------------------------------------------------------------------------ file-level checks
 def test_truncated_and_unreadable_files(tmp_path):
     for ending in (".nii.gz", ".nii"):
-        f = _truncate(_write(_image((8, 10, 10)), (2, 1, 1), tmp_path / f"t_0000{ending}"))
+        f = truncate_file(write_image(random_image((8, 10, 10)), (2, 1, 1), tmp_path / f"t_0000{ending}"))
         # what stock nnU-Net's reader does with it: zero-padded silently, no error
         data, _ = SimpleITKIO().read_images([f])
         assert data.shape == (1, 8, 10, 10)
@@ -46,30 +30,30 @@ def test_truncated_and_unreadable_files(tmp_path):
     text.write_text("not an image")
     problems, _ = _check([text])
     assert len(problems) == 1 and str(text) in problems[0] and "not a readable NIfTI file" in problems[0]
-    nrrd = _truncate(_write(_image((8, 10, 10)), (2, 1, 1), tmp_path / "n_0000.nrrd"))
+    nrrd = truncate_file(write_image(random_image((8, 10, 10)), (2, 1, 1), tmp_path / "n_0000.nrrd"))
     problems, _ = _check([nrrd])
     assert len(problems) == 1 and "cannot be read by SimpleITKIO" in problems[0] and nrrd in problems[0]
-    assert check_nifti_file(_write(_image((4, 5, 6)), (1, 1, 1), tmp_path / "ok.nii.gz")) == (None, 0, 0)
+    assert check_nifti_file(write_image(random_image((4, 5, 6)), (1, 1, 1), tmp_path / "ok.nii.gz")) == (None, 0, 0)
 
 
 def test_nan_and_inf_are_counted_and_refused(tmp_path):
-    img = _image((8, 10, 10))
+    img = random_image((8, 10, 10))
     img[0, 0, :3] = np.nan
     img[1, 1, :5] = np.inf
     img[2, 2, :1] = -np.inf
-    f = _write(img, (2, 1, 1), tmp_path / "nan_0000.nii.gz")
+    f = write_image(img, (2, 1, 1), tmp_path / "nan_0000.nii.gz")
     data, _ = SimpleITKIO().read_images([f])
     assert np.isfinite(data).all()  # SimpleITK reads NaN/inf from NIfTI as 0: only nibabel sees them
     problems, _ = _check([f])
     assert len(problems) == 1 and f in problems[0] and "3 NaN and 6 inf voxel(s) of 800" in problems[0]
-    mha = _write(img, (2, 1, 1), tmp_path / "nan_0000.mha")  # another format: counted on what the reader returns
+    mha = write_image(img, (2, 1, 1), tmp_path / "nan_0000.mha")  # another format: counted on what the reader returns
     problems, _ = _check([mha])
     assert len(problems) == 1 and "3 NaN and 6 inf" in problems[0]
 
 
 def test_dimensionality_and_channels_in_one_file(tmp_path):
-    f2 = _write(_image((10, 12)), (0.5, 0.5), tmp_path / "two_0000.nii.gz")
-    f3 = _write(_image((4, 10, 12)), (2, 1, 1), tmp_path / "three_0000.nii.gz")
+    f2 = write_image(random_image((10, 12)), (0.5, 0.5), tmp_path / "two_0000.nii.gz")
+    f3 = write_image(random_image((4, 10, 12)), (2, 1, 1), tmp_path / "three_0000.nii.gz")
     assert _check([f3], expect_2d=False) == ([], [])
     assert _check([f2], expect_2d=True) == ([], [])
     problems, _ = _check([f2], expect_2d=False)
@@ -77,13 +61,13 @@ def test_dimensionality_and_channels_in_one_file(tmp_path):
     problems, _ = _check([f3], expect_2d=True)
     assert len(problems) == 1 and "a 3D image" in problems[0] and "in a 2D dataset" in problems[0]
     # a 4D file with 2 channels in a 1-channel dataset
-    img4 = sitk.JoinSeries([sitk.GetImageFromArray(_image((4, 10, 12), s)) for s in range(2)])
+    img4 = sitk.JoinSeries([sitk.GetImageFromArray(random_image((4, 10, 12), s)) for s in range(2)])
     f4 = str(tmp_path / "four_0000.nii.gz")
     sitk.WriteImage(img4, f4)
     problems, _ = _check([f4])
     assert any("2 channel(s) in the file(s), but dataset.json's channel_names has 1" in p for p in problems)
     # two channel files of different shapes: nnU-Net's reader refuses, we name both files
-    g = _write(_image((4, 10, 13)), (2, 1, 1), tmp_path / "three_0001.nii.gz")
+    g = write_image(random_image((4, 10, 13)), (2, 1, 1), tmp_path / "three_0001.nii.gz")
     problems, _ = _check([f3, g], n_channels=2)
     assert len(problems) == 1 and f3 in problems[0] and g in problems[0] and "differ in shape or spacing" in problems[0]
     assert "three_0000.nii.gz: shape (4, 10, 12)" in problems[0] and "three_0001.nii.gz: shape (4, 10, 13)" in problems[0]
@@ -94,13 +78,13 @@ def test_label_map_content_warns_but_real_images_pass(tmp_path):
     seg = np.zeros((8, 10, 10), np.uint8)
     seg[2:5, 2:5, 2:5] = 1
     seg[5:7, 5:7, 5:7] = 3
-    f = _write(seg, (2, 1, 1), tmp_path / "seg_0000.nii.gz")
+    f = write_image(seg, (2, 1, 1), tmp_path / "seg_0000.nii.gz")
     problems, warnings = _check([f])
     assert problems == [] and len(warnings) == 1 and f in warnings[0] and "segmentation rather than an image" in warnings[0]
     ct = np.random.default_rng(0).integers(-1024, 2000, size=(8, 10, 10)).astype(np.int16)  # integer CT in HU
     binary_like = (np.random.default_rng(1).random((8, 10, 10)) > 0.5).astype(np.float32) * 7  # values {0, 7}
     for arr, name in ((ct, "ct"), (binary_like, "b")):
-        assert _check([_write(arr, (2, 1, 1), tmp_path / f"{name}_0000.nii.gz")]) == ([], [])
+        assert _check([write_image(arr, (2, 1, 1), tmp_path / f"{name}_0000.nii.gz")]) == ([], [])
     assert not looks_like_label_map(np.full((3, 3), 2.0), [0, 1, 2])  # constant image: no claim
 
 
