@@ -113,3 +113,14 @@ def truncate_file(path):
     data = open(path, "rb").read()
     open(path, "wb").write(data[: len(data) // 2])
     return path
+
+
+def write_evaluation_folders(folder, seed: int, n: int = 2, spacing=(2.5, 0.8, 1.0)):
+    """``folder/ref`` and ``folder/pred`` with :func:`evaluation_cases_3d` written as NIfTI; returns both paths."""
+    cases = evaluation_cases_3d(np.random.default_rng(seed), n=n)
+    for d in ("ref", "pred"):
+        (folder / d).mkdir()
+    for c, (r, p) in cases.items():
+        write_label_map(r, folder / "ref" / f"{c}.nii.gz", spacing)
+        write_label_map(p, folder / "pred" / f"{c}.nii.gz", spacing)
+    return folder / "ref", folder / "pred"

@@ -1,13 +1,11 @@
 """Every console script answers -h, and nnUNetv2_advmim_evaluate runs as a command."""
 import json
 
-import numpy as np
 import pytest
 
 from nnunetv2_advmim.evaluation.evaluate import evaluate_folders
-from helpers import evaluation_cases_3d, write_label_map
+from helpers import write_evaluation_folders
 
-SPACING_3D = (2.5, 0.8, 1.0)  # array-axis order (z, y, x)
 
 
 def test_console_scripts(tmp_path):
@@ -18,13 +16,7 @@ def test_console_scripts(tmp_path):
     for cmd in ("nnUNetv2_advmim_compare", "nnUNetv2_advmim_export_submission"):
         proc = subprocess.run([cmd, "-h"], capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0 and "usage" in proc.stdout
-    rng = np.random.default_rng(2)
-    cases = evaluation_cases_3d(rng, n=2)
-    for d in ("ref", "pred"):
-        (tmp_path / d).mkdir()
-    for c, (r, p) in cases.items():
-        write_label_map(r, tmp_path / "ref" / f"{c}.nii.gz", SPACING_3D)
-        write_label_map(p, tmp_path / "pred" / f"{c}.nii.gz", SPACING_3D)
+    write_evaluation_folders(tmp_path, seed=2)
     out = tmp_path / "m.json"
     proc = subprocess.run(["nnUNetv2_advmim_evaluate", "-ref", str(tmp_path / "ref"), "-pred", str(tmp_path / "pred"),
                            "-o", str(out), "-np", "1"], capture_output=True, text=True, timeout=300)

@@ -8,7 +8,7 @@ import pytest
 
 from nnunetv2_advmim.evaluation.evaluate import evaluate_folders, main
 from nnunetv2_advmim.evaluation.metrics import label_metrics
-from helpers import evaluation_cases_3d, write_label_map
+from helpers import evaluation_cases_3d, write_evaluation_folders, write_label_map
 
 SPACING_3D = (2.5, 0.8, 1.0)  # array-axis order (z, y, x)
 
@@ -96,13 +96,7 @@ def test_geometry_and_case_checks(tmp_path):
 
 
 def test_cli_outputs_and_no_overwrite(tmp_path, capsys):
-    rng = np.random.default_rng(1)
-    cases = evaluation_cases_3d(rng, n=2)
-    for d in ("ref", "pred"):
-        (tmp_path / d).mkdir()
-    for c, (r, p) in cases.items():
-        write_label_map(r, tmp_path / "ref" / f"{c}.nii.gz", SPACING_3D)
-        write_label_map(p, tmp_path / "pred" / f"{c}.nii.gz", SPACING_3D)
+    write_evaluation_folders(tmp_path, seed=1)
     # label names from a dataset.json (nnUNetv2_predict writes one into prediction folders)
     (tmp_path / "pred" / "dataset.json").write_text(json.dumps(
         {"labels": {"background": 0, "organ": 1, "lesion": 2}, "file_ending": ".nii.gz"}))
