@@ -511,7 +511,7 @@ class nnUNetTrainerAdvMIM_demo(nnUNetTrainerAdvMIM):
     """AdvMIM on a short CPU schedule for the demo: 10 epochs x 6 iterations.
 
     Fewer iterations than ``nnUNetTrainer_demo`` because each one trains two networks, each on [x_l; x_u] plain
-    and masked (the demo's timings: docs/advmim.md)."""
+    and masked (the demo's timings: docs/demo.md)."""
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device('cuda')):
