@@ -1,8 +1,8 @@
 """Package layout and stock trainer discovery (wheel and editable installs), env command."""
 import os
 import sys
+import sysconfig
 import zipfile
-
 
 from helpers import REPO, run_cmd
 from nnunetv2_advmim.env import ENV_VAR, OPT_OUT_VAR, trainer_folder
@@ -90,11 +90,15 @@ def test_wheel_install_is_zero_config(tmp_path):
     assert not any(n.startswith(("trainers/", "architectures/")) for n in names)
 
     venv = tmp_path / "venv"
-    # system site-packages provide nnunetv2 and torch; our package comes from the venv's own site-packages
+    # system site-packages provide pip; our package comes from the venv's own site-packages
     run_cmd([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(venv)])
     py = str(venv / "bin" / "python")
     run_cmd([py, "-m", "pip", "install", "--no-deps", "--no-index", "-q", str(wheel)], env=clean_env(), timeout=300)
     site = run_cmd([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip()
+    # nnunetv2 and torch from the running interpreter's site-packages, appended after the venv's own (a plain path
+    # line: the .pth files there, e.g. of an editable install of this package, are not run)
+    with open(os.path.join(site, "zz_test_dependencies.pth"), "w") as f:
+        f.write(sysconfig.get_paths()["purelib"] + "\n")
     assert os.path.isfile(os.path.join(site, "nnunetv2_advmim.pth"))
     found, var, _ = lookup(["nnUNetTrainer_demo"], clean_env(), python=py)
     ours = os.path.join(site, "nnunetv2_advmim", "trainers")
