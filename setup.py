@@ -1,11 +1,10 @@
 """Installable nnU-Net v2 extension: semi-supervised (AdvMIM) and masked-image-modeling trainers.
 
-The repository shows three rooms (``nnunetv2_advmim/`` core, ``trainers/``, ``architectures/``); the
-installed namespace is one package, ``nnunetv2_advmim`` with the sub-packages
-``nnunetv2_advmim.trainers`` and ``nnunetv2_advmim.architectures`` (DESIGN.md section 2).
+The repository shows three rooms (``nnunetv2_advmim/`` core in sub-packages by concern, ``trainers/``,
+``architectures/``); the installed namespace is one package, ``nnunetv2_advmim``, with ``trainers/`` and
+``architectures/`` mapped to ``nnunetv2_advmim.trainers`` and ``nnunetv2_advmim.architectures``.
 
-Stock nnU-Net finds external trainers only through the ``nnUNet_extTrainer`` environment variable
-(DESIGN.md section 3). We ship ``nnunetv2_advmim.pth`` in site-packages: Python's ``site`` module runs
+Stock nnU-Net finds external trainers only through the ``nnUNet_extTrainer`` environment variable. We ship ``nnunetv2_advmim.pth`` in site-packages: Python's ``site`` module runs
 its ``import`` line at every interpreter start-up, and that line appends our installed ``trainers/``
 folder to the variable (keeping whatever the user set). A regular wheel gets the file through
 ``build_py``; an editable wheel (PEP 660) is assembled by ``editable_wheel`` without build_py's output,
@@ -13,7 +12,7 @@ so that command is extended to put the same file into the editable wheel.
 """
 import os
 
-from setuptools import setup
+from setuptools import find_packages, setup
 from setuptools.command.build_py import build_py
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -74,8 +73,10 @@ setup(
                 "pretraining (random, AnatoMask, MPS-AMS) and a hybrid CNN-Transformer U-Net",
     long_description=open(os.path.join(HERE, "README.md")).read(),
     long_description_content_type="text/markdown",
+    license="Apache-2.0",
     python_requires=">=3.10",
-    packages=["nnunetv2_advmim", "nnunetv2_advmim.trainers", "nnunetv2_advmim.architectures"],
+    packages=find_packages(where=HERE, include=["nnunetv2_advmim", "nnunetv2_advmim.*"]) +
+    ["nnunetv2_advmim.trainers", "nnunetv2_advmim.architectures"],
     package_dir={
         "nnunetv2_advmim": "nnunetv2_advmim",
         "nnunetv2_advmim.trainers": "trainers",
@@ -88,8 +89,8 @@ setup(
         "SimpleITK",
         "timm",
         "torch",
-        "monai>=1.4",  # surface metrics (nnunetv2_advmim.metrics)
-        "matplotlib",  # comparison figure (nnunetv2_advmim.compare)
+        "monai>=1.4",  # surface metrics (nnunetv2_advmim.evaluation.metrics)
+        "matplotlib",  # comparison figure (nnunetv2_advmim.evaluation.compare)
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-timeout"],
@@ -97,19 +98,19 @@ setup(
     entry_points={
         "console_scripts": [
             "nnUNetv2_advmim_env=nnunetv2_advmim.env:main",
-            "nnUNetv2_advmim_make_synthetic=nnunetv2_advmim.synthetic:main",
-            "nnUNetv2_advmim_demo=nnunetv2_advmim.demo:main",
-            "nnUNetv2_advmim_evaluate=nnunetv2_advmim.evaluate:main",
-            "nnUNetv2_advmim_compare=nnunetv2_advmim.compare:main",
-            "nnUNetv2_advmim_export_submission=nnunetv2_advmim.submission:main",
-            "nnUNetv2_advmim_plan_hybrid=nnunetv2_advmim.plan_hybrid:main",
-            "nnUNetv2_advmim_preprocess_unlabeled=nnunetv2_advmim.unlabeled:main",
-            "nnUNetv2_advmim_label_budget=nnunetv2_advmim.label_budget:main",
-            "nnUNetv2_advmim_check_weights=nnunetv2_advmim.check_weights:main",
-            "nnUNetv2_advmim_mim_visualize=nnunetv2_advmim.mim_visualize:main",
-            "nnUNetv2_advmim_benchmark=nnunetv2_advmim.benchmark:main",
-            "nnUNetv2_advmim_study=nnunetv2_advmim.study:main",
-            "nnUNetv2_advmim_small_plan=nnunetv2_advmim.small_plan:main",
+            "nnUNetv2_advmim_make_synthetic=nnunetv2_advmim.data.synthetic:main",
+            "nnUNetv2_advmim_demo=nnunetv2_advmim.commands.demo:main",
+            "nnUNetv2_advmim_evaluate=nnunetv2_advmim.evaluation.evaluate:main",
+            "nnUNetv2_advmim_compare=nnunetv2_advmim.evaluation.compare:main",
+            "nnUNetv2_advmim_export_submission=nnunetv2_advmim.evaluation.submission:main",
+            "nnUNetv2_advmim_plan_hybrid=nnunetv2_advmim.commands.plan_hybrid:main",
+            "nnUNetv2_advmim_preprocess_unlabeled=nnunetv2_advmim.data.unlabeled:main",
+            "nnUNetv2_advmim_label_budget=nnunetv2_advmim.data.label_budget:main",
+            "nnUNetv2_advmim_check_weights=nnunetv2_advmim.commands.check_weights:main",
+            "nnUNetv2_advmim_mim_visualize=nnunetv2_advmim.commands.mim_visualize:main",
+            "nnUNetv2_advmim_benchmark=nnunetv2_advmim.benchmark.cli:main",
+            "nnUNetv2_advmim_study=nnunetv2_advmim.commands.study:main",
+            "nnUNetv2_advmim_small_plan=nnunetv2_advmim.commands.small_plan:main",
         ],
     },
     cmdclass=cmdclass,

@@ -1,4 +1,4 @@
-"""Hybrid CNN-Transformer U-Net that follows nnU-Net plans (DESIGN.md sections 1.3 and 5).
+"""Hybrid CNN-Transformer U-Net that follows nnU-Net plans.
 
 ``HybridTransformerUNet`` takes the arguments nnU-Net plans hold for ``PlainConvUNet`` (``n_stages``,
 ``features_per_stage``, ``conv_op``, ``kernel_sizes``, ``strides``, ``n_conv_per_stage``,
@@ -18,9 +18,9 @@ transformer settings. Layout:
 - nnU-Net's ``UNetDecoder`` with skips and deep supervision (``decoder.deep_supervision`` toggles it as in
   nnU-Net's trainer).
 
-Masking (DESIGN.md section 5): ``forward(x, mask=None)``; with a block mask the input is zeroed in masked
+Masking: ``forward(x, mask=None)``; with a block mask the input is zeroed in masked
 blocks and the stem output (first encoder stage) is replaced by ``mask_token`` at masked positions. We use
-one shared per-channel token (what DESIGN.md section 5 specifies), not the per-position tokens of the
+one shared per-channel token (as the CNNs), not the per-position tokens of the
 official AdvMIM transformer: a per-position token would tie the weights to one patch size.
 """
 from functools import partial
@@ -243,7 +243,7 @@ class HybridTransformerUNet(MaskTokenMixin, AbstractDynamicNetworkArchitectures)
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None):
         """Segmentation logits (a list, full resolution first, when ``decoder.deep_supervision``).
 
-        ``mask``: block mask ``(B, *grid)`` (:mod:`nnunetv2_advmim.masking`) or voxel mask ``(B, 1, *spatial)``.
+        ``mask``: block mask ``(B, *grid)`` (:mod:`nnunetv2_advmim.methods.masking`) or voxel mask ``(B, 1, *spatial)``.
         """
         if mask is not None:
             x, m = self._mask_input(x, mask)

@@ -1,4 +1,4 @@
-"""nnU-Net's ``PlainConvUNet`` and ``ResidualEncoderUNet`` with ``forward(x, mask=None)`` (DESIGN.md section 5).
+"""nnU-Net's ``PlainConvUNet`` and ``ResidualEncoderUNet`` with ``forward(x, mask=None)``.
 
 Each class is a subclass of the dynamic-network-architectures class with the same constructor, so a plans
 entry can name it instead of the stock class. It adds one parameter, ``mask_token`` (one learnable value
@@ -19,13 +19,13 @@ from dynamic_network_architectures.architectures.unet import PlainConvUNet, Resi
 from dynamic_network_architectures.building_blocks.helper import convert_conv_op_to_dim
 from torch import nn
 
-from nnunetv2_advmim.masking import apply_mask_token, block_size, mask_grid, upsample_mask
+from nnunetv2_advmim.methods.masking import apply_mask_token, block_size, mask_grid, upsample_mask
 
 
 class MaskTokenMixin:
     """Shared mask handling for networks whose encoder exposes ``strides`` (and ``conv_op``).
 
-    ``mask`` is either the block mask ``(B, *grid)`` of :mod:`nnunetv2_advmim.masking` (block size from
+    ``mask`` is either the block mask ``(B, *grid)`` of :mod:`nnunetv2_advmim.methods.masking` (block size from
     the encoder's total downsampling, capped at the input size) or an already voxel-level bool mask
     ``(B, 1, *spatial)``.
     """
@@ -36,7 +36,7 @@ class MaskTokenMixin:
         nn.init.trunc_normal_(self.mask_token, std=0.02)
 
     def mask_block_size(self, spatial_shape) -> tuple:
-        """Block edge per axis for inputs of ``spatial_shape`` (DESIGN.md section 5)."""
+        """Block edge per axis for inputs of ``spatial_shape``."""
         return block_size(self.encoder.strides, spatial_shape)
 
     def mask_grid(self, spatial_shape) -> tuple:

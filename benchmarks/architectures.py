@@ -1,6 +1,6 @@
 """Benchmark (not a test): HybridTransformerUNet next to the plan's CNN, same plans, same run.
 
-For a 3D and a 2D synthetic dataset (``nnunetv2_advmim.synthetic``) this script runs nnU-Net's real
+For a 3D and a 2D synthetic dataset (``nnunetv2_advmim.data.synthetic``) this script runs nnU-Net's real
 fingerprint extraction and experiment planning in a temporary folder, builds the plan's network
 (``PlainConvUNet``) and the hybrid derived from the same plan (``nnUNetv2_advmim_plan_hybrid`` logic), and
 prints for each: parameters, the time of one training step's forward + backward (deep supervision on,
@@ -27,23 +27,15 @@ import sys
 import tempfile
 import time
 
+from nnunetv2_advmim.runtime.memory import reset_peak_rss, status_bytes
+
+
+MIB = 2 ** 20
+
 
 def _status_mib(field: str) -> float:
-    """``VmRSS`` (resident now) or ``VmHWM`` (peak resident of this process image) from /proc, in MiB."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def _reset_peak_rss() -> None:
-    """Reset VmHWM to the current RSS (Linux >= 4.0); without it the peak also covers imports and set-up."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
+    value = status_bytes(field)
+    return float("nan") if value is None else value / MIB
 
 
 def _measure(arch: dict, in_ch: int, n_classes: int, batch: int, patch, device: str, warmup: int, iters: int,
@@ -74,7 +66,7 @@ def _measure(arch: dict, in_ch: int, n_classes: int, batch: int, patch, device: 
         net.zero_grad(set_to_none=True)
 
     rss_before = _status_mib("VmRSS")
-    _reset_peak_rss()
+    reset_peak_rss()
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -103,7 +95,7 @@ def _measure(arch: dict, in_ch: int, n_classes: int, batch: int, patch, device: 
 
 def _plan(tmp: str, dataset_id: int, dim: int, shape, spacing) -> dict:
     """Synthetic dataset -> nnU-Net fingerprint + experiment planning (in this process); return the plans."""
-    from nnunetv2_advmim.synthetic import make_synthetic_dataset
+    from nnunetv2_advmim.data.synthetic import make_synthetic_dataset
 
     make_synthetic_dataset(os.environ["nnUNet_raw"], dataset_id, f"Bench{dim}D", dim=dim, n_train=2, n_unlabeled=0,
                            n_test=0, shape=shape, spacing=spacing, seed=dataset_id)
@@ -140,7 +132,7 @@ def main(argv=None) -> None:
 
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
         threads = args.threads or os.cpu_count()
-        from nnunetv2_advmim.plan_hybrid import make_hybrid_plans
+        from nnunetv2_advmim.commands.plan_hybrid import make_hybrid_plans
 
         cases = [("3d_fullres", _plan(tmp, 981, 3, args.shape3d, args.spacing3d)),
                  ("2d", _plan(tmp, 982, 2, args.shape2d, None))]

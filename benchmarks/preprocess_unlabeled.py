@@ -1,4 +1,4 @@
-"""Throughput of unlabeled preprocessing next to nnU-Net's own preprocessing of the same images (issue 3).
+"""Throughput of unlabeled preprocessing next to nnU-Net's own preprocessing of the same images.
 
 For each image size, a synthetic 3D dataset is written whose ``imagesUnlabeled`` holds copies of the
 ``imagesTr`` images, planned with nnU-Net's fingerprint extractor and planner (``3d_fullres``), then in the same
@@ -9,7 +9,7 @@ run and on the same images:
 - ``ours pool``: ``preprocess_unlabeled(..., num_processes=-np, overwrite=True)`` (what
   ``nnUNetv2_advmim_preprocess_unlabeled`` runs);
 - ``nnunet seq`` / ``ours seq``: the per-case work alone, one case after the other in this process
-  (``run_case_save`` with the label vs :func:`nnunetv2_advmim.unlabeled.preprocess_case` without).
+  (``run_case_save`` with the label vs :func:`nnunetv2_advmim.data.unlabeled.preprocess_case` without).
 
 Usage: ``python benchmarks/preprocess_unlabeled.py [--sizes 48 96] [--cases 16 8] [-np 2] [--repeats 1]``.
 Everything is written into a temporary folder that is removed at the end.
@@ -37,9 +37,9 @@ def main(argv=None):
         os.environ[k] = os.path.join(tmp, k)
         os.makedirs(os.environ[k])
     from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprints, plan_experiments
-    from nnunetv2_advmim.synthetic import make_synthetic_dataset
-    from nnunetv2_advmim.unlabeled import (load_plans_and_dataset_json, preprocess_case, preprocess_unlabeled,
-                                           unlabeled_folder)
+    from nnunetv2_advmim.data.synthetic import make_synthetic_dataset
+    from nnunetv2_advmim.data.paths import load_plans_and_dataset_json
+    from nnunetv2_advmim.data.unlabeled import preprocess_case, preprocess_unlabeled, unlabeled_folder
 
     rows = []
     try:

@@ -1,4 +1,4 @@
-"""Make stock nnU-Net see our trainers: the ``nnUNet_extTrainer`` search path (DESIGN.md section 3).
+"""Make stock nnU-Net see our trainers: the ``nnUNet_extTrainer`` search path.
 
 nnU-Net 2.8 looks for trainer classes in its own package and then in every folder listed in the
 environment variable ``nnUNet_extTrainer`` (``os.pathsep``-separated). ``nnunetv2_advmim.pth``, installed

@@ -1,32 +1,24 @@
-"""Shared fixtures: nnU-Net folders in a temp dir, tiny planned synthetic datasets, stock-command runner.
+"""Shared fixtures: nnU-Net folders in a temp dir and tiny planned synthetic datasets; the ``e2e`` marker.
 
-Everything runs on the CPU. Planned datasets are session-scoped (planning costs seconds) and must be
-treated as read-only by tests; a test that changes a dataset makes its own.
+Tests under ``tests/e2e/`` run nnU-Net's commands or trainers on planned data (minutes); they get the ``e2e`` marker,
+so ``pytest -m "not e2e"`` is the fast loop over ``tests/unit/``. Everything runs on the CPU. Planned datasets are
+session-scoped (planning costs seconds) and must be treated as read-only by tests; a test that changes a dataset
+makes its own (``helpers.copy_planned``).
 """
 import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
+from helpers import Planned, run_cmd
 
-from nnunetv2_advmim.synthetic import dataset_folder_name, make_synthetic_dataset
+from nnunetv2_advmim.data.synthetic import make_synthetic_dataset
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+E2E = os.path.join(os.path.dirname(os.path.abspath(__file__)), "e2e")
 
 # 2 cores: nnU-Net's final validation and export otherwise spawn a pool of 8 processes (nnUNet_def_n_proc),
 # each importing torch, which costs far more than the tiny predictions themselves; one augmentation worker.
 os.environ.setdefault("nnUNet_def_n_proc", "1")
 os.environ.setdefault("nnUNet_n_proc_DA", "1")
-
-
-def run_cmd(cmd, env=None, timeout=600, check=True, cwd=None):
-    """Run a command in a subprocess; on failure raise with its combined output (pytest shows it)."""
-    proc = subprocess.run(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"`{' '.join(map(str, cmd))}` exited {proc.returncode}:\n{proc.stdout[-6000:]}")
-    return proc
 
 
 @pytest.fixture(scope="session")
@@ -49,19 +41,6 @@ def nnunet_env(tmp_path_factory):
 
 def _plan(dataset_id, configuration, env):
     run_cmd(["nnUNetv2_plan_and_preprocess", "-d", str(dataset_id), "-c", configuration, "-np", "2"], env=env)
-
-
-class Planned:
-    """A planned + preprocessed synthetic dataset."""
-
-    def __init__(self, dataset_id, name, configuration, env):
-        self.id = dataset_id
-        self.name = dataset_folder_name(dataset_id, name)
-        self.configuration = configuration
-        self.env = env
-        self.raw = os.path.join(env["nnUNet_raw"], self.name)
-        self.preprocessed = os.path.join(env["nnUNet_preprocessed"], self.name)
-        self.results = os.path.join(env["nnUNet_results"], self.name)
 
 
 @pytest.fixture(scope="session")
@@ -98,29 +77,7 @@ def ext_trainers(tmp_path):
     return str(folder), write
 
 
-# a short stock-trainer variant most end-to-end tests can reuse
-TINY_TRAINER = '''
-import torch
-from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
-
-
-class nnUNetTrainer_tiny(nnUNetTrainer):
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device('cuda')):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = 1
-        self.num_iterations_per_epoch = 2
-        self.num_val_iterations_per_epoch = 1
-'''
-
-
-def short_trainer(module: str, base: str, name: str, **attributes) -> str:
-    """Source of a short trainer variant ``name`` of ``module.base`` setting ``attributes`` after ``__init__``.
-
-    nnU-Net 2.8.1 needs the exact ``__init__`` signature of ``nnUNetTrainer`` (it records the init kwargs), which is
-    why test variants are written out rather than parametrised."""
-    sets = "".join(f"        self.{k} = {v!r}\n" for k, v in attributes.items())
-    return (f"import torch\nfrom {module} import {base}\n\n\nclass {name}({base}):\n"
-            f"    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,\n"
-            f"                 device: torch.device = torch.device('cuda')):\n"
-            f"        super().__init__(plans, configuration, fold, dataset_json, device)\n{sets}")
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if str(item.path).startswith(E2E + os.sep):
+            item.add_marker(pytest.mark.e2e)

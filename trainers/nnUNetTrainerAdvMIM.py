@@ -1,8 +1,9 @@
-"""AdvMIM semi-supervised training and its ablations inside nnU-Net (DESIGN.md section 6).
+"""AdvMIM semi-supervised training and its ablations inside nnU-Net.
 
 ``nnUNetv2_train D C F -tr nnUNetTrainerAdvMIM`` trains S (the hybrid CNN-Transformer, ``self.network``, saved as
 ``network_weights`` and used by ``nnUNetv2_predict``) and C (the plan's CNN, maskable subclass) on one labeled and
-one unlabeled batch per iteration (``nnunetv2_advmim.semisup_loader``). The math is in ``nnunetv2_advmim.advmim``;
+one unlabeled batch per iteration (``nnunetv2_advmim.data.semisup_loader``). The math is in
+``nnunetv2_advmim.methods.advmim``;
 ``train_step`` below reads as the algorithm:
 
     for N in (S, C):   original domain  x_l, x_u -> DCCE + cross teaching (pseudo-labels of the partner on x_u)
@@ -10,7 +11,7 @@ one unlabeled batch per iteration (``nnunetv2_advmim.semisup_loader``). The math
     each discriminator on detached softmax maps
     one finiteness check of every loss term and gradient norm, then step S, C (clipping 12) and D
 
-How the passes are scheduled is ``self.step_mode`` (``advmim.STEP_MODES``: ``fast``, ``balanced``, ``memory``,
+How the passes are scheduled is ``self.step_mode`` (``methods.advmim.STEP_MODES``: ``fast``, ``balanced``, ``memory``,
 ``reference``; same gradients, different time and memory, docs/benchmark.md). AMP: ``self.amp`` = ``auto``
 (bf16 where the GPU supports it, else fp16 with nnU-Net's GradScaler), ``fp16`` or ``off``; CPU runs in float32.
 S and C are compiled with ``torch.compile`` when nnU-Net would compile its network (CUDA, ``nnUNet_compile``).
@@ -28,6 +29,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from batchgenerators.utilities.file_and_folder_operations import join
+from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 from nnunetv2.training.loss.dice import get_tp_fp_fn_tn
 from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
@@ -37,27 +39,24 @@ from nnunetv2.utilities.label_handling.label_handling import determine_num_input
 from torch import autocast
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from nnunetv2_advmim.adversarial import PatchDiscriminator
-from nnunetv2_advmim.advmim import (BRANCHES, STEP_MODES, AdvMIMEnsemble, EpochLR, advmim_generator_step,
-                                    build_branch, discriminator_loss, full_resolution, load_branch_weights,
-                                    plot_advmim_progress, warmup_poly_lr)
-from nnunetv2_advmim.losses import sigmoid_rampup
-from nnunetv2_advmim.masking import block_mask
-from nnunetv2_advmim.checkpointing import atomic_save, rng_states, safe_load, set_rng_states
-from nnunetv2_advmim.numerics import NonFiniteGuard, discriminator_collapsed, enable_determinism, seed_from_env
-from nnunetv2_advmim.safety import refuse_finished_run
-from nnunetv2_advmim.semisup_loader import get_semisup_dataloaders
+from nnunetv2_advmim.architectures.ensemble import AdvMIMEnsemble
+from nnunetv2_advmim.architectures.from_plans import BRANCHES, build_branch
+from nnunetv2_advmim.data.semisup_loader import get_semisup_dataloaders
+from nnunetv2_advmim.evaluation.progress import plot_advmim_progress
+from nnunetv2_advmim.methods.adversarial import PatchDiscriminator
+from nnunetv2_advmim.methods.advmim import advmim_generator_step, discriminator_loss, full_resolution
+from nnunetv2_advmim.methods.masking import block_mask
+from nnunetv2_advmim.methods.schedules import EpochLR, sigmoid_rampup, warmup_poly_lr
+from nnunetv2_advmim.runtime.checkpointing import (atomic_save, restore_pending_rng_states, restore_run_state,
+                                                   run_state, safe_load, strip_module_prefix, unwrap_model)
+from nnunetv2_advmim.runtime.numerics import NonFiniteGuard, discriminator_collapsed, enable_determinism, seed_from_env
+from nnunetv2_advmim.runtime.precision import amp_dtype, guarded_step, scaled_backward
+from nnunetv2_advmim.runtime.safety import refuse_finished_run
+from nnunetv2_advmim.runtime.weights import load_branch_weights
 
 PRETRAINED_ENV = {"hybrid": "nnUNet_advmim_pretrained_hybrid", "cnn": "nnUNet_advmim_pretrained_cnn"}
 STEP_KEYS = ("sup", "cross_teaching", "masked_sup", "masked_ce", "masked_dice", "adversarial", "total", "certainty",
              "disc_loss", "disc_real", "disc_fake")
-
-
-def _unwrap(module):
-    """The plain module behind DDP and/or ``torch.compile`` wrappers (what state dicts are saved from)."""
-    if isinstance(module, DDP):
-        module = module.module
-    return getattr(module, "_orig_mod", module)
 
 
 def _no_sync(net):
@@ -65,14 +64,14 @@ def _no_sync(net):
 
 
 class nnUNetTrainerAdvMIM(nnUNetTrainer):
-    """Full AdvMIM (DESIGN.md section 6): masked domain, cross teaching, adversarial loss; predicts with S."""
+    """Full AdvMIM: masked domain, cross teaching, adversarial loss; predicts with S."""
 
     predict_with = "hybrid"  # 'hybrid' (S), 'cnn' (C) or 'ensemble' (mean of both softmaxes)
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device('cuda')):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        # loss of DESIGN.md section 6
+        # the weights of L_N (nnunetv2_advmim.methods.advmim)
         self.masked_domain = True
         self.adversarial = True
         self.mask_ratio = 0.7
@@ -82,7 +81,7 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
         self.lambda_adv = 0.001
         self.disc_loss_weight = 0.1
         self.unlabeled_batch_size = None  # None: the plan's batch size (per GPU under DDP, as nnU-Net splits it)
-        # optimizers (README "AdvMIM training"): C keeps nnU-Net's SGD + poly (self.initial_lr, self.weight_decay);
+        # optimizers (docs/advmim.md): C keeps nnU-Net's SGD + poly (self.initial_lr, self.weight_decay);
         # S (transformer blocks) AdamW + linear warm-up + poly, the settings of nnU-Net's Primus trainers
         self.hybrid_lr = 3e-4
         self.hybrid_weight_decay = 5e-2
@@ -91,10 +90,9 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
         self.disc_lr = 1e-4
         self.disc_betas = (0.9, 0.99)
         self.grad_clip = 12.0
-        # execution (issue 8, docs/benchmark.md): pass scheduling, mixed precision, torch.compile (None: nnU-Net's rule)
-        # step_mode "memory": peak memory 1.2-1.3x the stock step (trains wherever stock nnU-Net trains), 8 % slower
-        # than "fast" with nnU-Net's default torch.compile on an H100 and the fastest mode on the CPU;
-        # "fast" needs ~7.5x the stock step's memory (docs/benchmark.md)
+        # execution: pass scheduling, mixed precision, torch.compile (None: nnU-Net's rule). "memory" is the default
+        # because its peak stays close to the stock step's, so AdvMIM trains wherever stock nnU-Net trains
+        # (measurements of every mode: docs/benchmark.md)
         self.step_mode = "memory"
         self.amp = "auto"
         self.compile_networks = None
@@ -102,26 +100,22 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
         self.disc_optimizers = None
         self.disc_grad_scaler = torch.amp.GradScaler("cuda") if self.device.type == "cuda" else None
         self.nonfinite_guard = NonFiniteGuard(max_consecutive=20, log=self.print_to_log_file)
-        self.deterministic_seed = seed_from_env()  # nnUNet_advmim_seed: seeded, deterministic algorithms (README)
+        self.deterministic_seed = seed_from_env()  # nnUNet_advmim_seed: seeded, deterministic algorithms (docs/robustness.md)
         if self.deterministic_seed is not None:
             enable_determinism(self.deterministic_seed)
         self._epoch_lambda_ct = []
         self._register_log_keys()
 
     # ------------------------------------------------------------------ networks
-    @staticmethod
-    def build_network_architecture(plans_manager, configuration_manager, num_input_channels: int,
+    @classmethod
+    def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels: int,
                                    num_output_channels: int, enable_deep_supervision: bool = True) -> torch.nn.Module:
-        """S, the hybrid built from the plan's CNN arguments (what ``nnUNetv2_predict`` rebuilds)."""
-        return build_branch("hybrid", configuration_manager.network_arch_class_name,
-                            configuration_manager.network_arch_init_kwargs,
-                            configuration_manager.network_arch_init_kwargs_req_import, num_input_channels,
-                            num_output_channels, enable_deep_supervision)
+        """The network ``predict_with`` names (what ``nnUNetv2_predict`` rebuilds and ``network_weights`` holds)."""
+        return build_branch(cls.predict_with, configuration_manager, num_input_channels, num_output_channels,
+                            enable_deep_supervision)
 
     def _build(self, kind: str) -> torch.nn.Module:
-        cm = self.configuration_manager
-        return build_branch(kind, cm.network_arch_class_name, cm.network_arch_init_kwargs,
-                            cm.network_arch_init_kwargs_req_import, self.num_input_channels,
+        return build_branch(kind, self.configuration_manager, self.num_input_channels,
                             self.label_manager.num_segmentation_heads, self.enable_deep_supervision)
 
     def _compile_branches(self) -> bool:
@@ -165,10 +159,9 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
             nets = {b: wrap(m) for b, m in nets.items()}
             self.discriminators = {b: DDP(m, device_ids=[self.local_rank]) for b, m in self.discriminators.items()}
             self.network = nets[self.predict_with] if self.predict_with in nets else \
-                AdvMIMEnsemble(_unwrap(nets["hybrid"]), _unwrap(nets["cnn"]))
+                AdvMIMEnsemble(unwrap_model(nets["hybrid"]), unwrap_model(nets["cnn"]))
         self.branches = nets
         self.loss = self._build_loss()
-        from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
         self.dataset_class = infer_dataset_class(self.preprocessed_dataset_folder)
         self.was_initialized = True
         self.print_to_log_file(f"AdvMIM: predicts with {self.predict_with}; masked domain {self.masked_domain} "
@@ -181,7 +174,7 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
 
     def configure_optimizers(self, nets=None):
         """C: nnU-Net's SGD + poly. S: AdamW + warm-up + poly. D: Adam, constant. Returns S's for nnU-Net's hooks."""
-        nets = nets or {b: _unwrap(m) for b, m in self.branches.items()}
+        nets = nets or {b: unwrap_model(m) for b, m in self.branches.items()}
         cnn_opt = torch.optim.SGD(nets["cnn"].parameters(), self.initial_lr, weight_decay=self.weight_decay,
                                   momentum=0.99, nesterov=True)
         hyb_opt = torch.optim.AdamW(nets["hybrid"].parameters(), self.hybrid_lr, betas=self.hybrid_betas,
@@ -198,7 +191,7 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
 
     def set_deep_supervision_enabled(self, enabled: bool):
         for m in self.branches.values():
-            _unwrap(m).decoder.deep_supervision = enabled
+            unwrap_model(m).decoder.deep_supervision = enabled
 
     # ------------------------------------------------------------------ data
     def get_dataloaders(self):
@@ -207,10 +200,7 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
     def on_train_start(self):
         refuse_finished_run(self)  # before anything is written: never train over a finished run unless asked
         super().on_train_start()
-        pending = getattr(self, "_pending_rng_states", None)
-        if pending is not None:  # after everything on_train_start draws: the next step sees the RNG of the saved run
-            set_rng_states(pending)
-            self._pending_rng_states = None
+        restore_pending_rng_states(self)
 
     def on_train_end(self):
         super().on_train_end()
@@ -237,13 +227,7 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
 
     def _amp_dtype(self):
         """None (float32), torch.bfloat16 or torch.float16 from ``self.amp`` (CUDA only; the CPU runs float32)."""
-        if self.device.type != "cuda" or self.amp == "off":
-            return None
-        if self.amp == "auto":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        if self.amp in ("bf16", "fp16"):
-            return torch.bfloat16 if self.amp == "bf16" else torch.float16
-        raise ValueError(f"{self.__class__.__name__}.amp = {self.amp!r}; expected 'auto', 'bf16', 'fp16' or 'off'")
+        return amp_dtype(self.amp, self.device)
 
     def _autocast(self):
         dtype = self._amp_dtype()
@@ -258,15 +242,11 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
             setattr(self, attr, torch.amp.GradScaler("cuda"))
         return getattr(self, attr)
 
-    def _draw_mask(self, net, x: torch.Tensor) -> torch.Tensor:
-        return block_mask(x.shape[0], _unwrap(net).mask_grid(x.shape[2:]), self.mask_ratio, device=x.device)
-
     def _backward(self, loss: torch.Tensor) -> None:
-        scaler = self._scaler()
-        (scaler.scale(loss) if scaler is not None else loss).backward()
+        scaled_backward(loss, self._scaler())
 
     def train_step(self, batch: dict) -> dict:
-        """One AdvMIM iteration (DESIGN.md section 6). No host synchronisation except the one finiteness check."""
+        """One AdvMIM iteration. No host synchronisation except the one finiteness check."""
         x_l = batch["data"].to(self.device, non_blocking=True)
         x_u = batch["data_unlabeled"].to(self.device, non_blocking=True)
         target = batch["target"]
@@ -278,11 +258,11 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
         masks = None
         if self.masked_domain:
             x_shape = (x_l.shape[0] + x_u.shape[0],) + tuple(x_l.shape[1:])
-            masks = {b: block_mask(x_shape[0], _unwrap(net).mask_grid(x_shape[2:]), self.mask_ratio, device=x_l.device)
+            masks = {b: block_mask(x_shape[0], unwrap_model(net).mask_grid(x_shape[2:]), self.mask_ratio, device=x_l.device)
                      for b, net in self.branches.items()}
         out = advmim_generator_step(
             self.branches, x_l, target, x_u, self.loss, masks,
-            {b: _unwrap(d) for b, d in self.discriminators.items()}, self.step_mode, self.lambda_ct, rampup,
+            {b: unwrap_model(d) for b, d in self.discriminators.items()}, self.step_mode, self.lambda_ct, rampup,
             self.lambda_u, self.lambda_adv, backward=self._backward, autocast=self._autocast, no_sync=_no_sync)
         terms = out["terms"]
 
@@ -294,28 +274,11 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
             terms[b].update({"disc_loss": dl["loss"].detach().float(), "disc_real": dl["real"],
                              "disc_fake": dl["fake"]})
 
-        scaler = self._scaler()
         checked = {f"{b}_{k}": terms[b][k] for b in BRANCHES for k in ("total", "disc_loss") if k in terms[b]}
-        for b, net in self.branches.items():  # nnU-Net's clipping, per branch
-            if scaler is not None:
-                scaler.unscale_(self.branch_optimizers[b])
-            norm = torch.nn.utils.clip_grad_norm_(net.parameters(), self.grad_clip)
-            if scaler is None:  # under fp16 an inf gradient is the GradScaler's business (it skips the step)
-                checked[f"{b}_grad_norm"] = norm
-        ok = self.nonfinite_guard.step_ok(checked)  # the one host sync of the step
-        if ok:
-            for b, opt in self.branch_optimizers.items():
-                scaler.step(opt) if scaler is not None else opt.step()
-        if scaler is not None:
-            scaler.update()
-        disc_scaler = self._scaler("disc")
+        ok = guarded_step(self.branch_optimizers, self._scaler(), clip=self.grad_clip, guard=self.nonfinite_guard,
+                          checked=checked)  # the one host sync of the step
         if ok and disc_losses:  # each discriminator with its own optimizer (and GradScaler under fp16)
-            for b, loss in disc_losses.items():
-                (disc_scaler.scale(loss) if disc_scaler is not None else loss).backward()
-                opt = self.disc_optimizers[b]
-                disc_scaler.step(opt) if disc_scaler is not None else opt.step()
-            if disc_scaler is not None:
-                disc_scaler.update()
+            guarded_step({b: self.disc_optimizers[b] for b in disc_losses}, self._scaler("disc"), losses=disc_losses)
         self._epoch_iteration = getattr(self, "_epoch_iteration", 0) + 1
         zero = x_l.new_zeros((), dtype=torch.float32)
         values = torch.stack([terms[b].get(k, zero).float() for b in BRANCHES for k in STEP_KEYS])
@@ -444,7 +407,7 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
             self.print_to_log_file("No checkpoint written, checkpointing is disabled")
             return
         checkpoint = {
-            "network_weights": _unwrap(self.network).state_dict(),
+            "network_weights": unwrap_model(self.network).state_dict(),
             "optimizer_state": self.optimizer.state_dict(),
             "grad_scaler_state": self.grad_scaler.state_dict() if self.grad_scaler is not None else None,
             "logging": self.logger.get_checkpoint(),
@@ -455,16 +418,14 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
             "inference_allowed_mirroring_axes": self.inference_allowed_mirroring_axes,
             "advmim": {
                 "predict_with": self.predict_with,
-                "weights": {b: _unwrap(m).state_dict() for b, m in self.branches.items()},
+                "weights": {b: unwrap_model(m).state_dict() for b, m in self.branches.items()},
                 "optimizers": {b: o.state_dict() for b, o in self.branch_optimizers.items()},
-                "discriminators": {b: _unwrap(d).state_dict() for b, d in self.discriminators.items()},
+                "discriminators": {b: unwrap_model(d).state_dict() for b, d in self.discriminators.items()},
                 "disc_optimizers": {b: o.state_dict() for b, o in self.disc_optimizers.items()},
                 "disc_grad_scaler": self.disc_grad_scaler.state_dict() if self.disc_grad_scaler is not None else None,
                 # the schedules (poly, warm-up + poly, lambda_ct ramp-up) are functions of current_epoch
             },
-            "rng_states": rng_states(),  # masks and augmentation draw from the global generators
-            "nonfinite_guard": self.nonfinite_guard.state_dict() if getattr(self, "nonfinite_guard", None) is not None
-            else None,
+            **run_state(self),
         }
         atomic_save(checkpoint, filename)
 
@@ -493,12 +454,11 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
         if extra.get("predict_with", self.predict_with) != self.predict_with:
             raise RuntimeError(f"{filename_or_checkpoint} was written by a trainer predicting with "
                                f"{extra['predict_with']}, this one predicts with {self.predict_with}")
-        strip = lambda sd: {k[7:] if k.startswith("module.") else k: v for k, v in sd.items()}
         for b, m in self.branches.items():
-            _unwrap(m).load_state_dict(strip(extra["weights"][b]))
+            unwrap_model(m).load_state_dict(strip_module_prefix(extra["weights"][b]))
             self.branch_optimizers[b].load_state_dict(extra["optimizers"][b])
         for b, d in self.discriminators.items():
-            _unwrap(d).load_state_dict(strip(extra["discriminators"][b]))
+            unwrap_model(d).load_state_dict(strip_module_prefix(extra["discriminators"][b]))
             self.disc_optimizers[b].load_state_dict(extra["disc_optimizers"][b])
         # fp16 scalers may be created lazily (_scaler): create them so a saved scale is not lost on resume
         if checkpoint.get("grad_scaler_state") is not None and self._scaler("net") is not None:
@@ -512,17 +472,8 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
         self._best_ema = checkpoint["_best_ema"]
         self.inference_allowed_mirroring_axes = checkpoint.get("inference_allowed_mirroring_axes",
                                                                self.inference_allowed_mirroring_axes)
-        if checkpoint.get("nonfinite_guard") is not None and getattr(self, "nonfinite_guard", None) is not None:
-            self.nonfinite_guard.load_state_dict(checkpoint["nonfinite_guard"])
-        if self.is_ddp and self.local_rank != 0:
-            pass  # rank 0's generators: copying them to every rank would make all ranks draw the same numbers
-        elif checkpoint.get("rng_states") is not None:
-            set_rng_states(checkpoint["rng_states"])  # now (--val) and again after on_train_start (--c)
-            self._pending_rng_states = checkpoint["rng_states"]
-        else:
-            source = filename_or_checkpoint if isinstance(filename_or_checkpoint, str) else "The checkpoint"
-            self.print_to_log_file(f"{source} holds no RNG states (written by an older version): the resumed run "
-                                   f"continues with fresh random numbers.")
+        restore_run_state(self, checkpoint, filename_or_checkpoint if isinstance(filename_or_checkpoint, str)
+                          else "The checkpoint")
 
 
 class nnUNetTrainerAdvMIM_noAdv(nnUNetTrainerAdvMIM):
@@ -549,35 +500,18 @@ class nnUNetTrainerAdvMIM_CNN(nnUNetTrainerAdvMIM):
 
     predict_with = "cnn"
 
-    @staticmethod
-    def build_network_architecture(plans_manager, configuration_manager, num_input_channels: int,
-                                   num_output_channels: int, enable_deep_supervision: bool = True) -> torch.nn.Module:
-        return build_branch("cnn", configuration_manager.network_arch_class_name,
-                            configuration_manager.network_arch_init_kwargs,
-                            configuration_manager.network_arch_init_kwargs_req_import, num_input_channels,
-                            num_output_channels, enable_deep_supervision)
-
 
 class nnUNetTrainerAdvMIM_Ensemble(nnUNetTrainerAdvMIM):
     """Full AdvMIM; validates and predicts with the mean of both softmaxes (``network_weights`` = S and C)."""
 
     predict_with = "ensemble"
 
-    @staticmethod
-    def build_network_architecture(plans_manager, configuration_manager, num_input_channels: int,
-                                   num_output_channels: int, enable_deep_supervision: bool = True) -> torch.nn.Module:
-        return build_branch("ensemble", configuration_manager.network_arch_class_name,
-                            configuration_manager.network_arch_init_kwargs,
-                            configuration_manager.network_arch_init_kwargs_req_import, num_input_channels,
-                            num_output_channels, enable_deep_supervision)
-
 
 class nnUNetTrainerAdvMIM_demo(nnUNetTrainerAdvMIM):
     """AdvMIM on a short CPU schedule for the demo: 10 epochs x 6 iterations.
 
-    One AdvMIM iteration costs about 7 stock iterations at the same plans and batch (two networks, each on
-    [x_l; x_u] plain and masked; README "AdvMIM training"), so these 60 iterations cost about 1.4x the 300 of
-    ``nnUNetTrainer_demo``."""
+    Fewer iterations than ``nnUNetTrainer_demo`` because each one trains two networks, each on [x_l; x_u] plain
+    and masked (the demo's timings: docs/demo.md)."""
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device('cuda')):
@@ -588,8 +522,7 @@ class nnUNetTrainerAdvMIM_demo(nnUNetTrainerAdvMIM):
 
 
 class nnUNetTrainerCTCT_demo(nnUNetTrainerCTCT):
-    """CTCT on a short CPU schedule for the demo: 10 epochs x 10 iterations (one CTCT iteration costs about 3.5
-    stock iterations)."""
+    """CTCT on a short CPU schedule for the demo: 10 epochs x 10 iterations."""
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device('cuda')):

@@ -1,4 +1,4 @@
-"""Masked image modeling pretraining trainers: random blocks, AnatoMask, MPS-AMS (DESIGN.md section 7).
+"""Masked image modeling pretraining trainers: random blocks, AnatoMask, MPS-AMS.
 
 Pretrain, then fine-tune with the stock flag::
 
@@ -7,9 +7,9 @@ Pretrain, then fine-tune with the stock flag::
         $nnUNet_results/<Dataset>/nnUNetTrainerAnatoMask__nnUNetPlans__C/fold_F/checkpoint_final.pth
 
 Every trainer trains the plans' downstream network (maskable subclass, outputs = input channels, no deep
-supervision; ``nnunetv2_advmim.pretraining.build_pretraining_network``) on every training image plus the
+supervision; ``nnunetv2_advmim.architectures.from_plans.build_pretraining_network``) on every training image plus the
 unlabeled pool (random crops, no labels read), with the block-normalised MSE on masked blocks
-(``nnunetv2_advmim.mim.masked_reconstruction_loss``), AdamW (lr 1e-4, weight decay 1e-5), 20-epoch warm-up
+(``nnunetv2_advmim.methods.mim.masked_reconstruction_loss``), AdamW (lr 1e-4, weight decay 1e-5), 20-epoch warm-up
 then cosine, gradient clipping 12. ``_Hybrid`` variants train the hybrid CNN-Transformer U-Net converted from
 the same plans (the network AdvMIM uses as its primary branch); a plan that already names
 ``HybridTransformerUNet`` (``-p nnUNetPlans_hybrid``) gives the same with the plain trainer names.
@@ -19,11 +19,11 @@ from a fixed seed, so the curves of the three strategies are comparable (``val_l
 ``checkpoint_best.pth`` = lowest validation reconstruction loss. Checkpoints carry ``mim_state`` (mask generator
 state, EMA teacher and its step counter, best loss), so ``--c`` continues the same teacher and schedules; the
 schedules themselves are functions of the epoch. Checkpoints are written atomically (temporary file + rename,
-``nnunetv2_advmim.checkpointing.atomic_save``), carry the RNG states of python/numpy/torch (restored after
+``nnunetv2_advmim.runtime.checkpointing.atomic_save``), carry the RNG states of python/numpy/torch (restored after
 ``on_train_start``, so with ``nnUNet_n_proc_DA=0`` a resumed run continues bit for bit) and the non-finite
 guard's counters, and are loaded with ``weights_only=True`` (``safe_load``: foreign pickled objects are refused).
 ``train_step`` skips the optimizer and EMA steps when the loss or the gradient norm is not finite
-(``nnunetv2_advmim.numerics.NonFiniteGuard``; ``max_nonfinite_steps`` in a row stop training). With
+(``nnunetv2_advmim.runtime.numerics.NonFiniteGuard``; ``max_nonfinite_steps`` in a row stop training). With
 ``nnUNet_advmim_seed=<int>`` and ``nnUNet_n_proc_DA=0`` training is seeded and deterministic (two runs on the CPU
 give identical losses). The final "validation" (also ``--val``) writes ``mim_examples.png`` (masked inputs,
 masks with AnatoMask's hard / MPS-AMS's lesion-like blocks in red, targets and reconstructions) instead of
@@ -41,15 +41,18 @@ from nnunetv2.utilities.helpers import dummy_context
 from torch import autocast
 from torch import distributed as dist
 
-from nnunetv2_advmim import mim
-from nnunetv2_advmim.checkpointing import (apply_nnunet_checkpoint, atomic_save, rng_states, safe_load,
-                                           set_rng_states)
-from nnunetv2_advmim.ema import EMATeacher, unwrap_model
-from nnunetv2_advmim.masking import block_mask, mask_grid
-from nnunetv2_advmim.numerics import SEED_ENV, NonFiniteGuard, enable_determinism, seed_from_env
-from nnunetv2_advmim.pretraining import (WarmupCosineLRScheduler, build_pretraining_network,
-                                         get_pretraining_dataloaders)
-from nnunetv2_advmim.safety import refuse_finished_run
+from nnunetv2_advmim.architectures.from_plans import build_pretraining_network
+from nnunetv2_advmim.data.pretraining_loader import get_pretraining_dataloaders
+from nnunetv2_advmim.evaluation.mim_examples import example_batch, save_mim_figure
+from nnunetv2_advmim.methods import mim
+from nnunetv2_advmim.methods.ema import EMATeacher
+from nnunetv2_advmim.methods.masking import block_mask, mask_grid
+from nnunetv2_advmim.methods.schedules import WarmupCosineLRScheduler
+from nnunetv2_advmim.runtime.checkpointing import (apply_nnunet_checkpoint, atomic_save, restore_pending_rng_states,
+                                                   restore_run_state, run_state, safe_load, unwrap_model)
+from nnunetv2_advmim.runtime.numerics import SEED_ENV, NonFiniteGuard, enable_determinism, seed_from_env
+from nnunetv2_advmim.runtime.precision import guarded_step
+from nnunetv2_advmim.runtime.safety import refuse_finished_run
 
 MIM_LOG_KEYS = ("mim_mask_ratio", "mim_hard_ratio")
 
@@ -116,7 +119,7 @@ class nnUNetTrainerMIM(nnUNetTrainer):
 
     # ------------------------------------------------------------------------------ masking (per method)
     def mask_block(self, data: torch.Tensor) -> tuple:
-        """Block edge per axis for this batch: the network's total downsampling (DESIGN.md section 5)."""
+        """Block edge per axis for this batch: the network's total downsampling."""
         return unwrap_model(self.network).mask_block_size(tuple(data.shape[2:]))
 
     def epoch_mask_ratio(self) -> float:
@@ -152,21 +155,8 @@ class nnUNetTrainerMIM(nnUNetTrainer):
         with self._autocast():
             pred = self.network(data, mask=mask)
             loss = self.loss(pred, data, mask, block)
-        if self.grad_scaler is not None:
-            self.grad_scaler.scale(loss).backward()
-            self.grad_scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
-            # fp16: inf gradients are the scaler's business (it skips the step and lowers the scale)
-            ok = self.nonfinite_guard.step_ok({'loss': loss})
-            if ok:
-                self.grad_scaler.step(self.optimizer)
-            self.grad_scaler.update()
-        else:
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
-            ok = self.nonfinite_guard.step_ok({'loss': loss, 'grad_norm': grad_norm})
-            if ok:
-                self.optimizer.step()
+        ok = guarded_step({"": self.optimizer}, self.grad_scaler, losses={"": loss}, clip=12,
+                          guard=self.nonfinite_guard, checked={'loss': loss})
         if ok:
             self.after_optimizer_step()
         return {'loss': loss.detach().cpu().numpy()}
@@ -243,10 +233,7 @@ class nnUNetTrainerMIM(nnUNetTrainer):
         if self.deterministic_seed is not None:  # nnUNetv2_train turns cuDNN benchmarking on after __init__
             torch.backends.cudnn.deterministic = True
             torch.backends.cudnn.benchmark = False
-        if self._pending_rng_states is not None:
-            # after everything on_train_start draws, so the next epoch sees the RNG exactly as the killed run did
-            set_rng_states(self._pending_rng_states)
-            self._pending_rng_states = None
+        restore_pending_rng_states(self)
 
     def save_checkpoint(self, filename: str) -> None:
         """nnU-Net's checkpoint plus ``mim_state``, RNG states and the non-finite guard's counters, written
@@ -268,8 +255,7 @@ class nnUNetTrainerMIM(nnUNetTrainer):
             'trainer_name': self.__class__.__name__,
             'inference_allowed_mirroring_axes': self.inference_allowed_mirroring_axes,
             'mim_state': self.mim_state_dict(),
-            'rng_states': rng_states(),
-            'nonfinite_guard': self.nonfinite_guard.state_dict() if self.nonfinite_guard is not None else None,
+            **run_state(self),
         }
         atomic_save(checkpoint, filename)
 
@@ -284,16 +270,7 @@ class nnUNetTrainerMIM(nnUNetTrainer):
                                f" To start from its weights, use -pretrained_weights instead of --c.")
         apply_nnunet_checkpoint(self, checkpoint)
         self.load_mim_state_dict(checkpoint['mim_state'])
-        if checkpoint.get('nonfinite_guard') is not None:
-            self.nonfinite_guard.load_state_dict(checkpoint['nonfinite_guard'])
-        if self.is_ddp and self.local_rank != 0:
-            pass  # rank 0's generators: copying them to every rank would make all ranks draw the same numbers
-        elif checkpoint.get('rng_states') is not None:
-            set_rng_states(checkpoint['rng_states'])
-            self._pending_rng_states = checkpoint['rng_states']
-        else:
-            self.print_to_log_file(f"{filename_or_checkpoint} holds no RNG states (written by an older version): "
-                                   f"the resumed run continues with fresh random numbers.")
+        restore_run_state(self, checkpoint, filename_or_checkpoint)
 
     # ------------------------------------------------------------------------------ final "validation"
     def perform_actual_validation(self, save_probabilities: bool = False):
@@ -306,7 +283,6 @@ class nnUNetTrainerMIM(nnUNetTrainer):
     @torch.no_grad()
     def save_mim_examples(self, filename: str, num_images: int = None, seed: int = 0) -> str:
         """PNG of masked validation images, their masks, targets and reconstructions (``mim_visualize``)."""
-        from nnunetv2_advmim.mim_visualize import example_batch, save_mim_figure
         data = example_batch(self, num_images or self.num_example_images, seed).to(self.device)
         block = self.mask_block(data)
         generator = torch.Generator().manual_seed(seed)
@@ -370,7 +346,7 @@ class nnUNetTrainerAnatoMask(nnUNetTrainerMIM):
 
 
 class nnUNetTrainerMPSAMS(nnUNetTrainerMIM):
-    """MPS-AMS (Wang et al., ICASSP 2023), reconstructed (no public code; DESIGN.md section 7).
+    """MPS-AMS (Wang et al., ICASSP 2023), reconstructed (no public code).
 
     Masked patches selection: per image, k-means on block intensity statistics; blocks of the rarest cluster
     (``n_lesion_clusters`` of ``n_clusters``) are lesion-like and masked first (up to ``lesion_fraction`` of

@@ -1,0 +1,670 @@
+"""``nnUNetv2_advmim_study``: does semi-supervised training help on my data, and how many labels do I need?
+
+A study trains every *arm* (a trainer, or a pretraining + fine-tuning pair) at every labeled count ``n`` and
+every *draw* of the labeled cases, predicts ``imagesTs`` with the stock ``nnUNetv2_predict`` and evaluates it
+against ``labelsTs``. The protocol:
+
+- **Validation cases** are drawn once per study (``--n-val``, seeded) and are the same for every arm, count and
+  draw. They are never labeled or unlabeled training data.
+- **Labeled cases** come from the remaining *pool*. Draw ``k`` is one seeded permutation of the pool; count ``n``
+  takes its first ``n`` cases, so within a draw the labeled sets are nested (the 2 cases are among the 4, the 4
+  among the 8). ``all`` labels the whole pool (the fully supervised ceiling). Cases of the pool that are not
+  labeled are the unlabeled pool, together with the dataset's preprocessed ``imagesUnlabeled``.
+- **Splits**: each (count, draw) gets a study-owned preprocessed dataset folder,
+  ``<study>/preprocessed/n<n>_d<k>/<Dataset>/``, whose entries are symbolic links to the planned dataset (plans,
+  preprocessed data) plus its own ``splits_final.json`` (fold 0) and ``label_budget.json``. Training runs with
+  ``nnUNet_preprocessed`` pointing there, so the user's ``splits_final.json`` is never read or written.
+- **Schedule**: every arm runs ``--epochs`` x ``--iterations`` training iterations (study-written trainer variants
+  ``<Trainer>_study<E>x<I>``). With ``--match-time REF`` every other trainer instead gets as many epochs as fit
+  into REF's training time, measured by a short calibration run of each trainer; the output says so.
+- **Results** land in ``<study>/results/n<n>_d<k>/<arm>/`` (an nnU-Net results root per arm), predictions in
+  ``<study>/predictions``, command output in ``<study>/logs``. A finished arm is recorded in
+  ``<study>/arms/<id>.json`` and never trained again: killing the study and starting it again continues (an
+  unfinished training resumes with ``--c``). A failed arm is reported with its log and the others go on.
+- **Outputs**: ``study.md`` and ``study.csv`` (per arm and count: Dice/HD95/NSD per label, mean and spread over
+  draws, iterations, training time), ``study_runs.csv`` (one row per draw) and ``study.png`` (mean foreground
+  Dice versus labeled cases, one line per arm with the spread over draws, ``all`` as reference lines).
+"""
+import argparse
+import contextlib
+import csv
+import importlib.util
+import inspect
+import io
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from typing import Dict, List, Optional, Sequence
+
+import matplotlib
+import numpy as np
+import torch
+from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+
+matplotlib.use("agg")  # figures go to files; no display is needed
+import matplotlib.pyplot as plt  # noqa: E402
+
+from nnunetv2_advmim.data.label_budget import BUDGET_FILE, SPLITS_FILE, training_cases, write_budget
+from nnunetv2_advmim.data.paths import load_plans_and_dataset_json, preprocessed_dataset_folder
+from nnunetv2_advmim.evaluation.evaluate import evaluate_folders
+from nnunetv2_advmim.runtime.checkpointing import safe_load
+
+STUDY_FILE = "study.json"
+VARIANTS_MODULE = "study_trainers"
+OUTPUTS = ("study.md", "study.csv", "study_runs.csv", "study.png")
+METRIC_NAMES = ("Dice", "HD95", "NSD")
+# settings that fix what an arm's result means; a study folder refuses to continue with other values
+FIXED_SETTINGS = ("dataset", "configuration", "plans", "epochs", "iterations", "val_iterations", "seed", "n_val",
+                  "match_time", "finetuner", "pretrain_epochs")
+
+
+# ------------------------------------------------------------------------------------------- protocol (pure)
+def parse_arm(spec: str, counts: Sequence) -> tuple:
+    """``"Trainer"`` or ``"Trainer@4,8"`` -> (trainer, counts it runs at)."""
+    trainer, _, at = spec.partition("@")
+    if not trainer:
+        raise ValueError(f"empty trainer name in {spec!r}")
+    if not at:
+        return trainer, list(counts)
+    wanted = [parse_count(c) for c in at.split(",") if c]
+    unknown = [c for c in wanted if c not in counts]
+    if unknown:
+        raise ValueError(f"{spec!r} asks for count(s) {unknown} that are not among -n {list(counts)}")
+    return trainer, wanted
+
+
+def parse_count(text) -> object:
+    if str(text) == "all":
+        return "all"
+    n = int(text)
+    if n < 1:
+        raise ValueError(f"labeled counts must be at least 1 or 'all', got {text}")
+    return n
+
+
+def split_validation(cases: Sequence[str], n_val: int, seed: int) -> tuple:
+    """(validation cases, pool): ``n_val`` cases drawn once with ``seed``; the rest is the labeled pool."""
+    cases = sorted(cases)
+    if not 1 <= n_val <= len(cases) - 1:
+        raise ValueError(f"--n-val {n_val} is out of range for {len(cases)} training cases (1..{len(cases) - 1})")
+    order = np.random.default_rng([seed, 1]).permutation(len(cases))
+    val = sorted(cases[i] for i in order[:n_val])
+    return val, sorted(set(cases) - set(val))
+
+
+def draw_order(pool: Sequence[str], draw: int, seed: int) -> List[str]:
+    """Draw ``draw``'s permutation of the pool; count n labels its first n cases (nested across counts)."""
+    pool = sorted(pool)
+    return [pool[i] for i in np.random.default_rng([seed, 2, draw]).permutation(len(pool))]
+
+
+def labeled_cases(pool: Sequence[str], n, draw: int, seed: int) -> List[str]:
+    if n == "all":
+        return sorted(pool)
+    if n > len(pool):
+        raise ValueError(f"{n} labeled cases asked for, but the pool holds only {len(pool)} (the training cases "
+                         f"minus the validation cases); lower -n or --n-val")
+    return sorted(draw_order(pool, draw, seed)[:n])
+
+
+def study_budget(labeled: Sequence[str], pool: Sequence[str], val: Sequence[str]) -> dict:
+    """A one-fold label budget in the format of ``nnUNetv2_advmim_label_budget``."""
+    return {"n_labeled": len(labeled), "seed": None, "cases_given": True, "n_folds": 1, "labeled": sorted(labeled),
+            "folds": [{"val": sorted(val), "unlabeled": sorted(set(pool) - set(labeled))}]}
+
+
+def split_key(n, draw: int) -> str:
+    return f"n{n}_d{draw}"
+
+
+def variant_name(trainer: str, epochs: int, iterations: int) -> str:
+    return f"{trainer}_study{epochs}x{iterations}"
+
+
+# ----------------------------------------------------------------------------------------- trainer variants
+def _import_lines(cls, alias: str) -> str:
+    """Source that binds ``alias`` to ``cls`` in a fresh process (package import where possible, else by file)."""
+    module = cls.__module__
+    path = os.path.abspath(_source_file(cls))
+    if module.split(".")[0] in ("nnunetv2", "nnunetv2_advmim") and importlib.util.find_spec(module) is not None:
+        return f"from {module} import {cls.__name__} as {alias}\n"
+    ours = importlib.util.find_spec("nnunetv2_advmim.trainers").submodule_search_locations
+    if os.path.dirname(path) in [os.path.abspath(p) for p in ours]:
+        stem = os.path.splitext(os.path.basename(path))[0]
+        return f"from nnunetv2_advmim.trainers.{stem} import {cls.__name__} as {alias}\n"
+    # a user's trainer from an nnUNet_extTrainer folder: load its file under a private module name
+    mod = f"_study_base_{alias}"
+    return (f"_spec = importlib.util.spec_from_file_location({mod!r}, {path!r})\n"
+            f"_mod = importlib.util.module_from_spec(_spec)\nsys.modules[{mod!r}] = _mod\n"
+            f"_spec.loader.exec_module(_mod)\n{alias} = _mod.{cls.__name__}\n")
+
+
+def _source_file(cls) -> str:
+    """The file that defines ``cls``; nnU-Net's lookup drops external trainer modules from ``sys.modules``, so
+    ``inspect.getfile`` cannot be used for them: the file is read off the code of a method the class defines."""
+    for value in vars(cls).values():
+        func = getattr(value, "__func__", value)
+        code = getattr(func, "__code__", None)
+        if code is not None:
+            return code.co_filename
+    return inspect.getfile(cls)
+
+
+def variants_source(variants: Sequence[tuple], threads: Optional[int] = None) -> str:
+    """Source of a module with one schedule variant per ``(name, base class, epochs, iterations,
+    val_iterations)``. A base with ``warmup_epochs`` keeps its warm-up fraction of the schedule. ``threads`` sets
+    torch's CPU threads (``nnUNetv2_train -device cpu`` uses one per core)."""
+    out = ['"""Trainer variants written by nnUNetv2_advmim_study: the study\'s schedule on each trainer."""\n',
+           "import importlib.util\nimport sys\n\nimport torch\n"]
+    for i, (name, cls, epochs, iterations, val_iterations) in enumerate(variants):
+        alias = f"_Base{i}"
+        out.append("\n" + _import_lines(cls, alias))
+        out.append(
+            f"\n\nclass {name}({alias}):\n"
+            f"    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,\n"
+            f"                 device: torch.device = torch.device('cuda')):\n"
+            f"        super().__init__(plans, configuration, fold, dataset_json, device)\n"
+            f"        if hasattr(self, 'warmup_epochs'):\n"
+            f"            self.warmup_epochs = max(1, round(self.warmup_epochs * {epochs} / self.num_epochs))\n"
+            f"        self.num_epochs = {epochs}\n"
+            f"        self.num_iterations_per_epoch = {iterations}\n"
+            f"        self.num_val_iterations_per_epoch = {val_iterations}\n"
+            + (f"        torch.set_num_threads({int(threads)})\n" if threads else "") +
+            "\n"
+            "    def perform_actual_validation(self, save_probabilities: bool = False):\n"
+            "        # the study evaluates on imagesTs; predicting the validation cases again would only cost time\n"
+            "        self.print_to_log_file('Final validation skipped (study variant: the test set is evaluated)')\n")
+    return "".join(out)
+
+
+def find_trainer(name: str):
+    """The trainer class nnUNetv2_train would use for ``name`` (nnU-Net's own lookup), quietly."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        try:
+            return recursive_find_trainer_class_by_name(name)
+        except RuntimeError:
+            raise ValueError(f"trainer {name!r} was not found by nnU-Net's lookup (nnunetv2 and the folders in "
+                             f"nnUNet_extTrainer); check the name") from None
+
+
+# ---------------------------------------------------------------------------------------------- the study
+class Study:
+    """One study folder (module docstring). ``run()`` trains what is missing and writes the outputs."""
+
+    def __init__(self, dataset, configuration: str, counts: Sequence, trainers: Sequence[str], draws: int = 3,
+                 plans: str = "nnUNetPlans", epochs: int = 50, iterations: int = 50, val_iterations: int = 5,
+                 n_val: Optional[int] = None, seed: int = 0, pretrainers: Sequence[str] = (),
+                 finetuner: str = "nnUNetTrainer", pretrain_epochs: Optional[int] = None,
+                 match_time: Optional[str] = None, device: str = "cpu", output_folder: Optional[str] = None,
+                 threads: Optional[int] = None, npp: Optional[int] = None, log=print):
+        self.counts = [parse_count(c) for c in counts]
+        if not self.counts:
+            raise ValueError("give at least one labeled count (-n)")
+        if draws < 1:
+            raise ValueError(f"--draws must be at least 1, got {draws}")
+        if epochs < 1 or iterations < 1 or val_iterations < 1:
+            raise ValueError("--epochs, --iterations and --val-iterations must be at least 1")
+        self.arms = [parse_arm(t, self.counts) for t in trainers]
+        self.pretrainers = list(pretrainers)
+        self.finetuner = finetuner
+        if not self.arms and not self.pretrainers:
+            raise ValueError("give at least one trainer (-tr) or pretrainer (--pretrainer)")
+        self.preprocessed = preprocessed_dataset_folder(dataset)
+        self.dataset_name = os.path.basename(self.preprocessed)
+        self.configuration, self.plans = configuration, plans
+        plans_manager, self.dataset_json = load_plans_and_dataset_json(self.preprocessed, plans)
+        if configuration not in plans_manager.available_configurations:
+            raise ValueError(f"configuration {configuration!r} is not in {plans}.json of {self.dataset_name} "
+                             f"(available: {plans_manager.available_configurations})")
+        raw_root = os.environ.get("nnUNet_raw")
+        self.raw = os.path.join(raw_root, self.dataset_name) if raw_root else None
+        for sub in ("imagesTs", "labelsTs"):
+            if not self.raw or not os.path.isdir(os.path.join(self.raw, sub)):
+                raise FileNotFoundError(f"{self.raw and os.path.join(self.raw, sub)} does not exist: a study "
+                                        f"evaluates on the dataset's imagesTs/labelsTs (set nnUNet_raw and put the "
+                                        f"test images and their labels there)")
+        cases = training_cases(self.preprocessed, plans)
+        n_val = max(2, round(0.2 * len(cases))) if n_val is None else n_val
+        self.val, self.pool = split_validation(cases, n_val, seed)
+        for n in self.counts:
+            if n != "all":
+                labeled_cases(self.pool, n, 0, seed)  # range check before any training
+        self.draws, self.seed, self.device, self.log, self.threads = draws, seed, device, log, threads
+        # 0 = nnU-Net's sequential prediction: no worker start-up, the faster choice for small test sets on a CPU
+        self.npp = (0 if device == "cpu" else 3) if npp is None else npp
+        self.epochs, self.iterations, self.val_iterations = epochs, iterations, val_iterations
+        self.pretrain_epochs = pretrain_epochs or epochs
+        self.match_time = match_time
+        if match_time and match_time not in [t for t, _ in self.arms]:
+            raise ValueError(f"--match-time {match_time} must be one of the trainers (-tr)")
+        results_root = os.environ.get("nnUNet_results")
+        if output_folder is None:
+            if not results_root:
+                raise RuntimeError("nnUNet_results is not set; set it or pass -o STUDY_FOLDER")
+            output_folder = os.path.join(results_root, self.dataset_name, f"study__{plans}__{configuration}")
+        self.folder = os.path.abspath(output_folder)
+        self.settings = {"dataset": self.dataset_name, "configuration": configuration, "plans": plans,
+                         "epochs": epochs, "iterations": iterations, "val_iterations": val_iterations, "seed": seed,
+                         "n_val": n_val, "match_time": match_time, "finetuner": finetuner,
+                         "pretrain_epochs": self.pretrain_epochs, "val_cases": self.val, "pool": self.pool}
+        self._check_settings()
+        self.classes = {}
+        for trainer in [t for t, _ in self.arms] + self.pretrainers + ([finetuner] if self.pretrainers else []):
+            self.classes[trainer] = find_trainer(trainer)
+        self.epochs_of = {t: epochs for t in self.classes}  # replaced by calibration with --match-time
+        self.epochs_of.update({p: self.pretrain_epochs for p in self.pretrainers})
+
+    # ---------------------------------------------------------------- folders and settings
+    def _check_settings(self):
+        path = os.path.join(self.folder, STUDY_FILE)
+        if os.path.isfile(path):
+            with open(path) as f:
+                old = json.load(f)
+            diff = [k for k in FIXED_SETTINGS + ("val_cases", "pool") if old.get(k) != self.settings.get(k)]
+            if diff:
+                raise ValueError(f"{self.folder} holds a study with other settings ({', '.join(diff)}: "
+                                 f"{[old.get(k) for k in diff]} there); continue it with the same settings or "
+                                 f"choose another study folder (-o)")
+        os.makedirs(self.folder, exist_ok=True)
+        _write_json(path, self.settings)
+
+    def _arm_names(self, n) -> List[str]:
+        names = [t for t, at in self.arms if n in at]
+        return names + [self._finetune_arm(p) for p in self.pretrainers]
+
+    def _finetune_arm(self, pretrainer: str) -> str:
+        return f"{self.finetuner}_from_{pretrainer}"
+
+    def _variant(self, trainer: str) -> str:
+        return variant_name(trainer, self.epochs_of[trainer], self.iterations)
+
+    def _write_variants(self) -> str:
+        folder = os.path.join(self.folder, "trainers")
+        os.makedirs(folder, exist_ok=True)
+        variants = [(self._variant(t), cls, self.epochs_of[t], self.iterations, self.val_iterations)
+                    for t, cls in self.classes.items()]
+        calib = [(variant_name(t, 2, self.iterations), cls, 2, self.iterations, 1)
+                 for t, cls in self.classes.items() if self.match_time and t not in self.pretrainers]
+        unique = {v[0]: v for v in variants + calib}
+        with open(os.path.join(folder, VARIANTS_MODULE + ".py"), "w") as f:
+            f.write(variants_source(list(unique.values()), self.threads))
+        return folder
+
+    def _split_folder(self, key: str, labeled: Optional[Sequence[str]]) -> str:
+        """The study-owned preprocessed root of one split (module docstring); ``labeled=None`` = pretraining."""
+        root = os.path.join(self.folder, "preprocessed", key)
+        target = os.path.join(root, self.dataset_name)
+        os.makedirs(target, exist_ok=True)
+        for entry in os.listdir(self.preprocessed):
+            if entry in (SPLITS_FILE, BUDGET_FILE) or ".bak-" in entry:
+                continue
+            link = os.path.join(target, entry)
+            if not os.path.lexists(link):
+                os.symlink(os.path.join(self.preprocessed, entry), link)
+        if labeled is None:  # pretraining: every pool image, no budget (labels are never read)
+            _write_json(os.path.join(target, SPLITS_FILE), [{"train": self.pool, "val": self.val}])
+        else:
+            write_budget(target, study_budget(labeled, self.pool, self.val))
+        return root
+
+    def _env(self, preprocessed_root: str, results_root: str) -> dict:
+        env = dict(os.environ)
+        env["nnUNet_preprocessed"] = preprocessed_root
+        env["nnUNet_results"] = results_root
+        ext = [os.path.join(self.folder, "trainers")] + [p for p in env.get("nnUNet_extTrainer", "").split(
+            os.pathsep) if p]
+        env["nnUNet_extTrainer"] = os.pathsep.join(ext)
+        return env
+
+    def _model_folder(self, results_root: str, trainer: str) -> str:
+        return os.path.join(results_root, self.dataset_name,
+                            f"{self._variant(trainer)}__{self.plans}__{self.configuration}", "fold_0")
+
+    # ---------------------------------------------------------------- running
+    def _train(self, trainer: str, env: dict, log_file: str, extra=()) -> float:
+        """Train (or resume) one model with the stock command; returns the wall time of this call."""
+        model = self._model_folder(env["nnUNet_results"], trainer)
+        if os.path.isfile(os.path.join(model, "checkpoint_final.pth")):
+            return 0.0
+        cmd = ["nnUNetv2_train", self.dataset_name, self.configuration, "0", "-tr", self._variant(trainer),
+               "-p", self.plans, "-device", self.device]
+        if os.path.isfile(os.path.join(model, "checkpoint_latest.pth")):
+            cmd.append("--c")  # an interrupted run continues where it stopped
+        else:
+            cmd += list(extra)
+        return _run(cmd, env, log_file)
+
+    def _pretrain(self, pretrainer: str) -> str:
+        key = "pretrain"
+        results = os.path.join(self.folder, "results", key, pretrainer)
+        env = self._env(self._split_folder(key, None), results)
+        log_file = os.path.join(self.folder, "logs", f"{key}__{pretrainer}.log")
+        self.log(f"  pretraining {pretrainer} on every pool and imagesUnlabeled image (log: {log_file})")
+        self._train(pretrainer, env, log_file)
+        return os.path.join(self._model_folder(results, pretrainer), "checkpoint_final.pth")
+
+    def _calibrate(self):
+        """--match-time: seconds per epoch of every trainer from 2-epoch runs; epochs that fit REF's time."""
+        path = os.path.join(self.folder, "calibration.json")
+        calib = _read_json(path) or {}
+        key = split_key(self.counts[0], 0)
+        root = self._split_folder(key, labeled_cases(self.pool, self.counts[0], 0, self.seed))
+        for trainer in [t for t, _ in self.arms]:
+            if trainer in calib:
+                continue
+            results = os.path.join(self.folder, "calibration", trainer)
+            env = self._env(root, results)
+            log_file = os.path.join(self.folder, "logs", f"calibration__{trainer}.log")
+            self.log(f"  calibrating {trainer} (2 epochs of {self.iterations} iterations; log: {log_file})")
+            saved = self.epochs_of[trainer]
+            self.epochs_of[trainer] = 2
+            try:
+                self._train(trainer, env, log_file)
+                calib[trainer] = _epoch_seconds(self._model_folder(results, trainer))[-1]
+            finally:
+                self.epochs_of[trainer] = saved
+            _write_json(path, calib)
+        ref = calib[self.match_time] * self.epochs
+        for trainer, _ in self.arms:
+            self.epochs_of[trainer] = max(1, int(round(ref / calib[trainer])))
+        self.calibration = calib
+
+    def _arm(self, arm: str, n, draw: int, pretrained: Dict[str, str]) -> Optional[dict]:
+        key = split_key(n, draw)
+        record_file = os.path.join(self.folder, "arms", f"{key}__{arm}.json")
+        record = _read_json(record_file)
+        if record is not None:
+            return record
+        labeled = labeled_cases(self.pool, n, draw, self.seed)
+        results = os.path.join(self.folder, "results", key, arm)
+        env = self._env(self._split_folder(key, labeled), results)
+        log_file = os.path.join(self.folder, "logs", f"{key}__{arm}.log")
+        pretrainer = next((p for p in self.pretrainers if arm == self._finetune_arm(p)), None)
+        trainer = self.finetuner if pretrainer else arm
+        extra = ["-pretrained_weights", pretrained[pretrainer]] if pretrainer else []
+        wall = self._train(trainer, env, log_file, extra)
+        model = self._model_folder(results, trainer)
+        pred = os.path.join(self.folder, "predictions", key, arm)
+        if os.path.isdir(pred):
+            shutil.rmtree(pred)  # derived from the checkpoint; predicted again
+        _run(["nnUNetv2_predict", "-i", os.path.join(self.raw, "imagesTs"), "-o", pred, "-d", self.dataset_name,
+              "-c", self.configuration, "-f", "0", "-tr", self._variant(trainer), "-p", self.plans,
+              "-device", self.device, "-npp", str(self.npp), "-nps", str(self.npp), "--disable_progress_bar"],
+             env, log_file)
+        result = evaluate_folders(os.path.join(self.raw, "labelsTs"), pred, require_all=True)
+        seconds = _epoch_seconds(model)
+        record = {"arm": arm, "trainer": trainer, "pretrainer": pretrainer, "n": n, "draw": draw,
+                  "n_labeled": len(labeled), "labeled": labeled, "epochs": len(seconds),
+                  "iterations": len(seconds) * self.iterations, "train_s": float(sum(seconds)),
+                  "wall_s": wall, "labels": {str(k): v for k, v in result["labels"].items()},
+                  "mean": {str(k): v for k, v in result["mean"].items()},
+                  "foreground_mean": result["foreground_mean"], "model": model, "predictions": pred}
+        _write_json(record_file, record)
+        return record
+
+    def jobs(self) -> List[tuple]:
+        return [(arm, n, d) for n in self.counts for d in range(1 if n == "all" else self.draws)
+                for arm in self._arm_names(n)]
+
+    def run(self) -> dict:
+        """Train, predict and evaluate every missing arm, then write the outputs; returns them."""
+        os.makedirs(os.path.join(self.folder, "logs"), exist_ok=True)
+        self._write_variants()
+        jobs = self.jobs()
+        self.log(f"Study {self.folder}: {len(jobs)} arm run(s); {len(self.val)} validation cases, pool of "
+                 f"{len(self.pool)}, {self.epochs} x {self.iterations} iterations"
+                 + (f", wall time matched to {self.match_time}" if self.match_time else ""))
+        if self.match_time:
+            self._calibrate()
+            self._write_variants()
+            self.log("  epochs per trainer (matched wall time): "
+                     + ", ".join(f"{t} {self.epochs_of[t]}" for t, _ in self.arms))
+        pretrained = {p: self._pretrain(p) for p in self.pretrainers}
+        failures, t_start, done_times = [], time.perf_counter(), []
+        for i, (arm, n, draw) in enumerate(jobs, 1):
+            t0 = time.perf_counter()
+            eta = ""
+            if done_times:
+                eta = f", about {np.mean(done_times) * (len(jobs) - i + 1) / 60:.0f} min left"
+            self.log(f"[{i}/{len(jobs)}] n={n} draw {draw} {arm} ({(t0 - t_start) / 60:.1f} min in{eta})")
+            try:
+                record = self._arm(arm, n, draw, pretrained)
+            except (subprocess.CalledProcessError, FileNotFoundError, ValueError, RuntimeError) as e:
+                log_file = os.path.join(self.folder, "logs", f"{split_key(n, draw)}__{arm}.log")
+                failures.append({"arm": arm, "n": n, "draw": draw, "log": log_file, "error": str(e)})
+                self.log(f"  FAILED ({e}); log: {log_file}; the other arms go on")
+                continue
+            if time.perf_counter() - t0 > 1:
+                done_times.append(time.perf_counter() - t0)
+            self.log(f"  mean foreground Dice {record['foreground_mean']['Dice']:.3f} "
+                     f"({record['iterations']} iterations, {record['train_s']:.0f} s training)")
+        records = [r for r in (_read_json(os.path.join(self.folder, "arms", f"{split_key(n, d)}__{a}.json"))
+                               for a, n, d in jobs) if r is not None]
+        outputs = write_outputs(self, records, failures)
+        self.log(f"Wrote {', '.join(outputs.values())}")
+        return {"records": records, "failures": failures, "outputs": outputs}
+
+
+def _epoch_seconds(model_folder: str) -> List[float]:
+    """Training seconds of each finished epoch, from nnU-Net's logger in the latest checkpoint."""
+    for name in ("checkpoint_final.pth", "checkpoint_latest.pth"):
+        path = os.path.join(model_folder, name)
+        if os.path.isfile(path):
+            ckpt = safe_load(path)
+            logging = ckpt["logging"]
+            return [e - s for s, e in zip(logging["epoch_start_timestamps"], logging["epoch_end_timestamps"])]
+    raise FileNotFoundError(f"no checkpoint in {model_folder}")
+
+
+def _run(cmd: List[str], env: dict, log_file: str) -> float:
+    os.makedirs(os.path.dirname(log_file), exist_ok=True)
+    t0 = time.perf_counter()
+    with open(log_file, "a") as log:
+        log.write(f"\n$ {' '.join(cmd)}\n")
+        log.flush()
+        proc = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        raise RuntimeError(f"`{' '.join(cmd[:2])} ...` exited {proc.returncode}")
+    return time.perf_counter() - t0
+
+
+def _read_json(path: str):
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def _write_json(path: str, content) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(content, f, indent=2)
+    os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------------------------------------ outputs
+def aggregate(records: Sequence[dict]) -> List[dict]:
+    """One row per (arm, count): mean and sample std over draws of every label's mean metric."""
+    groups: Dict[tuple, List[dict]] = {}
+    for r in records:
+        groups.setdefault((r["arm"], str(r["n"])), []).append(r)
+    rows = []
+    for (arm, n), rs in groups.items():
+        labels = rs[0]["labels"]
+        row = {"arm": arm, "n": n, "n_labeled": rs[0]["n_labeled"], "draws": len(rs),
+               "iterations": int(np.mean([r["iterations"] for r in rs])),
+               "train_s": float(np.mean([r["train_s"] for r in rs]))}
+        for m in METRIC_NAMES:
+            for label, name in labels.items():
+                row[f"{m}_{name}"] = _mean_std([r["mean"][label][m] for r in rs])
+            row[f"{m}_mean"] = _mean_std([r["foreground_mean"][m] for r in rs])
+        rows.append(row)
+    return rows
+
+
+def _mean_std(values) -> tuple:
+    v = np.array([x for x in values if x is not None and not math.isnan(x)], dtype=np.float64)
+    if v.size == 0:
+        return float("nan"), float("nan")
+    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else float("nan")
+
+
+def _fmt(ms: tuple, digits: int = 3) -> str:
+    mu, sd = ms
+    if math.isnan(mu):
+        return "-"
+    return f"{mu:.{digits}f}" + ("" if math.isnan(sd) else f" ± {sd:.{digits}f}")
+
+
+def _sort_key(row, arm_order):
+    return (math.inf if row["n"] == "all" else int(row["n"]), arm_order.index(row["arm"]))
+
+
+def write_outputs(study: Study, records: Sequence[dict], failures: Sequence[dict]) -> Dict[str, str]:
+    arm_order = [t for t, _ in study.arms] + [study._finetune_arm(p) for p in study.pretrainers]
+    rows = sorted(aggregate(records), key=lambda r: _sort_key(r, arm_order))
+    out = {k: os.path.join(study.folder, k) for k in OUTPUTS}
+    used_labels = list(records[0]["labels"].values()) if records else []
+    baseline = arm_order[0] if arm_order else None
+    base_dice = {r["n"]: r["Dice_mean"][0] for r in rows if r["arm"] == baseline}
+
+    header = (["labeled", "arm", "draws", "iterations", "train s"] + [f"Dice {n}" for n in used_labels]
+              + ["mean Dice", f"vs {baseline}", "mean HD95", "mean NSD"])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        delta = r["Dice_mean"][0] - base_dice[r["n"]] if r["n"] in base_dice and r["arm"] != baseline else None
+        lines.append("| " + " | ".join(
+            [str(r["n"]) if r["n"] != "all" else f"all ({r['n_labeled']})", r["arm"], str(r["draws"]),
+             str(r["iterations"]), f"{r['train_s']:.0f}"] + [_fmt(r[f"Dice_{n}"]) for n in used_labels]
+            + [_fmt(r["Dice_mean"]), "" if delta is None else f"{100 * delta:+.1f}", _fmt(r["HD95_mean"], 2),
+               _fmt(r["NSD_mean"])]) + " |")
+    schedule = (f"{study.epochs} epochs x {study.iterations} iterations for every arm" if not study.match_time else
+                f"wall time matched to {study.match_time} ({study.epochs} x {study.iterations} iterations); the "
+                f"other trainers ran as many epochs of {study.iterations} iterations as fit into that time "
+                f"(iterations column)")
+    md = [f"# Label-efficiency study: {study.dataset_name}, {study.configuration}, plans {study.plans}", "",
+          f"- Schedule: {schedule}.",
+          f"- Labeled cases drawn from a pool of {len(study.pool)}; {len(study.val)} validation cases shared by "
+          f"every arm; {study.draws} draw(s) per count (seed {study.seed}), nested across counts.",
+          f"- Test set: `{os.path.join(study.raw, 'imagesTs')}` against `labelsTs`; values are mean ± standard "
+          f"deviation over draws of the per-label mean over test cases; 'vs' is the difference of mean Dice to "
+          f"{baseline} at the same count, in Dice points.",
+          "", *lines, ""]
+    if failures:
+        md += ["## Failed arms", ""] + [f"- n={f['n']} draw {f['draw']} {f['arm']}: {f['error']} (log: {f['log']})"
+                                        for f in failures] + [""]
+    md += ["![Dice versus labeled cases](study.png)", ""]
+    with open(out["study.md"], "w") as f:
+        f.write("\n".join(md))
+
+    keys = [k for k in (rows[0] if rows else {}) if k not in ("arm", "n")]
+    with open(out["study.csv"], "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["arm", "n"] + [c for k in keys for c in ((f"{k}_mean", f"{k}_std") if isinstance(
+            rows[0][k], tuple) else (k,))])
+        for r in rows:
+            w.writerow([r["arm"], r["n"]] + [c for k in keys for c in (r[k] if isinstance(r[k], tuple) else (r[k],))])
+    with open(out["study_runs.csv"], "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["arm", "n", "draw", "n_labeled", "iterations", "train_s"]
+                   + [f"{m}_{n}" for m in METRIC_NAMES for n in used_labels] + [f"{m}_mean" for m in METRIC_NAMES]
+                   + ["labeled"])
+        for r in sorted(records, key=lambda r: (_sort_key(r, arm_order), r["draw"])):
+            by_name = {v: k for k, v in r["labels"].items()}
+            w.writerow([r["arm"], r["n"], r["draw"], r["n_labeled"], r["iterations"], round(r["train_s"], 1)]
+                       + [r["mean"][by_name[n]][m] for m in METRIC_NAMES for n in used_labels]
+                       + [r["foreground_mean"][m] for m in METRIC_NAMES] + [" ".join(r["labeled"])])
+    plot_study(rows, arm_order, out["study.png"], f"{study.dataset_name} ({study.configuration}): {schedule}")
+    return out
+
+
+def plot_study(rows: Sequence[dict], arm_order: Sequence[str], png_file: str, title: str) -> str:
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, arm in enumerate(arm_order):
+        c = colours[i % len(colours)]
+        pts = sorted((int(r["n"]), *r["Dice_mean"]) for r in rows if r["arm"] == arm and r["n"] != "all")
+        if pts:
+            x, mu, sd = map(np.array, zip(*pts))
+            ax.errorbar(x, mu, yerr=np.nan_to_num(sd), marker="o", capsize=3, color=c, label=arm)
+        for r in rows:
+            if r["arm"] == arm and r["n"] == "all":
+                ax.axhline(r["Dice_mean"][0], color=c, linestyle="--", linewidth=1,
+                           label=f"{arm}, all {r['n_labeled']} labeled")
+    counts = sorted({int(r["n"]) for r in rows if r["n"] != "all"})
+    if counts:
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(counts)
+        ax.set_xticklabels([str(c) for c in counts])
+    ax.set_xlabel("labeled training cases")
+    ax.set_ylabel("mean foreground Dice (test set)")
+    ax.set_title(title, fontsize=8)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(png_file, dpi=120)
+    plt.close(fig)
+    return png_file
+
+
+# ----------------------------------------------------------------------------------------------------- CLI
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="nnUNetv2_advmim_study",
+        description="Label-efficiency study: train every trainer at every labeled count and draw of the labeled "
+                    "cases on the same splits and schedule, predict imagesTs with nnUNetv2_predict, evaluate "
+                    "against labelsTs, and write study.md/.csv/.png. Resumable; the dataset's own "
+                    "splits_final.json is never touched.")
+    parser.add_argument("-d", required=True, help="dataset ID or DatasetXXX_Name (planned and preprocessed)")
+    parser.add_argument("-c", required=True, help="configuration, e.g. 2d or 3d_fullres")
+    parser.add_argument("-p", default="nnUNetPlans", help="plans identifier (default nnUNetPlans)")
+    parser.add_argument("-n", nargs="+", required=True, help="labeled counts, e.g. 2 4 8 all")
+    parser.add_argument("--draws", type=int, default=3, help="draws of the labeled cases per count (default 3)")
+    parser.add_argument("-tr", nargs="*", default=["nnUNetTrainer"],
+                        help="trainers to compare; TRAINER@4,8 runs one only at those counts. The first is the "
+                             "reference of the 'vs' column (default nnUNetTrainer)")
+    parser.add_argument("--pretrainer", nargs="*", default=[],
+                        help="pretraining trainers (e.g. nnUNetTrainerAnatoMask): pretrained once on every image, "
+                             "then fine-tuned with --finetuner at every count and draw")
+    parser.add_argument("--finetuner", default="nnUNetTrainer", help="fine-tuning trainer (default nnUNetTrainer)")
+    parser.add_argument("--epochs", type=int, default=50, help="epochs of every arm (default 50)")
+    parser.add_argument("--iterations", type=int, default=50, help="iterations per epoch (default 50)")
+    parser.add_argument("--val-iterations", type=int, default=5, help="validation iterations per epoch (default 5)")
+    parser.add_argument("--pretrain-epochs", type=int, default=None, help="pretraining epochs (default --epochs)")
+    parser.add_argument("--match-time", default=None, metavar="TRAINER",
+                        help="match wall time instead of iterations: the other trainers train as long as TRAINER")
+    parser.add_argument("--n-val", type=int, default=None,
+                        help="validation cases shared by every arm (default 20%% of the training cases, at least 2)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the validation split and the draws")
+    parser.add_argument("-device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads per training (default: nnU-Net's one per core); 1 avoids stalls "
+                             "when other work shares the cores")
+    parser.add_argument("-npp", type=int, default=None,
+                        help="nnUNetv2_predict's -npp and -nps (default 0 = sequential on the CPU, 3 on a GPU)")
+    parser.add_argument("-o", default=None,
+                        help="study folder (default $nnUNet_results/<Dataset>/study__<plans>__<configuration>)")
+    args = parser.parse_args(argv)
+    if args.device is None:
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        study = Study(args.d, args.c, args.n, args.tr, args.draws, args.p, args.epochs, args.iterations,
+                      args.val_iterations, args.n_val, args.seed, args.pretrainer, args.finetuner,
+                      args.pretrain_epochs, args.match_time, args.device, args.o, args.threads,
+                      args.npp, log=lambda s: print(s, flush=True))
+        result = study.run()
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        print(f"ERROR: {e}", file=sys.stderr)
+        return 1
+    with open(result["outputs"]["study.md"]) as f:
+        print("\n" + f.read())
+    return 1 if result["failures"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

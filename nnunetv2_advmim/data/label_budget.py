@@ -1,0 +1,207 @@
+"""Label budget: keep only N training cases labeled, reproducibly.
+
+Protocol:
+
+1. The pool is every training case of the planned dataset (the identifiers nnU-Net preprocessed).
+2. N labeled cases are drawn from the pool with ``numpy.random.default_rng(seed)`` (or given explicitly).
+3. The remaining cases are split into K folds with nnU-Net's own seeded K-fold (``generate_crossval_split``,
+   seed 12345): fold k validates on its K-th part, and the rest of the remaining cases are fold k's
+   *unlabeled* training cases. The labeled set is the same N cases in every fold, so validation cases are
+   never labeled training data and never in the unlabeled pool.
+4. ``splits_final.json`` gets ``train`` = the N labeled cases and ``val`` = fold k's validation cases, so the
+   stock ``nnUNetTrainer`` (any fold except ``all``, which ignores the split file) is the supervised baseline
+   on the same labels. ``label_budget.json`` next to it records the labeled cases and each fold's unlabeled
+   and validation cases; semi-supervised trainers read their unlabeled pool from it.
+
+Existing files are moved to ``<name>.bak-<timestamp>`` before new ones are written (never overwritten silently);
+an identical file is left untouched.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+from typing import List, Optional, Sequence
+
+import numpy as np
+from nnunetv2.utilities.crossval_split import generate_crossval_split
+
+from nnunetv2_advmim.data.paths import identifiers_in, load_plans_and_dataset_json, preprocessed_dataset_folder
+
+BUDGET_FILE = "label_budget.json"
+SPLITS_FILE = "splits_final.json"
+CROSSVAL_SEED = 12345  # nnU-Net's seed for its automatic 5-fold split
+
+
+def training_cases(preprocessed_folder: str, plans_name: str = "nnUNetPlans") -> List[str]:
+    """Training case identifiers of a planned + preprocessed dataset (all preprocessed configurations agree)."""
+    plans_manager, _ = load_plans_and_dataset_json(preprocessed_folder, plans_name)
+    found = {}
+    for c in plans_manager.available_configurations:
+        ident = plans_manager.get_configuration(c).data_identifier
+        ids = identifiers_in(os.path.join(preprocessed_folder, ident))
+        if ids:
+            found[ident] = ids
+    if not found:
+        raise FileNotFoundError(f"{preprocessed_folder} holds no preprocessed training cases for any configuration of "
+                                f"{plans_name}. Run `nnUNetv2_plan_and_preprocess -d "
+                                f"{os.path.basename(preprocessed_folder)}` first.")
+    sets = {k: tuple(v) for k, v in found.items()}
+    if len(set(sets.values())) > 1:
+        sizes = {k: len(v) for k, v in sets.items()}
+        raise RuntimeError(f"The preprocessed configuration folders of {preprocessed_folder} hold different cases "
+                           f"({sizes}); re-run nnUNetv2_preprocess so they agree.")
+    return sorted(next(iter(sets.values())))
+
+
+def make_budget(cases: Sequence[str], n_labeled: Optional[int] = None, seed: int = 0,
+                labeled_cases: Optional[Sequence[str]] = None, n_folds: int = 5) -> dict:
+    """The budget (module docstring, steps 1-3) for a pool of case identifiers; pure function, no files."""
+    pool = sorted(set(cases))
+    if len(pool) != len(cases):
+        raise ValueError("duplicate case identifiers in the pool")
+    if n_folds < 2:
+        raise ValueError(f"--folds must be at least 2 (got {n_folds}): every fold needs validation cases")
+    max_n = len(pool) - n_folds
+    if labeled_cases is not None:
+        labeled = sorted(set(labeled_cases))
+        unknown = [c for c in labeled if c not in pool]
+        if unknown:
+            raise ValueError(f"labeled case(s) {unknown[:10]} are not training cases of this dataset "
+                             f"(known: {pool[:5]}...); fix the --cases list")
+        if n_labeled is not None and n_labeled != len(labeled):
+            raise ValueError(f"-n {n_labeled} disagrees with the {len(labeled)} cases given with --cases")
+        n_labeled = len(labeled)
+    if n_labeled is None:
+        raise ValueError("give the number of labeled cases (-n N) or the cases themselves (--cases)")
+    if not 1 <= n_labeled <= max_n:
+        raise ValueError(f"N={n_labeled} labeled cases is out of range: the dataset has {len(pool)} training cases and "
+                         f"{n_folds} folds need at least {n_folds} validation cases, so N must be in 1..{max_n}. "
+                         f"Choose a smaller N or fewer folds (--folds).")
+    if labeled_cases is None:
+        rng = np.random.default_rng(seed)
+        labeled = sorted(pool[i] for i in rng.choice(len(pool), n_labeled, replace=False))
+    rest = [c for c in pool if c not in set(labeled)]
+    folds = [{"val": sorted(s["val"]), "unlabeled": sorted(s["train"])}
+             for s in generate_crossval_split(rest, seed=CROSSVAL_SEED, n_splits=n_folds)]
+    return {"n_labeled": n_labeled, "seed": None if labeled_cases is not None else seed,
+            "cases_given": labeled_cases is not None, "n_folds": n_folds, "labeled": labeled, "folds": folds}
+
+
+def budget_to_splits(budget: dict) -> List[dict]:
+    """nnU-Net's ``splits_final.json`` content: training lists hold only the labeled cases."""
+    return [{"train": list(budget["labeled"]), "val": list(f["val"])} for f in budget["folds"]]
+
+
+def _write_json_with_backup(path: str, content) -> Optional[str]:
+    """Write ``content``; an existing different file is renamed to ``<path>.bak-<timestamp>`` first.
+    Returns the backup path (None if there was nothing to back up or the file was identical)."""
+    backup = None
+    if os.path.isfile(path):
+        with open(path) as f:
+            try:
+                old = json.load(f)
+            except json.JSONDecodeError:
+                old = None
+        if old == content:
+            return None
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        backup, i = f"{path}.bak-{stamp}", 1
+        while os.path.exists(backup):
+            backup, i = f"{path}.bak-{stamp}-{i}", i + 1
+        os.rename(path, backup)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(content, f, indent=2)
+    os.replace(tmp, path)
+    return backup
+
+
+def write_budget(preprocessed_folder: str, budget: dict) -> dict:
+    """Write ``splits_final.json`` and ``label_budget.json``; returns the backup paths made."""
+    backups = {}
+    for name, content in ((SPLITS_FILE, budget_to_splits(budget)), (BUDGET_FILE, budget)):
+        b = _write_json_with_backup(os.path.join(preprocessed_folder, name), content)
+        if b:
+            backups[name] = b
+    return backups
+
+
+def load_budget(preprocessed_folder: str) -> Optional[dict]:
+    path = os.path.join(preprocessed_folder, BUDGET_FILE)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def budget_unlabeled_cases(budget: dict, preprocessed_folder: str, fold, include_validation: bool = False
+                           ) -> List[str]:
+    """Unlabeled training cases of ``fold`` under a budget (validation cases only if ``include_validation``).
+
+    Checks that ``splits_final.json`` still holds the budget's labeled cases for that fold, so a split file
+    edited after the budget cannot silently turn unlabeled cases into labeled ones or the reverse.
+    """
+    if fold == "all":  # no validation: every non-labeled case is unlabeled training data
+        return sorted({c for f in budget["folds"] for c in f["unlabeled"] + f["val"]})
+    fold = int(fold)
+    if fold >= len(budget["folds"]):
+        raise ValueError(f"fold {fold} does not exist in {os.path.join(preprocessed_folder, BUDGET_FILE)} "
+                         f"({len(budget['folds'])} folds); use a fold in 0..{len(budget['folds']) - 1} or re-run "
+                         f"nnUNetv2_advmim_label_budget with --folds.")
+    splits_file = os.path.join(preprocessed_folder, SPLITS_FILE)
+    if os.path.isfile(splits_file):
+        with open(splits_file) as f:
+            splits = json.load(f)
+        if fold >= len(splits) or sorted(splits[fold]["train"]) != sorted(budget["labeled"]) \
+                or sorted(splits[fold]["val"]) != sorted(budget["folds"][fold]["val"]):
+            raise RuntimeError(f"{splits_file} no longer matches {BUDGET_FILE} for fold {fold} (was it edited or "
+                               f"replaced after the label budget?). Re-run nnUNetv2_advmim_label_budget, or delete "
+                               f"{BUDGET_FILE} to train without a budget.")
+    cases = list(budget["folds"][fold]["unlabeled"])
+    if include_validation:
+        cases += budget["folds"][fold]["val"]
+    return sorted(cases)
+
+
+def budget_labeled_cases(preprocessed_folder: str) -> Optional[List[str]]:
+    budget = load_budget(preprocessed_folder)
+    return None if budget is None else list(budget["labeled"])
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="nnUNetv2_advmim_label_budget",
+        description="Keep only N training cases labeled (seeded or explicit). Writes splits_final.json whose "
+                    "training lists hold only the labeled cases (stock nnUNetTrainer = supervised baseline on the "
+                    "same labels; do not use fold 'all', which ignores the split file) and label_budget.json with "
+                    "each fold's unlabeled cases. Validation cases are never labeled or unlabeled training data. "
+                    "Existing files are backed up.")
+    parser.add_argument("-d", required=True, help="dataset ID or DatasetXXX_Name (planned and preprocessed)")
+    parser.add_argument("-n", type=int, default=None, help="number of labeled cases")
+    g = parser.add_mutually_exclusive_group()
+    g.add_argument("--seed", type=int, default=0, help="seed for drawing the labeled cases (default 0)")
+    g.add_argument("--cases", default=None, help="comma-separated labeled case identifiers instead of a draw")
+    parser.add_argument("--folds", type=int, default=5, help="cross-validation folds over the other cases (default 5)")
+    parser.add_argument("-plans_name", default="nnUNetPlans", help="plans identifier (default nnUNetPlans)")
+    args = parser.parse_args(argv)
+    try:
+        folder = preprocessed_dataset_folder(args.d)
+        cases = training_cases(folder, args.plans_name)
+        given = [c.strip() for c in args.cases.split(",") if c.strip()] if args.cases else None
+        budget = make_budget(cases, args.n, args.seed, given, args.folds)
+        backups = write_budget(folder, budget)
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        print(f"ERROR: {e}", file=sys.stderr)
+        sys.exit(1)
+    for name, b in backups.items():
+        print(f"Backed up the previous {name} to {b}")
+    print(f"{os.path.basename(folder)}: {budget['n_labeled']} of {len(cases)} training cases labeled "
+          f"({'given' if given else f'seed {args.seed}'}): {', '.join(budget['labeled'])}")
+    for k, f in enumerate(budget["folds"]):
+        print(f"  fold {k}: {len(budget['labeled'])} labeled, {len(f['unlabeled'])} unlabeled, {len(f['val'])} val")
+    print(f"Wrote {os.path.join(folder, SPLITS_FILE)} and {os.path.join(folder, BUDGET_FILE)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""AdvMIM's adversarial parts: patch-GAN discriminator and least-squares GAN losses.
+
+``D_N`` sees softmax maps. "Real" = ``p(N(x_l))`` (original domain, labeled), "fake" = ``p(N^m(x_u))``
+(masked domain, unlabeled)::
+
+    generator (network N):   lambda_adv * mean((D_N(p(N^m(x_u))) - 1)^2)
+    discriminator D_N:       0.1 * [mean((D_N(p(N(x_l))) - 1)^2) + mean(D_N(p(N^m(x_u)))^2)]   (detached maps)
+
+Order of a training step with two optimizers: backward the network loss (its generator term also writes
+gradients into D's parameters), step the network optimizer, then ``d_optimizer.zero_grad()`` before
+backwarding the discriminator loss on detached maps and stepping ``d_optimizer``; or wrap the generator
+term in ``frozen(discriminator)`` so D collects no gradients at all.
+"""
+import pydoc
+from contextlib import contextmanager
+from typing import Sequence, Type, Union
+
+import torch
+from torch import nn
+
+__all__ = ["PatchDiscriminator", "lsgan_generator_loss", "lsgan_discriminator_loss", "frozen"]
+
+
+class PatchDiscriminator(nn.Module):
+    """Fully convolutional patch-GAN discriminator on softmax maps, 2D or 3D from ``conv_op``.
+
+    Four stride-2 convolutions with ``features`` channels (default 64, 128, 256, 512), each followed by
+    LeakyReLU(``negative_slope``), then a stride-1 convolution to one output channel; the output is a
+    patch map ``(B, 1, *reduced)`` of raw scores (no sigmoid: the losses are least squares).
+
+    Kernel/stride/padding: the AdvEnt-style discriminator uses 4x4 kernels, stride 2, padding 1, which
+    floors each size to ``n // 2`` and reaches 0 on an axis of size 1 (e.g. a 3D patch with few slices,
+    or a 2D patch of 16 px, after four halvings). We use kernel 3, stride 2, padding 1: the size becomes
+    ``ceil(n / 2)``, which is >= 1 for every ``n >= 1``, so any patch (odd, anisotropic, tiny) works.
+    The output conv is kernel 3, stride 1, padding 1 (size kept).
+
+    Args mirror dynamic_network_architectures: ``conv_op`` is ``nn.Conv2d``/``nn.Conv3d`` (or its dotted
+    name as stored in nnU-Net plans, e.g. ``"torch.nn.modules.conv.Conv3d"``).
+    """
+
+    def __init__(self, input_channels: int, conv_op: Union[Type[nn.Module], str],
+                 features: Sequence[int] = (64, 128, 256, 512), negative_slope: float = 0.2):
+        super().__init__()
+        if isinstance(conv_op, str):
+            resolved = pydoc.locate(conv_op)
+            if resolved is None:
+                raise ValueError(f"PatchDiscriminator: conv_op '{conv_op}' cannot be imported; pass "
+                                 f"torch.nn.Conv2d / torch.nn.Conv3d or their dotted names")
+            conv_op = resolved
+        if conv_op not in (nn.Conv2d, nn.Conv3d):
+            raise ValueError(f"PatchDiscriminator: conv_op must be nn.Conv2d or nn.Conv3d, got {conv_op}")
+        if input_channels < 1 or len(features) == 0:
+            raise ValueError("PatchDiscriminator: input_channels must be >= 1 and features non-empty")
+        self.conv_op = conv_op
+        self.dim = 2 if conv_op is nn.Conv2d else 3
+        layers = []
+        c_in = input_channels
+        for c_out in features:
+            layers += [conv_op(c_in, c_out, kernel_size=3, stride=2, padding=1),
+                       nn.LeakyReLU(negative_slope, inplace=True)]
+            c_in = c_out
+        layers.append(conv_op(c_in, 1, kernel_size=3, stride=1, padding=1))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != self.dim + 2:
+            raise ValueError(f"PatchDiscriminator({self.dim}D) expects (B, C, *{self.dim} spatial), "
+                             f"got shape {tuple(x.shape)}")
+        return self.layers(x)
+
+    @staticmethod
+    def output_size(patch_size: Sequence[int], num_downsamplings: int = 4):
+        """Spatial size of the score map for an input patch: ``ceil(n / 2)`` applied ``num_downsamplings`` times."""
+        size = list(patch_size)
+        for _ in range(num_downsamplings):
+            size = [(s + 1) // 2 for s in size]
+        return tuple(size)
+
+
+def lsgan_generator_loss(d_fake: torch.Tensor) -> torch.Tensor:
+    """Least-squares generator loss ``mean((D(p) - 1)^2)`` (Mao et al. 2017), float32."""
+    return ((d_fake.float() - 1) ** 2).mean()
+
+
+def lsgan_discriminator_loss(d_real: torch.Tensor, d_fake: torch.Tensor, weight: float = 0.1) -> torch.Tensor:
+    """Least-squares discriminator loss ``weight * [mean((D(real) - 1)^2) + mean(D(fake)^2)]``.
+
+    Pass scores of *detached* maps: real = ``D(p(N(x_l)).detach())``, fake = ``D(p(N^m(x_u)).detach())``.
+    """
+    return weight * (((d_real.float() - 1) ** 2).mean() + (d_fake.float() ** 2).mean())
+
+
+@contextmanager
+def frozen(module: nn.Module):
+    """Temporarily set ``requires_grad=False`` on all parameters of ``module`` (restored afterwards).
+
+    Use around the generator term so the discriminator collects no gradients from the network's loss.
+    """
+    params = list(module.parameters())
+    previous = [p.requires_grad for p in params]
+    try:
+        for p in params:
+            p.requires_grad_(False)
+        yield module
+    finally:
+        for p, flag in zip(params, previous):
+            p.requires_grad_(flag)

@@ -1,0 +1,313 @@
+"""AdvMIM's loss and training step on tensors (Zhu et al., MICCAI 2025).
+
+Per network N with partner O, ``p`` = softmax, ``N^m`` = masked forward, pseudo-labels ``y_O = argmax p(O(x_u))``
+and certainty ``w_O = max p(O(x_u))`` (both detached, from O's *unmasked* logits on ``x_u``)::
+
+    L_N =   DCCE(N(x_l), y_l)                                      labeled            (nnU-Net's loss)
+          + lambda_ct * r(t) * Dice(N(x_u), y_O)                   unlabeled          (cross teaching)
+          + DCCE(N^m(x_l), y_l)                                    masked_labeled
+          + lambda_u * [wCE + wDice](N^m(x_u), y_O; w_O)           masked_unlabeled
+          + lambda_adv * mean((D_N(p(N^m(x_u))) - 1)^2)            masked_unlabeled   (least-squares GAN)
+    L_D_N = 0.1 * [mean((D_N(p(N(x_l))) - 1)^2) + mean(D_N(p(N^m(x_u)))^2)]   on detached maps
+
+Each line belongs to one *part* of the batch a network sees (:data:`PARTS`); :func:`part_loss` computes a part's
+contribution, and everything that trains (:func:`advmim_generator_step`) and every per-domain view
+(:func:`plain_domain_loss`, :func:`masked_domain_loss`) is built from it. Labels of unlabeled cases never enter
+(there are none in the batch).
+"""
+import contextlib
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Union
+
+import torch
+from torch import nn
+
+from nnunetv2_advmim.methods.adversarial import frozen, lsgan_discriminator_loss, lsgan_generator_loss
+from nnunetv2_advmim.methods.losses import (certainty_weighted_ce, certainty_weighted_dice, cross_teaching_dice,
+                                            pseudo_labels_and_certainty)
+from nnunetv2_advmim.runtime.checkpointing import unwrap_model
+
+Logits = Union[torch.Tensor, List[torch.Tensor]]
+BRANCHES = ("hybrid", "cnn")
+
+# the four parts of one network's iteration: x_l or x_u, original or masked domain
+LABELED, UNLABELED, MASKED_LABELED, MASKED_UNLABELED = "labeled", "unlabeled", "masked_labeled", "masked_unlabeled"
+PARTS = (LABELED, UNLABELED, MASKED_LABELED, MASKED_UNLABELED)
+
+
+def is_masked(part: str) -> bool:
+    return part in (MASKED_LABELED, MASKED_UNLABELED)
+
+
+def is_unlabeled(part: str) -> bool:
+    return part in (UNLABELED, MASKED_UNLABELED)
+
+
+# ----------------------------------------------------------------------------------------------- outputs
+def full_resolution(logits: Logits) -> torch.Tensor:
+    """The full-resolution output of a network (the first one when deep supervision returns a list)."""
+    return logits[0] if isinstance(logits, (list, tuple)) else logits
+
+
+def split_batch(logits: Logits, n_labeled: int):
+    """Outputs of a forward on ``[x_l; x_u]`` -> (labeled part, same structure; unlabeled full-resolution logits)."""
+    if isinstance(logits, (list, tuple)):
+        labeled = [o[:n_labeled] for o in logits]
+    else:
+        labeled = logits[:n_labeled]
+    return labeled, full_resolution(logits)[n_labeled:]
+
+
+def upcast(x: torch.Tensor) -> torch.Tensor:
+    """float16/bfloat16 -> float32 (softmax maps, pseudo-labels and logged terms); float32/float64 unchanged."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def _check_partner(logits_u: torch.Tensor, partner_logits_u: torch.Tensor) -> None:
+    if tuple(logits_u.shape) != tuple(partner_logits_u.shape):
+        raise ValueError(f"unlabeled logits {tuple(logits_u.shape)} and the partner's logits "
+                         f"{tuple(partner_logits_u.shape)} differ in shape: both networks must see the same x_u")
+
+
+# ----------------------------------------------------------------------------------------------- losses
+@dataclass
+class AdvMIMWeights:
+    """The weights of ``L_N``; ``rampup`` multiplies ``lambda_ct`` (sigmoid ramp-up of the training progress)."""
+    lambda_u: float = 1.0
+    lambda_ct: float = 0.1
+    lambda_adv: float = 0.001
+    rampup: float = 1.0
+
+
+@dataclass
+class PartLoss:
+    """One part's contribution to ``L_N``.
+
+    ``loss``: the weighted contribution (None: the part adds nothing to backward); ``terms``: its unweighted terms
+    for logging; ``real``: detached ``p(N(x_l))`` (labeled part: the discriminator's "real"); ``fake``: detached
+    ``p(N^m(x_u))`` (masked unlabeled part: the discriminator's "fake"); ``logits_u``: detached ``N(x_u)``
+    (unlabeled part: the partner's pseudo-labels).
+    """
+    loss: Optional[torch.Tensor]
+    terms: Dict[str, torch.Tensor] = field(default_factory=dict)
+    real: Optional[torch.Tensor] = None
+    fake: Optional[torch.Tensor] = None
+    logits_u: Optional[torch.Tensor] = None
+
+
+def part_loss(part: str, output: Logits, target, supervised_loss: Callable,
+              partner_logits_u: Optional[torch.Tensor], discriminator: Optional[nn.Module],
+              weights: AdvMIMWeights) -> PartLoss:
+    """Contribution of one part (:data:`PARTS`) of N's batch to ``L_N`` (module docstring).
+
+    ``output``: N's output on that part (a list with deep supervision, full resolution first); ``target``: the
+    labeled target (nnU-Net's deep-supervision list); ``supervised_loss(output, target)``: nnU-Net's DCCE;
+    ``partner_logits_u``: O's unmasked full-resolution logits on ``x_u`` (unlabeled parts only). The generator
+    term runs D inside :func:`frozen`, so D collects no gradient from it; ``discriminator=None`` or
+    ``lambda_adv == 0`` drops the adversarial term.
+    """
+    if part == LABELED:
+        sup = supervised_loss(output, target)
+        return PartLoss(sup, {"sup": sup}, real=torch.softmax(upcast(full_resolution(output).detach()), 1))
+    if part == MASKED_LABELED:
+        masked_sup = supervised_loss(output, target)
+        return PartLoss(masked_sup, {"masked_sup": masked_sup})
+    if part not in PARTS:
+        raise ValueError(f"unknown AdvMIM part {part!r}; expected one of {PARTS}")
+    logits_u = full_resolution(output)
+    _check_partner(logits_u, partner_logits_u)
+    labels, certainty = pseudo_labels_and_certainty(partner_logits_u)
+    if part == UNLABELED:
+        terms = {"certainty": certainty.mean(), "cross_teaching": logits_u.new_zeros((), dtype=torch.float32)}
+        loss = None
+        if weights.lambda_ct != 0:
+            terms["cross_teaching"] = cross_teaching_dice(logits_u, labels)
+            loss = weights.lambda_ct * weights.rampup * terms["cross_teaching"]
+        return PartLoss(loss, terms, logits_u=logits_u.detach())
+    ce = certainty_weighted_ce(logits_u, labels, certainty)
+    dice = certainty_weighted_dice(logits_u, labels, certainty)
+    loss = weights.lambda_u * (ce + dice)
+    probs_u = torch.softmax(upcast(logits_u), 1)
+    adv = ce.new_zeros((), dtype=torch.float32)
+    if discriminator is not None and weights.lambda_adv != 0:
+        with frozen(discriminator):
+            adv = lsgan_generator_loss(discriminator(probs_u))
+        loss = loss + weights.lambda_adv * adv
+    return PartLoss(loss, {"masked_ce": ce, "masked_dice": dice, "adversarial": adv}, fake=probs_u.detach())
+
+
+def _domain_loss(parts, logits: Logits, target, n_labeled: int, supervised_loss: Callable,
+                 partner_logits_u: torch.Tensor, discriminator, weights: AdvMIMWeights) -> Dict[str, PartLoss]:
+    out_l, logits_u = split_batch(logits, n_labeled)
+    _check_partner(logits_u, partner_logits_u)
+    return {p: part_loss(p, out_l if not is_unlabeled(p) else logits_u, target, supervised_loss, partner_logits_u,
+                         discriminator, weights) for p in parts}
+
+
+def _total(parts: Dict[str, PartLoss]) -> torch.Tensor:
+    return sum(p.loss for p in parts.values() if p.loss is not None)
+
+
+def plain_domain_loss(logits: Logits, target, n_labeled: int, supervised_loss: Callable, partner_logits_u: torch.Tensor,
+                      lambda_ct: float = 0.1, rampup: float = 1.0) -> Dict[str, torch.Tensor]:
+    """Original-domain part of ``L_N`` for one forward of N on ``[x_l; x_u]`` (the first ``n_labeled`` samples are
+    ``x_l``): :func:`part_loss` of :data:`LABELED` and :data:`UNLABELED`.
+
+    Returns ``sup``, ``cross_teaching`` (unweighted), ``certainty`` (mean ``w_O``), ``total``, ``probs_l``
+    (detached ``p(N(x_l))``) and ``logits_u`` (detached ``N(x_u)``).
+    """
+    parts = _domain_loss((LABELED, UNLABELED), logits, target, n_labeled, supervised_loss, partner_logits_u, None,
+                         AdvMIMWeights(lambda_ct=lambda_ct, rampup=rampup))
+    return {**parts[LABELED].terms, **parts[UNLABELED].terms, "total": _total(parts),
+            "probs_l": parts[LABELED].real, "logits_u": parts[UNLABELED].logits_u}
+
+
+def masked_domain_loss(logits_masked: Logits, target, n_labeled: int, supervised_loss: Callable,
+                       partner_logits_u: torch.Tensor, discriminator: Optional[nn.Module] = None,
+                       lambda_u: float = 1.0, lambda_adv: float = 0.001) -> Dict[str, torch.Tensor]:
+    """Masked-domain part of ``L_N`` for one masked forward of N on ``[x_l; x_u]``: :func:`part_loss` of
+    :data:`MASKED_LABELED` and :data:`MASKED_UNLABELED`.
+
+    Returns the unweighted ``masked_sup``, ``masked_ce``, ``masked_dice``, ``adversarial``, the ``total`` and
+    ``probs_u`` (detached ``p(N^m(x_u))``).
+    """
+    parts = _domain_loss((MASKED_LABELED, MASKED_UNLABELED), logits_masked, target, n_labeled, supervised_loss,
+                         partner_logits_u, discriminator, AdvMIMWeights(lambda_u=lambda_u, lambda_adv=lambda_adv))
+    return {**parts[MASKED_LABELED].terms, **parts[MASKED_UNLABELED].terms, "total": _total(parts),
+            "probs_u": parts[MASKED_UNLABELED].fake}
+
+
+def discriminator_loss(discriminator: Callable[[torch.Tensor], torch.Tensor], probs_real: torch.Tensor,
+                       probs_fake: torch.Tensor, weight: float = 0.1) -> Dict[str, torch.Tensor]:
+    """``L_D_N = 0.1 [mean((D(real) - 1)^2) + mean(D(fake)^2)]`` on detached softmax maps.
+
+    Real and fake go through D in one call (one forward per step, as DDP wants). Returns ``loss`` and the mean
+    scores ``real``/``fake`` (detached, for logging).
+    """
+    real, fake = probs_real.detach(), probs_fake.detach()
+    scores = discriminator(torch.cat([real, fake]))
+    d_real, d_fake = scores[:real.shape[0]], scores[real.shape[0]:]
+    return {"loss": lsgan_discriminator_loss(d_real, d_fake, weight), "real": d_real.detach().float().mean(),
+            "fake": d_fake.detach().float().mean()}
+
+
+# ----------------------------------------------------------------------------------------------- execution modes
+STEP_MODES = ("fast", "balanced", "memory", "reference")
+"""How :func:`advmim_generator_step` schedules the passes of one iteration. All four compute the same loss, hence
+the same gradients up to float rounding; they differ in time and memory:
+
+- ``fast``: one forward per network on ``[x_l; x_u; x_l; x_u]`` with the mask on the second half (original and
+  masked domain batched; instance norm is per sample, and an all-False mask row leaves a sample exactly
+  unmasked), both networks' graphs alive, one backward. No extra pass: the time floor plus batching gains.
+- ``balanced``: C's pseudo-labels first (a no-grad forward of C on ``x_u``), then per network one forward on the
+  4-part batch and its backward; one network's graph alive at a time.
+- ``memory``: C's pseudo-labels first (no grad), then every (network, part) pass on its own batch of B with its
+  own backward, so the peak is one network's single pass at the plan's batch size (S's own pseudo-labels for C
+  come from its unlabeled pass, detached, before that pass's graph is freed). Under DDP the gradients of a
+  network are all-reduced once, at its last pass.
+- ``reference``: the straightforward version: every term its own forward, all eight graphs alive, one backward.
+  For tests and benchmarks; not supported under DDP.
+"""
+_PASSES = {  # per network: the parts forwarded together in one call, in this order
+    "fast": [PARTS], "balanced": [PARTS], "reference": [(p,) for p in PARTS],
+    "memory": [(UNLABELED,), (LABELED,), (MASKED_LABELED,), (MASKED_UNLABELED,)],
+}
+
+
+def _forward_parts(net, parts, x_l: torch.Tensor, x_u: torch.Tensor, mask: Optional[torch.Tensor]):
+    """One forward of ``net`` on the parts concatenated along the batch -> {part: output (list with deep sup.)}.
+
+    ``mask``: block mask of ``[x_l; x_u]`` (``(2B, *grid)``); unmasked parts of a mixed batch get all-False rows."""
+    n_l = x_l.shape[0]
+    xs = [x_u if is_unlabeled(p) else x_l for p in parts]
+    x = torch.cat(xs) if len(xs) > 1 else xs[0]
+    if any(is_masked(p) for p in parts):
+        rows = [mask[n_l:] if is_unlabeled(p) else mask[:n_l] for p in parts]
+        out = net(x, mask=torch.cat([r if is_masked(p) else torch.zeros_like(r) for p, r in zip(parts, rows)]))
+    else:
+        out = net(x)
+    result, start = {}, 0
+    for part, xp in zip(parts, xs):
+        sl = slice(start, start + xp.shape[0])
+        result[part] = [o[sl] for o in out] if isinstance(out, (list, tuple)) else out[sl]
+        start += xp.shape[0]
+    return result
+
+
+def advmim_generator_step(nets: Dict[str, nn.Module], x_l: torch.Tensor, target, x_u: torch.Tensor,
+                          supervised_loss: Callable, masks: Optional[Dict[str, torch.Tensor]] = None,
+                          discriminators: Optional[Dict[str, nn.Module]] = None, mode: str = "balanced",
+                          lambda_ct: float = 0.1, rampup: float = 1.0, lambda_u: float = 1.0,
+                          lambda_adv: float = 0.001, backward: Callable[[torch.Tensor], None] = torch.Tensor.backward,
+                          autocast: Callable = None, no_sync: Callable = None) -> dict:
+    """Losses of S and C for one iteration and their gradients (accumulated in ``.grad``), in execution ``mode``.
+
+    ``nets``: ``{"hybrid": S, "cnn": C}`` with ``forward(x, mask=None)``; ``masks``: per network the block mask of
+    ``[x_l; x_u]`` (``None``: no masked domain, i.e. CTCT); ``discriminators``: per network, or ``None``/missing for
+    no adversarial term. ``backward(loss)`` runs a backward (the trainer's scales with its GradScaler);
+    ``autocast()`` returns the autocast context; ``no_sync(net)`` returns DDP's ``no_sync`` context for all but the
+    last backward of a network in ``memory`` mode. Returns ``terms`` (per network, unweighted, detached, plus
+    ``total``), ``real`` (``p(N(x_l))``) and ``fake`` (``p(N^m(x_u))``), both detached, for the discriminators.
+    Nothing here calls ``.item()``: no host synchronisation.
+    """
+    if mode not in STEP_MODES:
+        raise ValueError(f"unknown AdvMIM step mode {mode!r}; expected one of {STEP_MODES}")
+    autocast = autocast or contextlib.nullcontext
+    no_sync = no_sync or (lambda net: contextlib.nullcontext())
+    discriminators = discriminators or {}
+    weights = AdvMIMWeights(lambda_u=lambda_u, lambda_ct=lambda_ct, lambda_adv=lambda_adv, rampup=rampup)
+    parts = PARTS if masks is not None else (LABELED, UNLABELED)
+    passes = [g for g in (tuple(p for p in g if p in parts) for g in _PASSES[mode]) if g]
+    partner_of = {"hybrid": "cnn", "cnn": "hybrid"}
+    partner = {}  # network -> partner's unmasked logits on x_u (detached, float)
+    terms = {b: {} for b in BRANCHES}
+    totals = {b: [] for b in BRANCHES}
+    real, fake = {}, {}
+
+    def loss_of(b, part, output):
+        r = part_loss(part, output, target, supervised_loss, partner.get(b), discriminators.get(b), weights)
+        terms[b].update(r.terms)
+        if r.real is not None:
+            real[b] = r.real
+        if r.fake is not None:
+            fake[b] = r.fake
+        if r.logits_u is not None:
+            partner[partner_of[b]] = upcast(r.logits_u)
+        return r.loss
+
+    if mode in ("fast", "reference"):  # forward everything, then losses, one backward
+        outputs = {}
+        with autocast():
+            for b in BRANCHES:
+                for g in passes:
+                    mask = None if masks is None else masks[b]
+                    outputs.update({(b, p): o for p, o in _forward_parts(nets[b], g, x_l, x_u, mask).items()})
+            for b in BRANCHES:
+                partner[partner_of[b]] = upcast(full_resolution(outputs[(b, UNLABELED)]).detach())
+            losses = []
+            for b in BRANCHES:
+                for p in parts:
+                    loss = loss_of(b, p, outputs[(b, p)])
+                    if loss is not None:
+                        totals[b].append(loss.detach())
+                        losses.append(loss)
+        backward(sum(losses))
+    else:  # balanced / memory: C's pseudo-labels first, then pass by pass, one graph at a time
+        with torch.no_grad(), autocast():
+            # the module itself: a DDP wrapper would prepare a gradient reduction for this no-grad pass
+            partner["hybrid"] = upcast(full_resolution(unwrap_model(nets["cnn"], keep_compiled=True)(x_u)))
+        for b in BRANCHES:
+            for i, g in enumerate(passes):
+                last = i == len(passes) - 1
+                with (contextlib.nullcontext() if last else no_sync(nets[b])):
+                    with autocast():
+                        outs = _forward_parts(nets[b], g, x_l, x_u, None if masks is None else masks[b])
+                        losses = [loss for p in g if (loss := loss_of(b, p, outs[p])) is not None]
+                    if losses:
+                        total = sum(losses)
+                        totals[b].append(total.detach())
+                        backward(total)
+    for b in BRANCHES:
+        terms[b] = {k: upcast(v.detach()) for k, v in terms[b].items()}
+        terms[b]["total"] = torch.stack([upcast(t) for t in totals[b]]).sum()
+    return {"terms": terms, "real": real, "fake": fake}

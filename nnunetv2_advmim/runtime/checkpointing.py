@@ -1,0 +1,321 @@
+"""Crash-safe checkpoint files, safe loading, RNG states and the resume logic both trainer families share.
+
+- :func:`atomic_save`: ``torch.save`` into a temporary file next to the target, flush + ``fsync``, then
+  ``os.replace`` onto the target. A crash (even SIGKILL) while writing leaves the previous file intact; an
+  exception removes the temporary file; temporary files of writers that were killed are removed by the next
+  save of the same target.
+- :func:`safe_load`: ``torch.load(..., weights_only=True)`` with exactly the extra types nnU-Net checkpoints
+  legitimately hold allow-listed (numpy *scalars* and dtypes, which nnU-Net's logger stores; ``torch.device``
+  in ``init_args`` is accepted by torch itself). Anything else (a custom class, an ``os.system`` reduce, even a
+  numpy array) is refused with :class:`UnsafeCheckpointError`; there is no fall-back to ``weights_only=False``.
+  Missing and truncated/corrupt files get errors that name the file and what to do.
+- :func:`rng_states` / :func:`set_rng_states`: python ``random``, numpy's global generator, torch CPU and CUDA
+  generators as plain tensors/lists/ints, so they pass :func:`safe_load`.
+- :func:`apply_nnunet_checkpoint`: what nnU-Net 2.8.1's ``nnUNetTrainer.load_checkpoint`` does with a loaded
+  checkpoint dict (2.8.1 itself can only load from a path, with ``weights_only=False``).
+- :func:`run_state` / :func:`restore_run_state`: RNG states and non-finite guard counters in and out of a
+  checkpoint, so ``--c`` continues a killed run exactly; :func:`unwrap_model`: the module behind DDP and
+  ``torch.compile`` wrappers.
+"""
+import os
+import pickle
+import random
+import tempfile
+import zipfile
+from typing import Any, Dict, List
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["CheckpointError", "UnsafeCheckpointError", "CorruptCheckpointError", "atomic_save", "safe_load",
+           "safe_globals", "rng_states", "set_rng_states", "unwrap_model", "strip_module_prefix",
+           "apply_nnunet_checkpoint", "run_state", "restore_run_state", "restore_pending_rng_states"]
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file cannot be loaded."""
+
+
+class UnsafeCheckpointError(CheckpointError, pickle.UnpicklingError):
+    """The file holds pickled objects other than tensors and plain containers (possible foreign code)."""
+
+
+class CorruptCheckpointError(CheckpointError):
+    """The file is incomplete (e.g. the writer was killed) or not a torch checkpoint."""
+
+
+# --------------------------------------------------------------------------------------------- saving
+def _tmp_prefix(filename: str) -> str:
+    return f".{os.path.basename(filename)}.tmp."
+
+
+def _remove_stale_temporaries(filename: str) -> None:
+    """Remove temporary files of earlier writers of ``filename`` whose process no longer runs."""
+    if os.name != "posix":
+        return  # os.kill(pid, 0) is no liveness probe on Windows (it sends CTRL_C_EVENT)
+    folder = os.path.dirname(os.path.abspath(filename))
+    prefix = _tmp_prefix(filename)
+    for name in os.listdir(folder):
+        if not name.startswith(prefix):
+            continue
+        try:
+            pid = int(name[len(prefix):].split(".", 1)[0])
+        except ValueError:
+            continue
+        if pid == os.getpid():
+            continue
+        try:
+            os.kill(pid, 0)
+            continue  # that writer still runs
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue  # runs under another user
+        try:
+            os.remove(os.path.join(folder, name))
+        except FileNotFoundError:
+            pass
+
+
+def _current_umask() -> int:
+    """The process umask, read without changing it where Linux allows (os.umask can only set it)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
+
+
+def _fsync_dir(folder: str) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return  # e.g. Windows: directories cannot be opened
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_save(obj: Any, filename: str) -> None:
+    """``torch.save(obj, filename)`` that never leaves a partial ``filename`` (module docstring).
+
+    The object is written to ``.<name>.tmp.<pid>.<random>`` in the same folder, flushed and fsynced, then
+    renamed onto ``filename`` with ``os.replace`` (atomic on POSIX and Windows within one file system).
+    """
+    filename = os.fspath(filename)
+    folder = os.path.dirname(os.path.abspath(filename))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"Cannot write checkpoint {filename}: folder {folder} does not exist.")
+    _remove_stale_temporaries(filename)
+    fd, tmp = tempfile.mkstemp(prefix=f"{_tmp_prefix(filename)}{os.getpid()}.", dir=folder)
+    try:
+        os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp creates 0600; give the file the mode open() would
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, filename)
+    except BaseException:
+        try:
+            os.remove(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_dir(folder)
+
+
+# --------------------------------------------------------------------------------------------- loading
+def _numpy_safe_globals() -> List[Any]:
+    """numpy scalar reconstruction + dtypes (what nnU-Net's logger puts into checkpoints; never ndarrays).
+
+    ``numpy.core.multiarray.scalar(dtype, bytes)`` rebuilds one number from its raw bytes (an object dtype
+    returns the already-unpickled, already-checked object); ``numpy.dtype`` only describes a type."""
+    allowed: List[Any] = [np.dtype]
+    try:
+        from numpy._core.multiarray import scalar  # numpy >= 2
+    except ImportError:  # pragma: no cover - numpy 1.x
+        from numpy.core.multiarray import scalar
+    allowed += [(scalar, "numpy._core.multiarray.scalar"), (scalar, "numpy.core.multiarray.scalar")]
+    dtypes = getattr(np, "dtypes", None)
+    if dtypes is not None:  # numpy >= 1.25 may pickle dtypes by their class
+        for name in ("BoolDType", "Int8DType", "UInt8DType", "Int16DType", "UInt16DType", "Int32DType",
+                     "UInt32DType", "Int64DType", "UInt64DType", "LongLongDType", "ULongLongDType",
+                     "Float16DType", "Float32DType", "Float64DType", "LongDoubleDType", "Complex64DType",
+                     "Complex128DType", "CLongDoubleDType", "ByteDType", "UByteDType", "ShortDType", "UShortDType",
+                     "IntDType", "UIntDType", "LongDType", "ULongDType"):
+            cls = getattr(dtypes, name, None)
+            if cls is not None:
+                allowed.append(cls)
+    return allowed
+
+
+def safe_globals() -> List[Any]:
+    """The allow-list :func:`safe_load` adds to torch's own ``weights_only`` allow-list."""
+    return _numpy_safe_globals()
+
+
+def _allowed_names() -> set:
+    names = set()
+    for g in safe_globals():
+        names.add(g[1] if isinstance(g, tuple) else f"{g.__module__}.{g.__qualname__}")
+    return names
+
+
+def _describe_refusal(filename: str, error: Exception) -> str:
+    """The globals torch refused, e.g. ``posix.system`` or ``mymodule.MyClass``."""
+    try:
+        found = [g for g in torch.serialization.get_unsafe_globals_in_checkpoint(filename)
+                 if g not in _allowed_names()]
+    except Exception:  # the scan itself failed: fall back to torch's message
+        found = []
+    if found:
+        return "refused: " + ", ".join(found)
+    lines = [ln.strip() for ln in str(error).splitlines() if "GLOBAL" in ln or "global" in ln]
+    return lines[0] if lines else str(error).splitlines()[0]
+
+
+def safe_load(filename: str, map_location="cpu") -> Any:
+    """Load a checkpoint with ``torch.load(weights_only=True)`` and the allow-list of :func:`safe_globals`.
+
+    Raises ``FileNotFoundError`` (missing file), :class:`CorruptCheckpointError` (truncated / not a torch file)
+    or :class:`UnsafeCheckpointError` (pickled objects other than tensors, containers and numpy scalars); every
+    message names the file.
+    """
+    filename = os.fspath(filename)
+    if not os.path.isfile(filename):
+        raise FileNotFoundError(f"Checkpoint {filename} does not exist. Check the path (and nnUNet_results); to "
+                                f"resume, use another checkpoint of the run (checkpoint_latest.pth, "
+                                f"checkpoint_best.pth or checkpoint_final.pth).")
+    if os.path.getsize(filename) == 0 or not zipfile.is_zipfile(filename):
+        # torch.save writes zip archives; a truncated one has no central directory
+        raise CorruptCheckpointError(
+            f"Checkpoint {filename} is incomplete or corrupt (not a complete torch zip archive, "
+            f"{os.path.getsize(filename)} bytes): it was probably cut off while being written or copied (or saved "
+            f"in torch's legacy non-zip format). Resume from another checkpoint of the run (checkpoint_best.pth or "
+            f"an older copy) or copy it again.")
+    try:
+        with torch.serialization.safe_globals(safe_globals()):
+            return torch.load(filename, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise UnsafeCheckpointError(
+            f"Refusing to load {filename}: it contains pickled Python objects that are not tensors, plain "
+            f"containers or numbers ({_describe_refusal(filename, e)}), and unpickling them could run foreign "
+            f"code. Checkpoints written by nnU-Net and nnunetv2_advmim never contain such objects; only load this "
+            f"file if you trust its source, by converting it yourself.") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+        raise CorruptCheckpointError(
+            f"Checkpoint {filename} is incomplete or corrupt ({type(e).__name__}: {str(e).splitlines()[0]}). "
+            f"Resume from another checkpoint of the run (checkpoint_best.pth or an older copy).") from e
+
+
+# --------------------------------------------------------------------------------------------- RNG states
+def rng_states() -> Dict[str, Any]:
+    """RNG states of python ``random``, numpy's global generator, torch CPU and every CUDA device (when CUDA is
+    initialised), as plain ints/lists/uint8 tensors (loadable by :func:`safe_load`)."""
+    version, internal, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    states = {
+        "python": {"version": int(version), "state": torch.tensor(internal, dtype=torch.int64),
+                   "gauss_next": None if gauss is None else float(gauss)},
+        "numpy": {"name": str(name), "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64).copy()),
+                  "pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "torch": torch.get_rng_state().clone(),
+        # only when CUDA is in use: querying would otherwise start a CUDA context (GPU memory) in CPU runs
+        "cuda": [s.clone() for s in torch.cuda.get_rng_state_all()] if torch.cuda.is_initialized() else None,
+    }
+    return states
+
+
+def set_rng_states(d: Dict[str, Any]) -> None:
+    """Restore what :func:`rng_states` returned. CUDA states are restored when CUDA is available and the number
+    of devices matches (otherwise they are skipped: e.g. a GPU checkpoint resumed on the CPU)."""
+    py = d["python"]  # tensors may come back on a GPU (safe_load(map_location='cuda')): .cpu() everywhere
+    random.setstate((int(py["version"]), tuple(int(v) for v in py["state"].cpu().tolist()), py["gauss_next"]))
+    npy = d["numpy"]
+    np.random.set_state((npy["name"], npy["keys"].cpu().numpy().astype(np.uint32), int(npy["pos"]),
+                         int(npy["has_gauss"]), float(npy["cached_gaussian"])))
+    torch.set_rng_state(d["torch"].cpu().to(torch.uint8))
+    cuda = d.get("cuda")
+    if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([s.cpu().to(torch.uint8) for s in cuda])
+
+
+# --------------------------------------------------------------------------------------------- trainers
+def unwrap_model(model: nn.Module, keep_compiled: bool = False) -> nn.Module:
+    """The plain module behind DDP (``.module``) and ``torch.compile`` (``._orig_mod``) wrappers: what state dicts
+    are saved from. ``keep_compiled`` removes only DDP (a no-grad forward that must not prepare a reduction)."""
+    while True:
+        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        elif not keep_compiled and isinstance(getattr(model, "_orig_mod", None), nn.Module):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def strip_module_prefix(state_dict: Dict[str, Any], own_keys=None) -> Dict[str, Any]:
+    """State dict without DDP's ``module.`` prefixes (kept on keys that ``own_keys`` holds as they are)."""
+    return {k[7:] if k.startswith("module.") and (own_keys is None or k not in own_keys) else k: v
+            for k, v in state_dict.items()}
+
+
+def apply_nnunet_checkpoint(trainer, checkpoint: dict) -> None:
+    """Restore what nnU-Net 2.8.1's ``nnUNetTrainer.load_checkpoint`` restores, from a loaded dict: network
+    weights (``module.`` prefixes dropped as nnU-Net does), init args, epoch, logger, best EMA Dice, mirroring
+    axes, optimizer and grad scaler."""
+    if not trainer.was_initialized:
+        trainer.initialize()
+    net = unwrap_model(trainer.network)
+    weights = strip_module_prefix(checkpoint["network_weights"], net.state_dict().keys())
+    trainer.my_init_kwargs = checkpoint["init_args"]
+    trainer.current_epoch = checkpoint["current_epoch"]
+    trainer.logger.load_checkpoint(checkpoint["logging"])
+    trainer._best_ema = checkpoint["_best_ema"]
+    trainer.inference_allowed_mirroring_axes = checkpoint.get("inference_allowed_mirroring_axes",
+                                                              trainer.inference_allowed_mirroring_axes)
+    net.load_state_dict(weights)
+    trainer.optimizer.load_state_dict(checkpoint["optimizer_state"])
+    if trainer.grad_scaler is not None and checkpoint.get("grad_scaler_state") is not None:
+        trainer.grad_scaler.load_state_dict(checkpoint["grad_scaler_state"])
+
+
+def run_state(trainer) -> Dict[str, Any]:
+    """What a resumed run needs beyond nnU-Net's checkpoint: the RNG states (masks and augmentation draw from the
+    global generators) and the non-finite guard's counters."""
+    guard = getattr(trainer, "nonfinite_guard", None)
+    return {"rng_states": rng_states(), "nonfinite_guard": guard.state_dict() if guard is not None else None}
+
+
+def restore_run_state(trainer, checkpoint: dict, source: str) -> None:
+    """Restore :func:`run_state` from a loaded checkpoint: the guard's counters, and the RNG states now (for
+    ``--val``) and again after ``on_train_start`` (for ``--c``: ``trainer._pending_rng_states``). Under DDP only
+    rank 0 restores: copying its generators to every rank would make all ranks draw the same numbers."""
+    guard = getattr(trainer, "nonfinite_guard", None)
+    if checkpoint.get("nonfinite_guard") is not None and guard is not None:
+        guard.load_state_dict(checkpoint["nonfinite_guard"])
+    if trainer.is_ddp and trainer.local_rank != 0:
+        return
+    if checkpoint.get("rng_states") is not None:
+        set_rng_states(checkpoint["rng_states"])
+        trainer._pending_rng_states = checkpoint["rng_states"]
+    else:
+        trainer.print_to_log_file(f"{source} holds no RNG states (written by an older version): the resumed run "
+                                  f"continues with fresh random numbers.")
+
+
+def restore_pending_rng_states(trainer) -> None:
+    """Call at the end of ``on_train_start``: after everything it draws, the next step sees the RNG exactly as the
+    saved run did."""
+    pending = getattr(trainer, "_pending_rng_states", None)
+    if pending is not None:
+        set_rng_states(pending)
+        trainer._pending_rng_states = None

@@ -1,0 +1,61 @@
+"""Mixed precision and the optimizer step every trainer runs: scale, unscale, clip, check, step.
+
+:func:`amp_dtype` turns an ``amp`` setting into an autocast dtype; :func:`guarded_step` is the one sequence that
+applies gradients, used for networks and discriminators alike::
+
+    backward (scaled under fp16) -> unscale -> clip -> one finiteness check -> step -> scaler update
+"""
+from typing import Dict, Optional
+
+import torch
+
+from nnunetv2_advmim.runtime.numerics import NonFiniteGuard
+
+AMP_CHOICES = ("auto", "bf16", "fp16", "off")
+
+
+def amp_dtype(amp: str, device: torch.device) -> Optional[torch.dtype]:
+    """Autocast dtype for an ``amp`` setting ('auto': bf16 where the GPU supports it, else fp16; 'bf16'; 'fp16';
+    'off'); None = float32. AMP is only used on CUDA, as nnU-Net does."""
+    if amp not in AMP_CHOICES:
+        raise ValueError(f"amp must be one of {AMP_CHOICES}, got {amp!r}")
+    if device.type != "cuda" or amp == "off":
+        return None
+    if amp == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if amp == "bf16" else torch.float16
+
+
+def scaled_backward(loss: torch.Tensor, scaler: Optional[torch.amp.GradScaler]) -> None:
+    (scaler.scale(loss) if scaler is not None else loss).backward()
+
+
+def guarded_step(optimizers: Dict[str, torch.optim.Optimizer], scaler: Optional[torch.amp.GradScaler],
+                 losses: Optional[Dict[str, torch.Tensor]] = None, clip: Optional[float] = None,
+                 guard: Optional[NonFiniteGuard] = None, checked: Optional[Dict[str, torch.Tensor]] = None) -> bool:
+    """Apply the gradients of one training step to ``optimizers`` (name -> optimizer); returns whether it stepped.
+
+    ``losses`` (name -> loss): backwarded here first (scaled by ``scaler`` under fp16); leave out when the caller
+    has backwarded already. ``clip``: gradient-norm clipping of each optimizer's parameters. ``guard``: one host
+    synchronisation checks ``checked`` (name -> scalar, e.g. loss terms) and, without a scaler, every clipped
+    gradient norm (``<name>_grad_norm``); under fp16 an inf gradient is the GradScaler's business (it skips the
+    step and lowers the scale). A non-finite step leaves weights and optimizer states untouched.
+    """
+    for loss in (losses or {}).values():
+        scaled_backward(loss, scaler)
+    checked = dict(checked or {})
+    if clip is not None:
+        for name, opt in optimizers.items():
+            if scaler is not None:
+                scaler.unscale_(opt)
+            params = [p for group in opt.param_groups for p in group["params"]]
+            norm = torch.nn.utils.clip_grad_norm_(params, clip)
+            if scaler is None:
+                checked[f"{name}_grad_norm" if name else "grad_norm"] = norm
+    ok = guard.step_ok(checked) if guard is not None else True
+    if ok:
+        for opt in optimizers.values():
+            scaler.step(opt) if scaler is not None else opt.step()
+    if scaler is not None:
+        scaler.update()
+    return ok

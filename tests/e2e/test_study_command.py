@@ -1,0 +1,86 @@
+"""nnUNetv2_advmim_study end to end on tiny 2D data: stock nnUNetv2_train/predict in subprocesses."""
+import csv
+import hashlib
+import json
+import os
+
+from helpers import run_cmd
+from nnunetv2_advmim.data.synthetic import make_synthetic_dataset
+
+
+def _commands_in_logs(study):
+    logs = os.path.join(study, "logs")
+    return [line for f in sorted(os.listdir(logs)) for line in open(os.path.join(logs, f)) if line.startswith("$ ")]
+
+
+def _digest(path):
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+BROKEN_TRAINER = """
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+
+class nnUNetTrainer_broken(nnUNetTrainer):
+    def initialize(self):
+        raise RuntimeError("this trainer always fails")
+"""
+
+
+def test_study_command_end_to_end(nnunet_env, tmp_path, ext_trainers):
+    """2 counts x 2 draws, stock everywhere, CTCT at one count and a failing trainer at the other: same cases and
+    iterations per (count, draw), outputs written, failures reported, the user's split file untouched, a second
+    call trains nothing and other settings are refused."""
+    env = dict(nnunet_env)
+    make_synthetic_dataset(env["nnUNet_raw"], 951, "Study2D", dim=2, n_train=8, n_unlabeled=2, n_test=2,
+                           shape=(32, 32), seed=3, preset="scarce")
+    run_cmd(["nnUNetv2_plan_and_preprocess", "-d", "951", "-c", "2d", "-np", "1"], env=env)
+    run_cmd(["nnUNetv2_advmim_small_plan", "-d", "951", "-c", "2d", "--base-features", "4", "--max-features", "16",
+             "--stages", "3"], env=env)
+    pre = os.path.join(env["nnUNet_preprocessed"], "Dataset951_Study2D")
+    user_splits = os.path.join(pre, "splits_final.json")
+    with open(user_splits, "w") as f:
+        json.dump([{"train": ["case_000"], "val": ["case_001"]}], f)
+    before = _digest(user_splits)
+    env["nnUNet_n_proc_DA"] = "0"  # augmentation in the training process: no worker start-up (planning needs >0)
+    study = str(tmp_path / "study")
+    folder, write = ext_trainers
+    write("broken_trainer", BROKEN_TRAINER)
+    env["nnUNet_extTrainer"] = folder
+    cmd = ["nnUNetv2_advmim_study", "-d", "951", "-c", "2d", "-p", "nnUNetPlans_small", "-n", "2", "3",
+           "--draws", "2", "-tr", "nnUNetTrainer", "nnUNetTrainerCTCT@2", "--epochs", "1", "--iterations", "2",
+           "--val-iterations", "1", "--n-val", "2", "--threads", "1", "-device", "cpu", "-o", study]
+    first = run_cmd(cmd[:cmd.index("-tr") + 3] + ["nnUNetTrainer_broken@3"] + cmd[cmd.index("-tr") + 3:], env=env,
+                    timeout=900, check=False)
+    out = first.stdout
+    # a failed arm is reported with its log and the others go on; the command says so by its exit status
+    assert first.returncode == 1 and "[8/8]" in out, out[-3000:]
+    assert out.count("FAILED") == 2 and "n3_d0__nnUNetTrainer_broken.log" in out
+    assert "## Failed arms" in open(os.path.join(study, "study.md")).read()
+    for name in ("study.md", "study.csv", "study_runs.csv", "study.png"):
+        assert os.path.getsize(os.path.join(study, name)) > 0
+    assert _digest(user_splits) == before and not os.path.exists(os.path.join(pre, "label_budget.json"))
+
+    with open(os.path.join(study, "study_runs.csv")) as f:
+        runs = list(csv.DictReader(f))
+    assert len(runs) == 6 and {r["iterations"] for r in runs} == {"2"}
+    by_split = {}
+    for r in runs:
+        by_split.setdefault((r["n"], r["draw"]), set()).add(r["labeled"])
+    assert all(len(v) == 1 for v in by_split.values())  # every arm of a (count, draw) saw the same cases
+    two, three = (set(next(iter(by_split[(n, "0")])).split()) for n in ("2", "3"))
+    assert len(two) == 2 and two < three  # nested within a draw
+    assert by_split[("2", "0")] != by_split[("2", "1")]
+    split = json.load(open(os.path.join(study, "preprocessed", "n2_d0", "Dataset951_Study2D", "splits_final.json")))
+    assert sorted(split[0]["train"]) == sorted(two)
+    md = open(os.path.join(study, "study.md")).read()
+    assert "nnUNetTrainerCTCT" in md and "| 3 | nnUNetTrainer |" in md
+
+    commands_run = _commands_in_logs(study)
+    assert len(commands_run) == 14  # one training and one prediction per arm, one failed training per broken arm
+    again = run_cmd(cmd, env=env).stdout
+    assert _commands_in_logs(study) == commands_run and "[6/6]" in again  # nothing trained or predicted again
+    changed = [c for c in cmd]
+    changed[changed.index("--epochs") + 1] = "2"
+    refused = run_cmd(changed, env=env, check=False)
+    assert refused.returncode == 1 and "other settings" in refused.stdout

@@ -1,0 +1,126 @@
+"""Helpers the tests share: run a command, copy a planned dataset, write short trainer variants."""
+import json
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import SimpleITK as sitk
+
+from nnunetv2_advmim.data.synthetic import dataset_folder_name
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_cmd(cmd, env=None, timeout=600, check=True, cwd=None):
+    """Run a command in a subprocess; on failure raise with its combined output (pytest shows it)."""
+    proc = subprocess.run(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"`{' '.join(map(str, cmd))}` exited {proc.returncode}:\n{proc.stdout[-6000:]}")
+    return proc
+
+
+class Planned:
+    """A planned + preprocessed synthetic dataset."""
+
+    def __init__(self, dataset_id, name, configuration, env):
+        self.id = dataset_id
+        self.name = dataset_folder_name(dataset_id, name)
+        self.configuration = configuration
+        self.env = env
+        self.raw = os.path.join(env["nnUNet_raw"], self.name)
+        self.preprocessed = os.path.join(env["nnUNet_preprocessed"], self.name)
+        self.results = os.path.join(env["nnUNet_results"], self.name)
+
+
+def copy_planned(planned, new_id, new_name):
+    """Copy a planned fixture dataset (raw + plans + preprocessed folders) to a new ID so a test may change it."""
+    env = planned.env
+    name = dataset_folder_name(new_id, new_name)
+    raw, pre = os.path.join(env["nnUNet_raw"], name), os.path.join(env["nnUNet_preprocessed"], name)
+    for d in (raw, pre, os.path.join(env["nnUNet_results"], name)):
+        shutil.rmtree(d, ignore_errors=True)
+    shutil.copytree(planned.raw, raw)
+    shutil.copytree(planned.preprocessed, pre, ignore=shutil.ignore_patterns("splits_final.json*", "label_budget*",
+                                                                             "*_unlabeled"))
+    plans_file = os.path.join(pre, "nnUNetPlans.json")
+    with open(plans_file) as f:
+        plans = json.load(f)
+    plans["dataset_name"] = name
+    with open(plans_file, "w") as f:
+        json.dump(plans, f, indent=2)
+    return name, raw, pre
+
+
+def short_trainer(module: str, base: str, name: str, final_validation: bool = True, **attributes) -> str:
+    """Source of a short trainer variant ``name`` of ``module.base`` setting ``attributes`` after ``__init__``;
+    ``final_validation=False`` skips nnU-Net's final validation (sliding-window prediction of every validation
+    case, minutes on 2 cores) where a test checks something else.
+
+    nnU-Net 2.8.1 needs the exact ``__init__`` signature of ``nnUNetTrainer`` (it records the init kwargs), which is
+    why test variants are written out rather than parametrised."""
+    sets = "".join(f"        self.{k} = {v!r}\n" for k, v in attributes.items())
+    skip = ("\n    def perform_actual_validation(self, save_probabilities: bool = False):\n        pass\n"
+            if not final_validation else "")
+    return (f"import torch\nfrom {module} import {base}\n\n\nclass {name}({base}):\n"
+            f"    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,\n"
+            f"                 device: torch.device = torch.device('cuda')):\n"
+            f"        super().__init__(plans, configuration, fold, dataset_json, device)\n{sets}{skip}")
+
+
+# a short stock-trainer variant most end-to-end tests can reuse
+TINY_TRAINER = short_trainer("nnunetv2.training.nnUNetTrainer.nnUNetTrainer", "nnUNetTrainer", "nnUNetTrainer_tiny",
+                             num_epochs=1, num_iterations_per_epoch=2, num_val_iterations_per_epoch=1)
+
+
+# ------------------------------------------------------------------------------------- image files
+def write_label_map(arr, path, spacing, origin=None):
+    """Write an array in (z, y, x) / (y, x) order with spacing in the same order (SimpleITK wants x first)."""
+    img = sitk.GetImageFromArray(arr.astype(np.uint8))
+    img.SetSpacing(tuple(float(s) for s in spacing[::-1]))
+    if origin is not None:
+        img.SetOrigin(origin)
+    sitk.WriteImage(img, str(path))
+
+
+def evaluation_cases_3d(rng, n=3, shape=(12, 24, 20)):
+    cases = {}
+    for i in range(n):
+        ref = np.zeros(shape, np.uint8)
+        ref[3:9, 4:14, 5:13] = 1
+        ref[4:8, 15:21, 6:12] = 2
+        pred = np.roll(ref, i, axis=1)
+        pred[rng.random(shape) < 0.01] = 1
+        if i == 2:
+            pred[pred == 2] = 0  # label 2 missed in one case
+        cases[f"case_{i:03d}"] = (ref, pred)
+    return cases
+
+
+def write_image(array, spacing, path):
+    img = sitk.GetImageFromArray(np.asarray(array))
+    img.SetSpacing([float(s) for s in spacing[::-1]])
+    sitk.WriteImage(img, str(path))
+    return str(path)
+
+
+def random_image(shape, seed=0):
+    return np.random.default_rng(seed).normal(100, 20, size=shape).astype(np.float32)
+
+
+def truncate_file(path):
+    data = open(path, "rb").read()
+    open(path, "wb").write(data[: len(data) // 2])
+    return path
+
+
+def write_evaluation_folders(folder, seed: int, n: int = 2, spacing=(2.5, 0.8, 1.0)):
+    """``folder/ref`` and ``folder/pred`` with :func:`evaluation_cases_3d` written as NIfTI; returns both paths."""
+    cases = evaluation_cases_3d(np.random.default_rng(seed), n=n)
+    for d in ("ref", "pred"):
+        (folder / d).mkdir()
+    for c, (r, p) in cases.items():
+        write_label_map(r, folder / "ref" / f"{c}.nii.gz", spacing)
+        write_label_map(p, folder / "pred" / f"{c}.nii.gz", spacing)
+    return folder / "ref", folder / "pred"

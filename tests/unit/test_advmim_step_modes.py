@@ -1,0 +1,111 @@
+"""The AdvMIM step's execution modes compute the same gradients as the straightforward version.
+
+``nnunetv2_advmim.methods.advmim.advmim_generator_step`` in ``fast``, ``balanced`` and ``memory`` mode against ``reference``
+(every term its own forward, one backward), on S (hybrid CNN-Transformer) and C (maskable plain CNN) built from a
+tiny 2D plan, nnU-Net's DC+CE loss with deep supervision and patch discriminators, in float64 so the tolerance can
+be tight. Networks are in eval mode only to switch off the hybrid's stochastic depth (instance norm is per sample
+in both modes).
+"""
+
+import pytest
+import torch
+from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
+from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
+from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
+
+from nnunetv2_advmim.methods.adversarial import PatchDiscriminator
+from types import SimpleNamespace
+
+from nnunetv2_advmim.architectures.from_plans import build_branch
+from nnunetv2_advmim.methods.advmim import STEP_MODES, advmim_generator_step
+from nnunetv2_advmim.methods.masking import block_mask
+
+PLAIN = "dynamic_network_architectures.architectures.unet.PlainConvUNet"
+ARCH = dict(n_stages=3, features_per_stage=[8, 16, 32], conv_op="torch.nn.modules.conv.Conv2d",
+            kernel_sizes=[[3, 3]] * 3, strides=[[1, 1], [2, 2], [2, 2]], n_conv_per_stage=[2, 2, 2],
+            n_conv_per_stage_decoder=[2, 2], conv_bias=True, norm_op="torch.nn.modules.instancenorm.InstanceNorm2d",
+            norm_op_kwargs={"eps": 1e-5, "affine": True}, dropout_op=None, dropout_op_kwargs=None,
+            nonlin="torch.nn.LeakyReLU", nonlin_kwargs={"inplace": True})
+IMPORT = ["conv_op", "norm_op", "dropout_op", "nonlin"]
+K, B, P = 3, 2, 16
+PLAN = SimpleNamespace(network_arch_class_name=PLAIN, network_arch_init_kwargs=ARCH,
+                       network_arch_init_kwargs_req_import=IMPORT)
+
+
+def _setup(seed=0):
+    torch.manual_seed(seed)
+    nets = {b: build_branch(b, PLAN, 1, K, True).double().eval() for b in ("hybrid", "cnn")}
+    discs = {b: PatchDiscriminator(K, torch.nn.Conv2d, features=(4, 8, 8, 8)).double() for b in nets}
+    x_l, x_u = torch.randn(B, 1, P, P, dtype=torch.float64), torch.randn(B, 1, P, P, dtype=torch.float64)
+    y = torch.randint(0, K, (B, 1, P, P)).double()
+    target = [y, y[:, :, ::2, ::2], y[:, :, ::4, ::4]]
+    masks = {b: block_mask(2 * B, nets[b].mask_grid((P, P)), 0.7) for b in nets}
+    dc_ce = DC_and_CE_loss({"batch_dice": True, "smooth": 1e-5, "do_bg": False, "ddp": False}, {}, weight_ce=1,
+                           weight_dice=1, ignore_label=None, dice_class=MemoryEfficientSoftDiceLoss)
+    loss = DeepSupervisionWrapper(dc_ce, [4 / 7, 2 / 7, 1 / 7])
+    return nets, discs, x_l, x_u, target, masks, loss
+
+
+def _run(mode, masked=True, adversarial=True, lambda_ct=0.1):
+    nets, discs, x_l, x_u, target, masks, loss = _setup()
+    out = advmim_generator_step(nets, x_l, target, x_u, loss, masks if masked else None,
+                                discs if adversarial else None, mode, lambda_ct=lambda_ct, rampup=0.5, lambda_u=1.0,
+                                lambda_adv=0.5)  # a large lambda_adv so the adversarial gradient is visible
+    grads = {b: {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None} for b, net in nets.items()}
+    disc_grads = [p.grad for d in discs.values() for p in d.parameters()]
+    return out, grads, disc_grads
+
+
+@pytest.mark.parametrize("masked,adversarial", [(True, True), (False, False)])
+def test_every_mode_gives_the_reference_gradients(masked, adversarial):
+    ref, ref_grads, _ = _run("reference", masked, adversarial)
+    for b in ref_grads:
+        assert len(ref_grads[b]) > 0 and all(g.abs().sum() > 0 for n, g in ref_grads[b].items()
+                                             if "mask_token" not in n or masked)
+    for mode in STEP_MODES:
+        out, grads, disc_grads = _run(mode, masked, adversarial)
+        assert all(g is None for g in disc_grads), f"{mode}: the generator terms wrote gradients into D"
+        for b in ref_grads:
+            assert grads[b].keys() == ref_grads[b].keys(), (mode, b)
+            for n, g in grads[b].items():
+                assert torch.allclose(g, ref_grads[b][n], rtol=1e-7, atol=1e-12), f"{mode}: {b}.{n} gradient differs"
+            for k, v in ref["terms"][b].items():
+                assert torch.allclose(out["terms"][b][k], v, rtol=1e-9, atol=1e-12), (mode, b, k)
+            if masked:
+                assert torch.allclose(out["real"][b], ref["real"][b]) and torch.allclose(out["fake"][b], ref["fake"][b])
+
+
+def test_reference_terms_match_the_loss_written_out():
+    """The reference step's total is L_N of the AdvMIM paper with the step's weights (rampup 0.5, lambda_adv 0.5)."""
+    ref, _, _ = _run("reference")
+    for b in ("hybrid", "cnn"):
+        t = ref["terms"][b]
+        expected = (t["sup"] + t["masked_sup"] + 1.0 * (t["masked_ce"] + t["masked_dice"]) + 0.1 * 0.5 *
+                    t["cross_teaching"] + 0.5 * t["adversarial"])
+        assert torch.allclose(t["total"], expected, rtol=1e-6)  # our unsupervised terms compute in float32
+        assert t["adversarial"] > 0 and t["cross_teaching"] > 0 and 0 < t["certainty"] <= 1
+
+
+def test_modes_pass_schedules_and_batch_sizes():
+    """Which forwards each mode runs (network, batch size, masked rows): the time/memory difference of the modes."""
+    for mode, expected in {
+        "fast": [("hybrid", 4 * B, 2 * B), ("cnn", 4 * B, 2 * B)],
+        "balanced": [("cnn", B, 0), ("hybrid", 4 * B, 2 * B), ("cnn", 4 * B, 2 * B)],
+        "memory": [("cnn", B, 0)] + [(b, B, n) for b in ("hybrid", "cnn") for n in (0, 0, B, B)],
+        "reference": [(b, B, n) for b in ("hybrid", "cnn") for n in (0, 0, B, B)],
+    }.items():
+        nets, discs, x_l, x_u, target, masks, loss = _setup()
+        calls = []
+        for b, net in nets.items():
+            orig = net.forward
+            net.forward = lambda x, mask=None, _b=b, _o=orig: (
+                calls.append((_b, x.shape[0], 0 if mask is None else int(mask.flatten(1).any(1).sum()))),
+                _o(x, mask=mask))[1]
+        advmim_generator_step(nets, x_l, target, x_u, loss, masks, discs, mode)
+        assert calls == expected, mode
+
+
+def test_unknown_mode_is_a_clear_error():
+    nets, discs, x_l, x_u, target, masks, loss = _setup()
+    with pytest.raises(ValueError, match="fast"):
+        advmim_generator_step(nets, x_l, target, x_u, loss, masks, discs, "quick")

@@ -1,0 +1,111 @@
+"""Label-efficiency study protocol on plain lists, small plans, and the scarce synthetic preset."""
+import json
+
+import numpy as np
+import pytest
+
+from nnunetv2_advmim.commands.small_plan import make_small_plans
+from nnunetv2_advmim.commands.study import (aggregate, draw_order, labeled_cases, parse_arm, split_validation,
+                                            study_budget, variant_name, variants_source)
+from nnunetv2_advmim.data.label_budget import budget_to_splits, budget_unlabeled_cases
+from nnunetv2_advmim.data.synthetic import SCARCE_LABELS, make_scarce_case
+
+CASES = [f"case_{i:03d}" for i in range(20)]
+
+
+def test_validation_is_fixed_and_disjoint_from_the_pool():
+    val, pool = split_validation(CASES, 4, seed=0)
+    assert len(val) == 4 and len(pool) == 16 and not set(val) & set(pool) and set(val) | set(pool) == set(CASES)
+    assert split_validation(CASES, 4, seed=0) == (val, pool)
+    assert split_validation(CASES, 4, seed=1)[0] != val
+    with pytest.raises(ValueError, match="out of range"):
+        split_validation(CASES, 20, seed=0)
+
+
+def test_draws_are_nested_across_counts_and_differ_between_draws():
+    _, pool = split_validation(CASES, 4, seed=0)
+    for draw in range(3):
+        two, four, eight = (set(labeled_cases(pool, n, draw, 0)) for n in (2, 4, 8))
+        assert len(two) == 2 and len(four) == 4 and len(eight) == 8
+        assert two < four < eight
+    assert draw_order(pool, 0, 0) != draw_order(pool, 1, 0)
+    assert labeled_cases(pool, "all", 2, 0) == sorted(pool)
+    with pytest.raises(ValueError, match="pool holds only 16"):
+        labeled_cases(pool, 17, 0, 0)
+
+
+def test_study_budget_is_a_label_budget_the_trainers_read(tmp_path):
+    val, pool = split_validation(CASES, 4, seed=0)
+    labeled = labeled_cases(pool, 4, 0, 0)
+    budget = study_budget(labeled, pool, val)
+    assert budget_to_splits(budget) == [{"train": labeled, "val": val}]
+    (tmp_path / "splits_final.json").write_text(json.dumps(budget_to_splits(budget)))
+    unlabeled = budget_unlabeled_cases(budget, str(tmp_path), 0)
+    assert sorted(unlabeled) == sorted(set(pool) - set(labeled))  # validation cases are never unlabeled data
+
+
+def test_parse_arm():
+    assert parse_arm("nnUNetTrainer", [2, 4, "all"]) == ("nnUNetTrainer", [2, 4, "all"])
+    assert parse_arm("nnUNetTrainerAdvMIM@4,all", [2, 4, "all"]) == ("nnUNetTrainerAdvMIM", [4, "all"])
+    with pytest.raises(ValueError, match="not among"):
+        parse_arm("nnUNetTrainerAdvMIM@8", [2, 4])
+
+
+def test_variant_source_sets_the_schedule_and_scales_warm_up():
+    class Base:
+        def __init__(self, plans, configuration, fold, dataset_json, device=None):
+            self.num_epochs, self.warmup_epochs = 1000, 20
+
+    Base.__module__ = "nnunetv2.training.nnUNetTrainer.nnUNetTrainer"  # resolvable by package import
+    source = variants_source([(variant_name("nnUNetTrainer", 50, 20), Base, 50, 20, 3)], threads=1)
+    source = source.replace("from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import Base as _Base0\n", "")
+    namespace = {"_Base0": Base}
+    exec(compile(source, "study_trainers.py", "exec"), namespace)
+    trainer = namespace["nnUNetTrainer_study50x20"]({}, "2d", 0, {})
+    assert (trainer.num_epochs, trainer.num_iterations_per_epoch, trainer.num_val_iterations_per_epoch) == (50, 20, 3)
+    assert trainer.warmup_epochs == 1  # 20 of 1000 epochs -> 1 of 50
+
+
+def test_aggregate_mean_and_sample_std_over_draws():
+    def record(draw, dice_a, dice_b):
+        mean = {"1": {"Dice": dice_a, "HD95": 2.0, "NSD": 0.5}, "2": {"Dice": dice_b, "HD95": 4.0, "NSD": 0.7}}
+        return {"arm": "T", "n": 4, "draw": draw, "n_labeled": 4, "iterations": 10, "train_s": 3.0,
+                "labels": {"1": "a", "2": "b"}, "mean": mean,
+                "foreground_mean": {"Dice": (dice_a + dice_b) / 2, "HD95": 3.0, "NSD": 0.6}}
+
+    (row,) = aggregate([record(0, 0.5, 0.7), record(1, 0.7, 0.9)])
+    assert row["draws"] == 2
+    assert row["Dice_a"] == pytest.approx((0.6, np.sqrt(0.02)))  # sample std of 0.5, 0.7
+    assert row["Dice_mean"] == pytest.approx((0.7, np.sqrt(0.02)))
+    assert row["HD95_b"][0] == 4.0
+
+
+def test_small_plans_shrink_features_and_stages():
+    arch = {"n_stages": 4, "features_per_stage": [32, 64, 128, 256], "kernel_sizes": [[3, 3]] * 4,
+            "strides": [[1, 1], [2, 2], [2, 2], [2, 2]], "n_conv_per_stage": [2] * 4,
+            "n_conv_per_stage_decoder": [2] * 3}
+    plans = {"plans_name": "nnUNetPlans", "configurations": {"2d": {"batch_size": 2, "architecture": {
+        "network_class_name": "x", "arch_kwargs": arch}}}}
+    new = make_small_plans(plans, "2d", "nnUNetPlans_small", base_features=8, max_features=16, stages=3,
+                           batch_size=4)
+    kw = new["configurations"]["2d"]["architecture"]["arch_kwargs"]
+    assert new["plans_name"] == "nnUNetPlans_small" and new["configurations"]["2d"]["batch_size"] == 4
+    assert kw["features_per_stage"] == [8, 16, 16] and kw["n_stages"] == 3
+    assert len(kw["strides"]) == 3 and len(kw["n_conv_per_stage_decoder"]) == 2
+    assert plans["configurations"]["2d"]["architecture"]["arch_kwargs"]["n_stages"] == 4  # source untouched
+    with pytest.raises(ValueError, match="stages"):
+        make_small_plans(plans, "2d", "p", stages=5)
+
+
+def test_scarce_cases_vary_where_few_labels_cannot_follow():
+    rng = np.random.default_rng(0)
+    organ_sizes, nodule_polarity = [], []
+    for _ in range(30):
+        img, seg = make_scarce_case(rng, (64, 64))
+        assert set(np.unique(seg)) == set(SCARCE_LABELS.values())
+        organ_sizes.append((seg == 1).sum())
+        nodule_polarity.append(img[seg == 3].mean() > img[seg == 1].mean())
+    assert max(organ_sizes) > 3 * min(organ_sizes)  # pose and size vary widely
+    assert 0 < sum(nodule_polarity) < 30  # nodules brighter than the organ in some cases, darker in others
+    _, seg3 = make_scarce_case(rng, (24, 28, 28))
+    assert set(np.unique(seg3)) == set(SCARCE_LABELS.values())
