@@ -32,12 +32,12 @@ def test_study_command_end_to_end(nnunet_env, tmp_path, ext_trainers):
     iterations per (count, draw), outputs written, failures reported, the user's split file untouched, a second
     call trains nothing and other settings are refused."""
     env = dict(nnunet_env)
-    make_synthetic_dataset(env["nnUNet_raw"], 951, "Study2D", dim=2, n_train=8, n_unlabeled=2, n_test=2,
+    make_synthetic_dataset(env["nnUNet_raw"], 977, "Study2D", dim=2, n_train=8, n_unlabeled=2, n_test=2,
                            shape=(32, 32), seed=3, preset="scarce")
-    run_cmd(["nnUNetv2_plan_and_preprocess", "-d", "951", "-c", "2d", "-np", "1"], env=env)
-    run_cmd(["nnUNetv2_advmim_small_plan", "-d", "951", "-c", "2d", "--base-features", "4", "--max-features", "16",
+    run_cmd(["nnUNetv2_plan_and_preprocess", "-d", "977", "-c", "2d", "-np", "1"], env=env)
+    run_cmd(["nnUNetv2_advmim_small_plan", "-d", "977", "-c", "2d", "--base-features", "4", "--max-features", "16",
              "--stages", "3"], env=env)
-    pre = os.path.join(env["nnUNet_preprocessed"], "Dataset951_Study2D")
+    pre = os.path.join(env["nnUNet_preprocessed"], "Dataset977_Study2D")
     user_splits = os.path.join(pre, "splits_final.json")
     with open(user_splits, "w") as f:
         json.dump([{"train": ["case_000"], "val": ["case_001"]}], f)
@@ -47,7 +47,7 @@ def test_study_command_end_to_end(nnunet_env, tmp_path, ext_trainers):
     folder, write = ext_trainers
     write("broken_trainer", BROKEN_TRAINER)
     env["nnUNet_extTrainer"] = folder
-    cmd = ["nnUNetv2_advmim_study", "-d", "951", "-c", "2d", "-p", "nnUNetPlans_small", "-n", "2", "3",
+    cmd = ["nnUNetv2_advmim_study", "-d", "977", "-c", "2d", "-p", "nnUNetPlans_small", "-n", "2", "3",
            "--draws", "2", "-tr", "nnUNetTrainer", "nnUNetTrainerCTCT@2", "--epochs", "1", "--iterations", "2",
            "--val-iterations", "1", "--n-val", "2", "--threads", "1", "-device", "cpu", "-o", study]
     first = run_cmd(cmd[:cmd.index("-tr") + 3] + ["nnUNetTrainer_broken@3"] + cmd[cmd.index("-tr") + 3:], env=env,
@@ -71,7 +71,7 @@ def test_study_command_end_to_end(nnunet_env, tmp_path, ext_trainers):
     two, three = (set(next(iter(by_split[(n, "0")])).split()) for n in ("2", "3"))
     assert len(two) == 2 and two < three  # nested within a draw
     assert by_split[("2", "0")] != by_split[("2", "1")]
-    split = json.load(open(os.path.join(study, "preprocessed", "n2_d0", "Dataset951_Study2D", "splits_final.json")))
+    split = json.load(open(os.path.join(study, "preprocessed", "n2_d0", "Dataset977_Study2D", "splits_final.json")))
     assert sorted(split[0]["train"]) == sorted(two)
     md = open(os.path.join(study, "study.md")).read()
     assert "nnUNetTrainerCTCT" in md and "| 3 | nnUNetTrainer |" in md
