@@ -48,7 +48,8 @@ from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 matplotlib.use("agg")  # figures go to files; no display is needed
 import matplotlib.pyplot as plt  # noqa: E402
 
-from nnunetv2_advmim.data.label_budget import BUDGET_FILE, SPLITS_FILE, training_cases, write_budget
+from nnunetv2_advmim.data.label_budget import (BUDGET_FILE, SPLITS_FILE, training_cases, write_budget,
+                                                write_json_atomic)
 from nnunetv2_advmim.data.paths import load_plans_and_dataset_json, preprocessed_dataset_folder
 from nnunetv2_advmim.evaluation.evaluate import evaluate_folders
 from nnunetv2_advmim.runtime.checkpointing import safe_load
@@ -270,7 +271,7 @@ class Study:
                                  f"{[old.get(k) for k in diff]} there); continue it with the same settings or "
                                  f"choose another study folder (-o)")
         os.makedirs(self.folder, exist_ok=True)
-        _write_json(path, self.settings)
+        write_json_atomic(path, self.settings)
 
     def _arm_names(self, n) -> List[str]:
         names = [t for t, at in self.arms if n in at]
@@ -306,7 +307,7 @@ class Study:
             if not os.path.lexists(link):
                 os.symlink(os.path.join(self.preprocessed, entry), link)
         if labeled is None:  # pretraining: every pool image, no budget (labels are never read)
-            _write_json(os.path.join(target, SPLITS_FILE), [{"train": self.pool, "val": self.val}])
+            write_json_atomic(os.path.join(target, SPLITS_FILE), [{"train": self.pool, "val": self.val}])
         else:
             write_budget(target, study_budget(labeled, self.pool, self.val))
         return root
@@ -367,7 +368,7 @@ class Study:
                 calib[trainer] = _epoch_seconds(self._model_folder(results, trainer))[-1]
             finally:
                 self.epochs_of[trainer] = saved
-            _write_json(path, calib)
+            write_json_atomic(path, calib)
         ref = calib[self.match_time] * self.epochs
         for trainer, _ in self.arms:
             self.epochs_of[trainer] = max(1, int(round(ref / calib[trainer])))
@@ -403,7 +404,7 @@ class Study:
                   "wall_s": wall, "labels": {str(k): v for k, v in result["labels"].items()},
                   "mean": {str(k): v for k, v in result["mean"].items()},
                   "foreground_mean": result["foreground_mean"], "model": model, "predictions": pred}
-        _write_json(record_file, record)
+        write_json_atomic(record_file, record)
         return record
 
     def jobs(self) -> List[tuple]:
@@ -477,14 +478,6 @@ def _read_json(path: str):
         return None
     with open(path) as f:
         return json.load(f)
-
-
-def _write_json(path: str, content) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(content, f, indent=2)
-    os.replace(tmp, path)
 
 
 # ------------------------------------------------------------------------------------------------ outputs

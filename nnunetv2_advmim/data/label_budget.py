@@ -93,6 +93,15 @@ def budget_to_splits(budget: dict) -> List[dict]:
     return [{"train": list(budget["labeled"]), "val": list(f["val"])} for f in budget["folds"]]
 
 
+def write_json_atomic(path: str, content) -> None:
+    """Write ``content`` as JSON through a temporary file and a rename, so a crash never leaves half a file."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(content, f, indent=2)
+    os.replace(tmp, path)
+
+
 def _write_json_with_backup(path: str, content) -> Optional[str]:
     """Write ``content``; an existing different file is renamed to ``<path>.bak-<timestamp>`` first.
     Returns the backup path (None if there was nothing to back up or the file was identical)."""
@@ -110,10 +119,7 @@ def _write_json_with_backup(path: str, content) -> Optional[str]:
         while os.path.exists(backup):
             backup, i = f"{path}.bak-{stamp}-{i}", i + 1
         os.rename(path, backup)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(content, f, indent=2)
-    os.replace(tmp, path)
+    write_json_atomic(path, content)
     return backup
 
 
