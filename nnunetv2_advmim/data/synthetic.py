@@ -11,11 +11,13 @@ texture, partial-volume blur and Gaussian noise. 3D images are NIfTI volumes; 2D
 files, which nnU-Net reads as single-slice volumes and plans as ``2d``.
 
 The ``scarce`` preset is built so that a few labeled cases cannot cover what the test cases show: the organ's
-pose, size and elongation vary widely, a thin tortuous ``vessel`` (1-2 voxels radius) crosses the body, one to
-three small ``nodule`` blobs sit in the organ, darker than it in some cases and brighter in others, and tissue
-contrast, texture, blur, bias field and noise level are drawn per case. Stock nnU-Net trained on four such cases
-stays below the same training on all of them (measured in docs/study.md), the regime semi-supervised methods
-are for.
+pose, size and elongation vary widely; a thin tortuous ``vessel`` (1-2 voxels radius) crosses the body; one to
+three ``nodule`` blobs sit in the organ. Each structure is brighter than its surroundings in some cases and darker
+in others (drawn per case and per structure), and zero to two nodule look-alikes with the nodules' contrast sit
+in the tissue outside the organ, unlabelled, so that only the context tells a nodule from a look-alike. Tissue
+contrast, texture, blur, bias field and noise level are drawn per case too. Stock nnU-Net trained on four such
+cases stays far below the same training on all of them (measured in docs/study.md), the regime semi-supervised
+methods are for.
 
 The folder follows nnU-Net's raw layout plus ``imagesUnlabeled`` for unlabeled images::
 
@@ -117,9 +119,13 @@ def _tube(shape: Sequence[int], rng: np.random.Generator, radius: float) -> np.n
     return ndimage.distance_transform_edt(~centre_line) <= radius
 
 
-def make_scarce_case(rng: np.random.Generator, shape: Sequence[int]):
-    """One case of the ``scarce`` preset (module docstring): image (float32), segmentation (uint8, labels of
-    ``SCARCE_LABELS``), numpy axis order. Every case holds every structure."""
+def _polarity(rng: np.random.Generator, p_bright: float = 0.5) -> float:
+    return 1.0 if rng.random() < p_bright else -1.0
+
+
+def scarce_structures(rng: np.random.Generator, shape: Sequence[int]) -> dict:
+    """The masks of one ``scarce`` case: ``body``, ``organ``, ``vessel``, ``nodule`` (labelled) and ``mimic``
+    (nodule look-alikes in the tissue outside the organ, unlabelled)."""
     ndim = len(shape)
     shape = tuple(int(s) for s in shape)
     axes = [np.linspace(-1, 1, s, dtype=np.float32) for s in shape]
@@ -137,30 +143,51 @@ def make_scarce_case(rng: np.random.Generator, shape: Sequence[int]):
         organ_r = organ_r * 1.1
         organ = _blob(coords, organ_c, organ_r, organ_rot, warp) & body
     vessel = _tube(shape, rng, rng.uniform(1.0, 2.0)) & body
-    nodule = np.zeros(shape, dtype=bool)
-    inside = np.argwhere(ndimage.binary_erosion(organ, iterations=2))
-    for _ in range(rng.integers(1, 4)):
-        centre = inside[rng.integers(len(inside))] / (np.asarray(shape) - 1) * 2 - 1
-        nodule |= _blob(coords, centre, rng.uniform(0.05, 0.11, ndim), _random_rotation(rng, ndim), 0.3 * warp)
-    nodule &= organ & ~vessel
+
+    def blobs(region: np.ndarray, count: int) -> np.ndarray:
+        out = np.zeros(shape, dtype=bool)
+        inside = np.argwhere(ndimage.binary_erosion(region, iterations=2))
+        for _ in range(count if len(inside) else 0):
+            centre = inside[rng.integers(len(inside))] / (np.asarray(shape) - 1) * 2 - 1
+            out |= _blob(coords, centre, rng.uniform(0.06, 0.13, ndim), _random_rotation(rng, ndim), 0.3 * warp)
+        return out
+
+    nodule = blobs(organ, int(rng.integers(1, 4))) & organ & ~vessel
+    if not nodule.any():  # the vessel covered every nodule: keep the organ's most interior voxel as one
+        depth = ndimage.distance_transform_edt(organ & ~vessel)
+        nodule[np.unravel_index(np.argmax(depth), shape)] = True
+    mimic = blobs(body & ~organ, int(rng.integers(0, 3))) & body & ~organ & ~vessel
+    return {"body": body, "organ": organ, "vessel": vessel, "nodule": nodule, "mimic": mimic}
+
+
+def make_scarce_case(rng: np.random.Generator, shape: Sequence[int]):
+    """One case of the ``scarce`` preset (module docstring): image (float32), segmentation (uint8, labels of
+    ``SCARCE_LABELS``), numpy axis order. Every case holds every structure."""
+    shape = tuple(int(s) for s in shape)
+    m = scarce_structures(rng, shape)
+    body, organ, vessel, nodule, mimic = (m[k] for k in ("body", "organ", "vessel", "nodule", "mimic"))
     seg = np.zeros(shape, dtype=np.uint8)
     seg[organ] = SCARCE_LABELS["organ"]
     seg[vessel] = SCARCE_LABELS["vessel"]
     seg[nodule] = SCARCE_LABELS["nodule"]
 
-    # per-case contrast: the organ is always brighter than the body but by a varying margin; vessels are bright;
-    # nodules are darker than the organ in most cases and brighter in the others
+    # per-case contrast with per-case polarity: the organ is brighter than the surrounding tissue in some cases
+    # and darker in others, and so are the vessel and the nodules; nodule look-alikes outside the organ carry the
+    # nodules' contrast against their own surroundings, so only the context (inside the organ) tells them apart
     img = np.zeros(shape, dtype=np.float32)
-    background_tissue = rng.uniform(0.2, 0.5)
-    organ_level = background_tissue + rng.uniform(0.25, 0.8)
-    img[body] = background_tissue
+    tissue = rng.uniform(0.5, 0.8)
+    organ_level = tissue + _polarity(rng) * rng.uniform(0.2, 0.45)
+    nodule_step = _polarity(rng) * rng.uniform(0.2, 0.4)
+    img[body] = tissue
     img[organ] = organ_level
-    img[vessel] = organ_level + rng.uniform(0.3, 0.9)
-    img[nodule] = organ_level + (rng.uniform(-0.5, -0.25) if rng.random() < 0.7 else rng.uniform(0.25, 0.5))
+    img[mimic] = tissue + nodule_step
+    img[nodule] = organ_level + nodule_step
+    lo, hi = min(tissue, organ_level), max(tissue, organ_level)
+    img[vessel] = hi + rng.uniform(0.25, 0.6) if rng.random() < 0.5 else max(0.05, lo - rng.uniform(0.2, 0.35))
     img += rng.uniform(0.03, 0.12) * _smooth_field(rng, shape, coarse=max(2, min(shape) // 4)) * body  # texture
     img = ndimage.gaussian_filter(img, rng.uniform(0.5, 1.0))  # partial volume
     img *= np.exp(rng.uniform(0.1, 0.4) * _smooth_field(rng, shape, coarse=3))  # bias field
-    img += rng.normal(0, rng.uniform(0.03, 0.12), shape).astype(np.float32)  # acquisition noise
+    img += rng.normal(0, rng.uniform(0.03, 0.1), shape).astype(np.float32)  # acquisition noise
     return (img * 500).astype(np.float32), seg
 
 

@@ -8,7 +8,7 @@ from nnunetv2_advmim.commands.small_plan import make_small_plans
 from nnunetv2_advmim.commands.study import (aggregate, draw_order, labeled_cases, parse_arm, split_validation,
                                             study_budget, variant_name, variants_source)
 from nnunetv2_advmim.data.label_budget import budget_to_splits, budget_unlabeled_cases
-from nnunetv2_advmim.data.synthetic import SCARCE_LABELS, make_scarce_case
+from nnunetv2_advmim.data.synthetic import SCARCE_LABELS, make_scarce_case, scarce_structures
 
 CASES = [f"case_{i:03d}" for i in range(20)]
 
@@ -98,14 +98,42 @@ def test_small_plans_shrink_features_and_stages():
 
 
 def test_scarce_cases_vary_where_few_labels_cannot_follow():
+    from scipy import ndimage
+
+    def brighter_than_surroundings(img, mask, seg):
+        ring = ndimage.binary_dilation(mask, iterations=3) & ~ndimage.binary_dilation(mask) & (seg == 0)
+        return img[mask].mean() > img[ring].mean()
+
     rng = np.random.default_rng(0)
-    organ_sizes, nodule_polarity = [], []
+    organ_sizes, polarity = [], {"organ": [], "vessel": [], "nodule": []}
     for _ in range(30):
         img, seg = make_scarce_case(rng, (64, 64))
         assert set(np.unique(seg)) == set(SCARCE_LABELS.values())
         organ_sizes.append((seg == 1).sum())
-        nodule_polarity.append(img[seg == 3].mean() > img[seg == 1].mean())
+        polarity["organ"].append(brighter_than_surroundings(img, seg == 1, seg))
+        polarity["vessel"].append(brighter_than_surroundings(img, seg == 2, seg))
+        polarity["nodule"].append(img[seg == 3].mean() > img[seg == 1].mean())
     assert max(organ_sizes) > 3 * min(organ_sizes)  # pose and size vary widely
-    assert 0 < sum(nodule_polarity) < 30  # nodules brighter than the organ in some cases, darker in others
+    for name, flags in polarity.items():  # brighter than their surroundings in some cases, darker in others
+        assert 5 <= sum(flags) <= 25, (name, sum(flags))
     _, seg3 = make_scarce_case(rng, (24, 28, 28))
     assert set(np.unique(seg3)) == set(SCARCE_LABELS.values())
+
+
+def test_scarce_nodule_look_alikes_outside_the_organ_stay_unlabeled():
+    """Blobs with the nodules' contrast also sit in the tissue outside the organ: only the context tells them apart,
+    and they are background in the segmentation."""
+    cases_with_mimics = 0
+    for seed in range(12):
+        m = scarce_structures(np.random.default_rng(seed), (64, 64))
+        img, seg = make_scarce_case(np.random.default_rng(seed), (64, 64))
+        assert not (m["mimic"] & (m["organ"] | m["vessel"] | m["nodule"])).any()
+        assert (seg[m["mimic"]] == 0).all() and (seg[m["nodule"]] == SCARCE_LABELS["nodule"]).all()
+        if m["mimic"].sum() < 10:
+            continue
+        cases_with_mimics += 1
+        tissue = m["body"] & (seg == 0) & ~m["mimic"]
+        nodule_step = np.median(img[seg == 3]) - np.median(img[seg == 1])
+        mimic_step = np.median(img[m["mimic"]]) - np.median(img[tissue])
+        assert np.sign(mimic_step) == np.sign(nodule_step) and abs(mimic_step) > 0.2 * abs(nodule_step), seed
+    assert cases_with_mimics >= 4
