@@ -43,9 +43,9 @@ from nnunetv2_advmim.architectures.ensemble import AdvMIMEnsemble
 from nnunetv2_advmim.architectures.from_plans import BRANCHES, build_branch
 from nnunetv2_advmim.data.semisup_loader import get_semisup_dataloaders
 from nnunetv2_advmim.evaluation.progress import plot_advmim_progress
-from nnunetv2_advmim.methods.adversarial import PatchDiscriminator
-from nnunetv2_advmim.methods.advmim import advmim_generator_step, discriminator_loss, full_resolution
-from nnunetv2_advmim.methods.masking import block_mask
+from nnunetv2_advmim.methods.adversarial import PatchDiscriminator, discriminator_optimizer
+from nnunetv2_advmim.methods.advmim import AdvMIMWeights, advmim_generator_step, discriminator_loss, full_resolution
+from nnunetv2_advmim.methods.masking import block_mask, chosen_block_size, mask_grid, upsample_mask
 from nnunetv2_advmim.methods.schedules import EpochLR, sigmoid_rampup, warmup_poly_lr
 from nnunetv2_advmim.runtime.checkpointing import (atomic_save, restore_pending_rng_states, restore_run_state,
                                                    run_state, safe_load, strip_module_prefix, unwrap_model)
@@ -80,6 +80,12 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
         self.ct_rampup_fraction = 0.4  # sigmoid ramp-up of lambda_ct over the first 40 % of the iterations
         self.lambda_adv = 0.001
         self.disc_loss_weight = 0.1
+        # choices the paper leaves open or makes for other data; the defaults are the paper's (docs/advmim.md)
+        self.u_rampup_fraction = 0.0  # sigmoid ramp-up of lambda_u over this fraction of the iterations (0: none)
+        self.adv_rampup_fraction = 0.0  # the same for lambda_adv
+        self.unlabeled_batch_dice = False  # Dice terms on x_u over the batch (True), per sample (False), or the plan's (None)
+        self.mask_block_size = None  # None: the network's total downsampling per axis; an int or a tuple: voxels
+        self.disc_real = "labeled"  # the discriminator's "real" maps: p(N(x_l)) ("labeled") or p(N(x_u)) ("unlabeled")
         self.unlabeled_batch_size = None  # None: the plan's batch size (per GPU under DDP, as nnU-Net splits it)
         # optimizers (docs/advmim.md): C keeps nnU-Net's SGD + poly (self.initial_lr, self.weight_decay);
         # S (transformer blocks) AdamW + linear warm-up + poly, the settings of nnU-Net's Primus trainers
@@ -87,8 +93,10 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
         self.hybrid_weight_decay = 5e-2
         self.hybrid_betas = (0.9, 0.98)
         self.hybrid_warmup_fraction = 0.05
+        self.disc_optimizer = "adam"  # "adam" (constant disc_lr) or "sgd" (momentum 0.9, poly decay of disc_lr)
         self.disc_lr = 1e-4
         self.disc_betas = (0.9, 0.99)
+        self.disc_grad_clip = None  # gradient-norm clipping of the discriminators (None: none)
         self.grad_clip = 12.0
         # execution: pass scheduling, mixed precision, torch.compile (None: nnU-Net's rule). "memory" is the default
         # because its peak stays close to the stock step's, so AdvMIM trains wherever stock nnU-Net trains
@@ -97,7 +105,7 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
         self.amp = "auto"
         self.compile_networks = None
         self.branches = self.discriminators = self.branch_optimizers = self.branch_schedulers = None
-        self.disc_optimizers = None
+        self.disc_optimizers = self.disc_schedulers = None
         self.disc_grad_scaler = torch.amp.GradScaler("cuda") if self.device.type == "cuda" else None
         self.nonfinite_guard = NonFiniteGuard(max_consecutive=20, log=self.print_to_log_file)
         self.deterministic_seed = seed_from_env()  # nnUNet_advmim_seed: seeded, deterministic algorithms (docs/robustness.md)
@@ -166,11 +174,16 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
         self.was_initialized = True
         self.print_to_log_file(f"AdvMIM: predicts with {self.predict_with}; masked domain {self.masked_domain} "
                                f"(ratio {self.mask_ratio}), adversarial {bool(self.discriminators)}, lambda_u "
-                               f"{self.lambda_u}, lambda_ct {self.lambda_ct} (ramp-up {self.ct_rampup_fraction} of "
-                               f"training), lambda_adv {self.lambda_adv}")
+                               f"{self.lambda_u} (ramp-up {self.u_rampup_fraction}), lambda_ct {self.lambda_ct} (ramp-up "
+                               f"{self.ct_rampup_fraction} of training), lambda_adv {self.lambda_adv} (ramp-up "
+                               f"{self.adv_rampup_fraction}); unlabeled Dice over the batch {self._unlabeled_batch_dice()}; "
+                               f"mask block {self.mask_block_size or 'network downsampling'}; discriminator real maps "
+                               f"{self.disc_real}, optimizer {self.disc_optimizer} lr {self.disc_lr}")
         self.logger.update_config({"hparas": {"advmim": {k: getattr(self, k) for k in (
             "masked_domain", "adversarial", "mask_ratio", "lambda_u", "lambda_ct", "ct_rampup_fraction", "lambda_adv",
-            "hybrid_lr", "hybrid_weight_decay", "disc_lr", "initial_lr", "num_epochs", "num_iterations_per_epoch")}}})
+            "u_rampup_fraction", "adv_rampup_fraction", "unlabeled_batch_dice", "mask_block_size", "disc_real",
+            "disc_optimizer", "disc_grad_clip", "hybrid_lr", "hybrid_weight_decay", "disc_lr", "initial_lr",
+            "num_epochs", "num_iterations_per_epoch")}}})
 
     def configure_optimizers(self, nets=None):
         """C: nnU-Net's SGD + poly. S: AdamW + warm-up + poly. D: Adam, constant. Returns S's for nnU-Net's hooks."""
@@ -184,8 +197,12 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
         self.branch_schedulers = {
             "hybrid": EpochLR(hyb_opt, lambda e: warmup_poly_lr(e, self.num_epochs, self.hybrid_lr, warmup)),
             "cnn": PolyLRScheduler(cnn_opt, self.initial_lr, self.num_epochs)}
-        self.disc_optimizers = {b: torch.optim.Adam(d.parameters(), self.disc_lr, betas=self.disc_betas)
-                                for b, d in self.discriminators.items()}
+        if self.disc_real not in ("labeled", "unlabeled"):
+            raise ValueError(f"disc_real must be 'labeled' or 'unlabeled', got {self.disc_real!r}")
+        made = {b: discriminator_optimizer(d.parameters(), self.disc_optimizer, self.disc_lr, self.num_epochs,
+                                           betas=self.disc_betas) for b, d in self.discriminators.items()}
+        self.disc_optimizers = {b: opt for b, (opt, _) in made.items()}
+        self.disc_schedulers = {b: sched for b, (_, sched) in made.items() if sched is not None}
         primary = "cnn" if self.predict_with == "cnn" else "hybrid"
         return self.branch_optimizers[primary], self.branch_schedulers[primary]
 
@@ -214,16 +231,46 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
         for b, s in self.branch_schedulers.items():
             if s is not self.lr_scheduler:
                 s.step(self.current_epoch)
+        for s in (self.disc_schedulers or {}).values():
+            s.step(self.current_epoch)
         super().on_train_epoch_start()  # steps self.lr_scheduler, logs its lr
         self.print_to_log_file(f"lr hybrid {self.branch_optimizers['hybrid'].param_groups[0]['lr']:.2e}, "
                                f"cnn {self.branch_optimizers['cnn'].param_groups[0]['lr']:.2e}")
         self._epoch_iteration = 0
         self._epoch_lambda_ct = []
 
-    def _rampup(self) -> float:
+    def _rampup(self, fraction: float = None) -> float:
+        """Sigmoid ramp-up factor now, over ``fraction`` of the iterations (default: lambda_ct's)."""
+        fraction = self.ct_rampup_fraction if fraction is None else fraction
         total = self.num_epochs * self.num_iterations_per_epoch
         it = self.current_epoch * self.num_iterations_per_epoch + getattr(self, "_epoch_iteration", 0)
-        return sigmoid_rampup(it, self.ct_rampup_fraction * total)
+        return sigmoid_rampup(it, fraction * total)
+
+    def _unlabeled_batch_dice(self) -> bool:
+        if self.unlabeled_batch_dice is None:
+            return bool(self.configuration_manager.batch_dice)
+        return bool(self.unlabeled_batch_dice)
+
+    def _loss_weights(self) -> AdvMIMWeights:
+        return AdvMIMWeights(lambda_u=self.lambda_u, lambda_ct=self.lambda_ct, lambda_adv=self.lambda_adv,
+                             rampup=self._rampup(), rampup_u=self._rampup(self.u_rampup_fraction),
+                             rampup_adv=self._rampup(self.adv_rampup_fraction),
+                             batch_dice=self._unlabeled_batch_dice())
+
+    def _masks(self, shape) -> dict:
+        """Per network, the mask of ``[x_l; x_u]`` (``shape`` = that batch's input shape): a block mask on the
+        network's own grid, or a voxel mask when ``mask_block_size`` sets the block."""
+        masks = {}
+        for b, net in self.branches.items():
+            net = unwrap_model(net)
+            spatial = tuple(shape[2:])
+            if self.mask_block_size is None:
+                masks[b] = block_mask(shape[0], net.mask_grid(spatial), self.mask_ratio, device=self.device)
+                continue
+            block = chosen_block_size(spatial, net.mask_block_size(spatial), self.mask_block_size)
+            m = block_mask(shape[0], mask_grid(spatial, block), self.mask_ratio)
+            masks[b] = upsample_mask(m, spatial, block).to(self.device)
+        return masks
 
     def _amp_dtype(self):
         """None (float32), torch.bfloat16 or torch.float16 from ``self.amp`` (CUDA only; the CPU runs float32)."""
@@ -252,24 +299,23 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
         target = batch["target"]
         target = [t.to(self.device, non_blocking=True) for t in target] if isinstance(target, list) \
             else target.to(self.device, non_blocking=True)
-        rampup = self._rampup()
+        weights = self._loss_weights()
         for opt in list(self.branch_optimizers.values()) + list(self.disc_optimizers.values()):
             opt.zero_grad(set_to_none=True)
         masks = None
         if self.masked_domain:
-            x_shape = (x_l.shape[0] + x_u.shape[0],) + tuple(x_l.shape[1:])
-            masks = {b: block_mask(x_shape[0], unwrap_model(net).mask_grid(x_shape[2:]), self.mask_ratio, device=x_l.device)
-                     for b, net in self.branches.items()}
+            masks = self._masks((x_l.shape[0] + x_u.shape[0],) + tuple(x_l.shape[1:]))
         out = advmim_generator_step(
             self.branches, x_l, target, x_u, self.loss, masks,
-            {b: unwrap_model(d) for b, d in self.discriminators.items()}, self.step_mode, self.lambda_ct, rampup,
-            self.lambda_u, self.lambda_adv, backward=self._backward, autocast=self._autocast, no_sync=_no_sync)
+            {b: unwrap_model(d) for b, d in self.discriminators.items()}, self.step_mode,
+            backward=self._backward, autocast=self._autocast, no_sync=_no_sync, weights=weights)
         terms = out["terms"]
+        real = out["real"] if self.disc_real == "labeled" else out["plain_u"]
 
         disc_losses = {}
         for b, d in self.discriminators.items():  # discriminators on detached maps (backward after the check)
             with self._autocast():
-                dl = discriminator_loss(d, out["real"][b], out["fake"][b], self.disc_loss_weight)
+                dl = discriminator_loss(d, real[b], out["fake"][b], self.disc_loss_weight)
             disc_losses[b] = dl["loss"]
             terms[b].update({"disc_loss": dl["loss"].detach().float(), "disc_real": dl["real"],
                              "disc_fake": dl["fake"]})
@@ -278,11 +324,12 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
         ok = guarded_step(self.branch_optimizers, self._scaler(), clip=self.grad_clip, guard=self.nonfinite_guard,
                           checked=checked)  # the one host sync of the step
         if ok and disc_losses:  # each discriminator with its own optimizer (and GradScaler under fp16)
-            guarded_step({b: self.disc_optimizers[b] for b in disc_losses}, self._scaler("disc"), losses=disc_losses)
+            guarded_step({b: self.disc_optimizers[b] for b in disc_losses}, self._scaler("disc"), losses=disc_losses,
+                         clip=self.disc_grad_clip)
         self._epoch_iteration = getattr(self, "_epoch_iteration", 0) + 1
         zero = x_l.new_zeros((), dtype=torch.float32)
         values = torch.stack([terms[b].get(k, zero).float() for b in BRANCHES for k in STEP_KEYS])
-        self._epoch_lambda_ct.append(self.lambda_ct * rampup)
+        self._epoch_lambda_ct.append(self.lambda_ct * weights.rampup)
         return {"loss": (terms["hybrid"]["total"] + terms["cnn"]["total"]).detach(), "advmim_terms": values,
                 "finite": ok}
 

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from typing import Sequence, Type, Union
 
 import torch
+from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 from torch import nn
 
 __all__ = ["PatchDiscriminator", "lsgan_generator_loss", "lsgan_discriminator_loss", "frozen"]
@@ -105,3 +106,20 @@ def frozen(module: nn.Module):
     finally:
         for p, flag in zip(params, previous):
             p.requires_grad_(flag)
+
+
+DISCRIMINATOR_OPTIMIZERS = ("adam", "sgd")
+
+
+def discriminator_optimizer(params, kind: str, lr: float, num_epochs: int, betas=(0.9, 0.99), momentum: float = 0.9):
+    """``(optimizer, scheduler or None)`` for one discriminator.
+
+    ``adam``: Adam at a constant ``lr`` (the usual GAN choice). ``sgd``: SGD with ``momentum`` and nnU-Net's poly
+    decay of ``lr`` over ``num_epochs`` (``PolyLRScheduler``, stepped once per epoch by the trainer).
+    """
+    if kind == "adam":
+        return torch.optim.Adam(params, lr, betas=betas), None
+    if kind == "sgd":
+        opt = torch.optim.SGD(params, lr, momentum=momentum)
+        return opt, PolyLRScheduler(opt, lr, num_epochs)
+    raise ValueError(f"unknown discriminator optimizer {kind!r}; expected one of {DISCRIMINATOR_OPTIMIZERS}")

@@ -6,9 +6,15 @@ and certainty ``w_O = max p(O(x_u))`` (both detached, from O's *unmasked* logits
     L_N =   DCCE(N(x_l), y_l)                                      labeled            (nnU-Net's loss)
           + lambda_ct * r(t) * Dice(N(x_u), y_O)                   unlabeled          (cross teaching)
           + DCCE(N^m(x_l), y_l)                                    masked_labeled
-          + lambda_u * [wCE + wDice](N^m(x_u), y_O; w_O)           masked_unlabeled
-          + lambda_adv * mean((D_N(p(N^m(x_u))) - 1)^2)            masked_unlabeled   (least-squares GAN)
+          + lambda_u * r_u(t) * [wCE + wDice](N^m(x_u), y_O; w_O)  masked_unlabeled
+          + lambda_adv * r_adv(t) * mean((D_N(p(N^m(x_u))) - 1)^2) masked_unlabeled   (least-squares GAN)
     L_D_N = 0.1 * [mean((D_N(p(N(x_l))) - 1)^2) + mean(D_N(p(N^m(x_u)))^2)]   on detached maps
+
+``r``, ``r_u``, ``r_adv`` are ramp-up factors in [0, 1] (:class:`AdvMIMWeights`; the paper ramps ``lambda_ct`` only,
+so ``r_u = r_adv = 1`` by default). The Dice terms on ``x_u`` are per sample unless ``batch_dice`` (then the sums
+run over the batch too, as nnU-Net's supervised Dice where the plan says ``batch_dice``). The discriminator's
+"real" maps are ``p(N(x_l))`` as in the paper; the step also returns ``p(N(x_u))`` so a trainer can take "real"
+from the same unlabeled crops as "fake" (then real and fake differ by the mask only).
 
 Each line belongs to one *part* of the batch a network sees (:data:`PARTS`); :func:`part_loss` computes a part's
 contribution, and everything that trains (:func:`advmim_generator_step`) and every per-domain view
@@ -72,11 +78,16 @@ def _check_partner(logits_u: torch.Tensor, partner_logits_u: torch.Tensor) -> No
 # ----------------------------------------------------------------------------------------------- losses
 @dataclass
 class AdvMIMWeights:
-    """The weights of ``L_N``; ``rampup`` multiplies ``lambda_ct`` (sigmoid ramp-up of the training progress)."""
+    """The weights of ``L_N``. ``rampup``, ``rampup_u`` and ``rampup_adv`` multiply ``lambda_ct``, ``lambda_u`` and
+    ``lambda_adv`` (ramp-ups of the training progress); ``batch_dice`` computes the Dice terms on ``x_u`` over the
+    whole batch instead of per sample."""
     lambda_u: float = 1.0
     lambda_ct: float = 0.1
     lambda_adv: float = 0.001
     rampup: float = 1.0
+    rampup_u: float = 1.0
+    rampup_adv: float = 1.0
+    batch_dice: bool = False
 
 
 @dataclass
@@ -86,7 +97,7 @@ class PartLoss:
     ``loss``: the weighted contribution (None: the part adds nothing to backward); ``terms``: its unweighted terms
     for logging; ``real``: detached ``p(N(x_l))`` (labeled part: the discriminator's "real"); ``fake``: detached
     ``p(N^m(x_u))`` (masked unlabeled part: the discriminator's "fake"); ``logits_u``: detached ``N(x_u)``
-    (unlabeled part: the partner's pseudo-labels).
+    (unlabeled part: the partner's pseudo-labels; its softmax is the alternative "real" of the discriminator).
     """
     loss: Optional[torch.Tensor]
     terms: Dict[str, torch.Tensor] = field(default_factory=dict)
@@ -121,18 +132,18 @@ def part_loss(part: str, output: Logits, target, supervised_loss: Callable,
         terms = {"certainty": certainty.mean(), "cross_teaching": logits_u.new_zeros((), dtype=torch.float32)}
         loss = None
         if weights.lambda_ct != 0:
-            terms["cross_teaching"] = cross_teaching_dice(logits_u, labels)
+            terms["cross_teaching"] = cross_teaching_dice(logits_u, labels, batch_dice=weights.batch_dice)
             loss = weights.lambda_ct * weights.rampup * terms["cross_teaching"]
         return PartLoss(loss, terms, logits_u=logits_u.detach())
     ce = certainty_weighted_ce(logits_u, labels, certainty)
-    dice = certainty_weighted_dice(logits_u, labels, certainty)
-    loss = weights.lambda_u * (ce + dice)
+    dice = certainty_weighted_dice(logits_u, labels, certainty, batch_dice=weights.batch_dice)
+    loss = weights.lambda_u * weights.rampup_u * (ce + dice)
     probs_u = torch.softmax(upcast(logits_u), 1)
     adv = ce.new_zeros((), dtype=torch.float32)
     if discriminator is not None and weights.lambda_adv != 0:
         with frozen(discriminator):
             adv = lsgan_generator_loss(discriminator(probs_u))
-        loss = loss + weights.lambda_adv * adv
+        loss = loss + weights.lambda_adv * weights.rampup_adv * adv
     return PartLoss(loss, {"masked_ce": ce, "masked_dice": dice, "adversarial": adv}, fake=probs_u.detach())
 
 
@@ -239,30 +250,33 @@ def advmim_generator_step(nets: Dict[str, nn.Module], x_l: torch.Tensor, target,
                           discriminators: Optional[Dict[str, nn.Module]] = None, mode: str = "balanced",
                           lambda_ct: float = 0.1, rampup: float = 1.0, lambda_u: float = 1.0,
                           lambda_adv: float = 0.001, backward: Callable[[torch.Tensor], None] = torch.Tensor.backward,
-                          autocast: Callable = None, no_sync: Callable = None) -> dict:
+                          autocast: Callable = None, no_sync: Callable = None,
+                          weights: Optional[AdvMIMWeights] = None) -> dict:
     """Losses of S and C for one iteration and their gradients (accumulated in ``.grad``), in execution ``mode``.
 
     ``nets``: ``{"hybrid": S, "cnn": C}`` with ``forward(x, mask=None)``; ``masks``: per network the block mask of
     ``[x_l; x_u]`` (``None``: no masked domain, i.e. CTCT); ``discriminators``: per network, or ``None``/missing for
     no adversarial term. ``backward(loss)`` runs a backward (the trainer's scales with its GradScaler);
     ``autocast()`` returns the autocast context; ``no_sync(net)`` returns DDP's ``no_sync`` context for all but the
-    last backward of a network in ``memory`` mode. Returns ``terms`` (per network, unweighted, detached, plus
-    ``total``), ``real`` (``p(N(x_l))``) and ``fake`` (``p(N^m(x_u))``), both detached, for the discriminators.
-    Nothing here calls ``.item()``: no host synchronisation.
+    last backward of a network in ``memory`` mode. ``weights``: all of :class:`AdvMIMWeights` at once (replaces
+    ``lambda_ct``, ``rampup``, ``lambda_u``, ``lambda_adv``). Returns ``terms`` (per network, unweighted, detached,
+    plus ``total``), ``real`` (``p(N(x_l))``), ``fake`` (``p(N^m(x_u))``) and ``plain_u`` (``p(N(x_u))``), all
+    detached, for the discriminators. Nothing here calls ``.item()``: no host synchronisation.
     """
     if mode not in STEP_MODES:
         raise ValueError(f"unknown AdvMIM step mode {mode!r}; expected one of {STEP_MODES}")
     autocast = autocast or contextlib.nullcontext
     no_sync = no_sync or (lambda net: contextlib.nullcontext())
     discriminators = discriminators or {}
-    weights = AdvMIMWeights(lambda_u=lambda_u, lambda_ct=lambda_ct, lambda_adv=lambda_adv, rampup=rampup)
+    if weights is None:
+        weights = AdvMIMWeights(lambda_u=lambda_u, lambda_ct=lambda_ct, lambda_adv=lambda_adv, rampup=rampup)
     parts = PARTS if masks is not None else (LABELED, UNLABELED)
     passes = [g for g in (tuple(p for p in g if p in parts) for g in _PASSES[mode]) if g]
     partner_of = {"hybrid": "cnn", "cnn": "hybrid"}
     partner = {}  # network -> partner's unmasked logits on x_u (detached, float)
     terms = {b: {} for b in BRANCHES}
     totals = {b: [] for b in BRANCHES}
-    real, fake = {}, {}
+    real, fake, plain_u = {}, {}, {}
 
     def loss_of(b, part, output):
         r = part_loss(part, output, target, supervised_loss, partner.get(b), discriminators.get(b), weights)
@@ -273,6 +287,7 @@ def advmim_generator_step(nets: Dict[str, nn.Module], x_l: torch.Tensor, target,
             fake[b] = r.fake
         if r.logits_u is not None:
             partner[partner_of[b]] = upcast(r.logits_u)
+            plain_u[b] = torch.softmax(upcast(r.logits_u), 1)
         return r.loss
 
     if mode in ("fast", "reference"):  # forward everything, then losses, one backward
@@ -310,4 +325,4 @@ def advmim_generator_step(nets: Dict[str, nn.Module], x_l: torch.Tensor, target,
     for b in BRANCHES:
         terms[b] = {k: upcast(v.detach()) for k, v in terms[b].items()}
         terms[b]["total"] = torch.stack([upcast(t) for t in totals[b]]).sum()
-    return {"terms": terms, "real": real, "fake": fake}
+    return {"terms": terms, "real": real, "fake": fake, "plain_u": plain_u}

@@ -92,10 +92,10 @@ def certainty_weighted_dice(logits: torch.Tensor, labels: torch.Tensor, weights:
     return 1 + dice(logits.float(), labels.long(), loss_mask=weights)
 
 
-def cross_teaching_dice(logits: torch.Tensor, labels: torch.Tensor, do_bg: bool = True,
-                        smooth: float = 1e-5) -> torch.Tensor:
+def cross_teaching_dice(logits: torch.Tensor, labels: torch.Tensor, do_bg: bool = True, smooth: float = 1e-5,
+                        batch_dice: bool = False) -> torch.Tensor:
     """Cross-teaching Dice ``Dice(N(x_u), y_O)`` on the partner's hard pseudo-labels (CTCT).
 
     Unweighted soft Dice loss (``certainty_weighted_dice`` with ``weights=None``), background included.
     """
-    return certainty_weighted_dice(logits, labels, None, do_bg=do_bg, smooth=smooth)
+    return certainty_weighted_dice(logits, labels, None, do_bg=do_bg, batch_dice=batch_dice, smooth=smooth)

@@ -41,6 +41,21 @@ def block_size(strides: Sequence[Union[int, Sequence[int]]], patch_size: Shape) 
     return tuple(min(t, int(p)) for t, p in zip(total, patch_size))
 
 
+def chosen_block_size(patch_size: Shape, network_block: Shape,
+                      override: Optional[Union[int, Sequence[int]]] = None) -> Tuple[int, ...]:
+    """Block edge per axis for a patch: ``override`` (voxels, one int for every axis or one per axis) when given,
+    else ``network_block`` (the network's own rule, :func:`block_size`); capped at ``patch_size``."""
+    ndim = len(patch_size)
+    block = network_block if override is None else \
+        ([int(override)] * ndim if isinstance(override, (int, float)) else [int(b) for b in override])
+    if len(block) != ndim:
+        raise ValueError(f"mask block size {tuple(block)} has {len(block)} axes but the patch "
+                         f"{tuple(patch_size)} has {ndim}")
+    if any(int(b) < 1 for b in block):
+        raise ValueError(f"mask block sizes must be >= 1 voxel, got {tuple(block)}")
+    return tuple(min(int(b), int(p)) for b, p in zip(block, patch_size))
+
+
 def mask_grid(patch_size: Shape, block: Shape) -> Tuple[int, ...]:
     """Number of blocks per axis: ``ceil(patch / block)``."""
     if len(patch_size) != len(block):

@@ -76,7 +76,7 @@ def advmim_2d(nnunet_env):
 
 
 # ----------------------------------------------------------------------------------------------- in process
-def _trainer(ds, cls_name="nnUNetTrainerAdvMIM", fold=0):
+def _trainer(ds, cls_name="nnUNetTrainerAdvMIM", fold=0, **attributes):
     from nnunetv2_advmim.trainers import nnUNetTrainerAdvMIM as mod
     with open(os.path.join(ds.preprocessed, "nnUNetPlans.json")) as f:
         plans = json.load(f)
@@ -84,6 +84,8 @@ def _trainer(ds, cls_name="nnUNetTrainerAdvMIM", fold=0):
         dataset_json = json.load(f)
     plans["continue_training"] = False
     t = getattr(mod, cls_name)(plans, ds.configuration, fold, dataset_json, device=torch.device("cpu"))
+    for k, v in attributes.items():
+        setattr(t, k, v)
     t.initialize()
     t.set_deep_supervision_enabled(True)
     return t
@@ -274,6 +276,25 @@ def test_variants_train_step_and_inference_network(advmim_2d, tmp_path, name, pr
                                              t.label_manager.num_segmentation_heads, False)
     assert type(net).__name__ == predicts
     net.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=False)["network_weights"])
+
+
+def test_non_default_choices_train_a_step(advmim_2d):
+    """Every switchable choice away from its default at once: the step runs, stays finite and trains all four
+    models; the discriminators use SGD with poly decay."""
+    torch.manual_seed(4)
+    t = _trainer(advmim_2d, mask_block_size=16, disc_optimizer="sgd", disc_lr=1e-2, disc_grad_clip=1.0,
+                 disc_real="unlabeled", u_rampup_fraction=0.5, adv_rampup_fraction=0.5, unlabeled_batch_dice=None)
+    assert all(isinstance(o, torch.optim.SGD) for o in t.disc_optimizers.values())
+    before = {b: _params(m) for b, m in list(t.branches.items()) + [("d_" + b, d) for b, d in t.discriminators.items()]}
+    t.on_train_epoch_start()
+    assert t.disc_optimizers["cnn"].param_groups[0]["lr"] == pytest.approx(1e-2)
+    out = t.train_step(_batch(t))
+    log = t.step_terms(out)
+    assert out["finite"] and log["hybrid_masked_ce"] > 0 and log["cnn_disc_loss"] > 0
+    after = {b: _params(m) for b, m in list(t.branches.items()) + [("d_" + b, d) for b, d in t.discriminators.items()]}
+    assert all(not _same(before[k], after[k]) for k in before)
+    with pytest.raises(ValueError, match="disc_real"):
+        _trainer(advmim_2d, disc_real="labelled")
 
 
 # ----------------------------------------------------------------------------------------------- end to end

@@ -109,3 +109,23 @@ def test_unknown_mode_is_a_clear_error():
     nets, discs, x_l, x_u, target, masks, loss = _setup()
     with pytest.raises(ValueError, match="fast"):
         advmim_generator_step(nets, x_l, target, x_u, loss, masks, discs, "quick")
+
+
+def test_weights_object_and_the_unlabeled_probabilities():
+    """``weights=`` carries the ramp-ups into the step (lambda_u 1 ramped by 0.5 trains as lambda_u 0.5), and the
+    step returns p(N(x_u)), the alternative "real" maps of the discriminators."""
+    from nnunetv2_advmim.methods.advmim import AdvMIMWeights
+
+    grads = []
+    for weights in (AdvMIMWeights(lambda_u=1.0, lambda_adv=0.5, rampup_u=0.5, rampup_adv=0.2),
+                    AdvMIMWeights(lambda_u=0.5, lambda_adv=0.1)):
+        nets, discs, x_l, x_u, target, masks, loss = _setup()
+        out = advmim_generator_step(nets, x_l, target, x_u, loss, masks, discs, "memory", weights=weights)
+        grads.append({b: [p.grad.clone() for p in net.parameters() if p.grad is not None] for b, net in nets.items()})
+        with torch.no_grad():
+            for b, net in nets.items():
+                expected = torch.softmax(net(x_u)[0], 1)
+                assert torch.allclose(out["plain_u"][b], expected, rtol=1e-9, atol=1e-12)
+    for b in grads[0]:
+        for g0, g1 in zip(grads[0][b], grads[1][b]):
+            assert torch.allclose(g0, g1, rtol=1e-7, atol=1e-12)
