@@ -52,7 +52,8 @@ from nnunetv2_advmim.data.label_budget import (BUDGET_FILE, SPLITS_FILE, trainin
                                                 write_json_atomic)
 from nnunetv2_advmim.data.paths import load_plans_and_dataset_json, preprocessed_dataset_folder
 from nnunetv2_advmim.evaluation.evaluate import evaluate_folders
-from nnunetv2_advmim.runtime.checkpointing import safe_load
+from nnunetv2_advmim.runtime.checkpointing import atomic_save, safe_load
+from nnunetv2_advmim.runtime.weights import ADVMIM_NETWORKS, advmim_network_weights
 
 STUDY_FILE = "study.json"
 VARIANTS_MODULE = "study_trainers"
@@ -65,10 +66,15 @@ FIXED_SETTINGS = ("dataset", "configuration", "plans", "epochs", "iterations", "
 
 # ------------------------------------------------------------------------------------------- protocol (pure)
 def parse_arm(spec: str, counts: Sequence) -> tuple:
-    """``"Trainer"`` or ``"Trainer@4,8"`` -> (trainer, counts it runs at)."""
+    """``"Trainer"`` or ``"Trainer@4,8"`` -> (arm, counts it runs at). The arm ``Trainer:network`` (``hybrid``,
+    ``cnn`` or ``ensemble``) predicts with that network of an AdvMIM-family trainer's training, which it shares with
+    the arm ``Trainer`` (one training, several predictions)."""
     trainer, _, at = spec.partition("@")
-    if not trainer:
+    if not trainer or trainer.startswith(":"):
         raise ValueError(f"empty trainer name in {spec!r}")
+    base, _, network = trainer.partition(":")
+    if network and network not in ADVMIM_NETWORKS:
+        raise ValueError(f"{spec!r}: the network after ':' must be one of {ADVMIM_NETWORKS}")
     if not at:
         return trainer, list(counts)
     wanted = [parse_count(c) for c in at.split(",") if c]
@@ -126,6 +132,18 @@ def variant_name(trainer: str, epochs: int, iterations: int) -> str:
     return f"{trainer}_study{epochs}x{iterations}"
 
 
+def arm_parts(arm: str) -> tuple:
+    """``"Trainer:cnn"`` -> ("Trainer", "cnn"); ``"Trainer"`` -> ("Trainer", None)."""
+    base, _, network = arm.partition(":")
+    return base, network or None
+
+
+def arm_file_id(arm: str) -> str:
+    """The arm's name in file and folder names (no ':', which some file systems refuse)."""
+    base, network = arm_parts(arm)
+    return base if network is None else f"{base}_as_{network}"
+
+
 # ----------------------------------------------------------------------------------------- trainer variants
 def _import_lines(cls, alias: str) -> str:
     """Source that binds ``alias`` to ``cls`` in a fresh process (package import where possible, else by file)."""
@@ -155,10 +173,12 @@ def _source_file(cls) -> str:
     return inspect.getfile(cls)
 
 
-def variants_source(variants: Sequence[tuple], threads: Optional[int] = None) -> str:
+def variants_source(variants: Sequence[tuple], threads: Optional[int] = None,
+                    predicting: Sequence[tuple] = ()) -> str:
     """Source of a module with one schedule variant per ``(name, base class, epochs, iterations,
     val_iterations)``. A base with ``warmup_epochs`` keeps its warm-up fraction of the schedule. ``threads`` sets
-    torch's CPU threads (``nnUNetv2_train -device cpu`` uses one per core)."""
+    torch's CPU threads (``nnUNetv2_train -device cpu`` uses one per core). ``predicting``: ``(name, parent variant
+    name, network)``: a subclass of a variant above that predicts with another AdvMIM network."""
     out = ['"""Trainer variants written by nnUNetv2_advmim_study: the study\'s schedule on each trainer."""\n',
            "import importlib.util\nimport sys\n\nimport torch\n"]
     for i, (name, cls, epochs, iterations, val_iterations) in enumerate(variants):
@@ -179,6 +199,8 @@ def variants_source(variants: Sequence[tuple], threads: Optional[int] = None) ->
             "    def perform_actual_validation(self, save_probabilities: bool = False):\n"
             "        # the study evaluates on imagesTs; predicting the validation cases again would only cost time\n"
             "        self.print_to_log_file('Final validation skipped (study variant: the test set is evaluated)')\n")
+    for name, parent, network in predicting:
+        out.append(f"\n\nclass {name}({parent}):\n    predict_with = {network!r}\n")
     return "".join(out)
 
 
@@ -254,8 +276,16 @@ class Study:
                          "pretrain_epochs": self.pretrain_epochs, "val_cases": self.val, "pool": self.pool}
         self._check_settings()
         self.classes = {}
-        for trainer in [t for t, _ in self.arms] + self.pretrainers + ([finetuner] if self.pretrainers else []):
+        bases = list(dict.fromkeys(arm_parts(t)[0] for t, _ in self.arms))
+        for trainer in bases + self.pretrainers + ([finetuner] if self.pretrainers else []):
             self.classes[trainer] = find_trainer(trainer)
+        for arm, _ in self.arms:
+            base, network = arm_parts(arm)
+            if network and not hasattr(self.classes[base], "predict_with"):
+                raise ValueError(f"-tr {arm}: {base} is not an AdvMIM-family trainer (no predict_with); "
+                                 f"':{network}' needs a training that holds both networks")
+        if match_time and arm_parts(match_time)[1]:
+            raise ValueError(f"--match-time {match_time}: name the trainer without ':network'")
         self.epochs_of = {t: epochs for t in self.classes}  # replaced by calibration with --match-time
         self.epochs_of.update({p: self.pretrain_epochs for p in self.pretrainers})
 
@@ -291,9 +321,33 @@ class Study:
         calib = [(variant_name(t, 2, self.iterations), cls, 2, self.iterations, 1)
                  for t, cls in self.classes.items() if self.match_time and t not in self.pretrainers]
         unique = {v[0]: v for v in variants + calib}
+        predicting = [(self._predicting_variant(arm), self._variant(arm_parts(arm)[0]), arm_parts(arm)[1])
+                      for arm, _ in self.arms if arm_parts(arm)[1]]
         with open(os.path.join(folder, VARIANTS_MODULE + ".py"), "w") as f:
-            f.write(variants_source(list(unique.values()), self.threads))
+            f.write(variants_source(list(unique.values()), self.threads, predicting))
         return folder
+
+    def _predicting_variant(self, arm: str) -> str:
+        base, network = arm_parts(arm)
+        return f"{self._variant(base)}_{network}"
+
+    def _derive_model(self, results_root: str, arm: str) -> str:
+        """A model folder for arm ``Trainer:network`` next to the training of ``Trainer``: its plans and dataset.json
+        and a ``checkpoint_final.pth`` whose ``network_weights`` are that network's (taken from the AdvMIM
+        checkpoint). Returns the variant name ``nnUNetv2_predict -tr`` needs."""
+        base, network = arm_parts(arm)
+        name = self._predicting_variant(arm)
+        source = self._model_folder(results_root, base)
+        target = os.path.join(results_root, self.dataset_name, f"{name}__{self.plans}__{self.configuration}", "fold_0")
+        os.makedirs(target, exist_ok=True)
+        for f in ("plans.json", "dataset.json", "dataset_fingerprint.json"):
+            if os.path.isfile(os.path.join(source, "..", f)):
+                shutil.copyfile(os.path.join(source, "..", f), os.path.join(target, "..", f))
+        ckpt = safe_load(os.path.join(source, "checkpoint_final.pth"), map_location="cpu")
+        derived = {k: ckpt[k] for k in ("init_args", "inference_allowed_mirroring_axes", "current_epoch") if k in ckpt}
+        derived.update({"network_weights": advmim_network_weights(ckpt, network), "trainer_name": name})
+        atomic_save(derived, os.path.join(target, "checkpoint_final.pth"))
+        return name
 
     def _split_folder(self, key: str, labeled: Optional[Sequence[str]]) -> str:
         """The study-owned preprocessed root of one split (module docstring); ``labeled=None`` = pretraining."""
@@ -376,29 +430,31 @@ class Study:
 
     def _arm(self, arm: str, n, draw: int, pretrained: Dict[str, str]) -> Optional[dict]:
         key = split_key(n, draw)
-        record_file = os.path.join(self.folder, "arms", f"{key}__{arm}.json")
+        base, network = arm_parts(arm)
+        record_file = os.path.join(self.folder, "arms", f"{key}__{arm_file_id(arm)}.json")
         record = _read_json(record_file)
         if record is not None:
             return record
         labeled = labeled_cases(self.pool, n, draw, self.seed)
-        results = os.path.join(self.folder, "results", key, arm)
+        results = os.path.join(self.folder, "results", key, base)  # Trainer:network shares Trainer's training
         env = self._env(self._split_folder(key, labeled), results)
-        log_file = os.path.join(self.folder, "logs", f"{key}__{arm}.log")
+        log_file = os.path.join(self.folder, "logs", f"{key}__{arm_file_id(arm)}.log")
         pretrainer = next((p for p in self.pretrainers if arm == self._finetune_arm(p)), None)
-        trainer = self.finetuner if pretrainer else arm
+        trainer = self.finetuner if pretrainer else base
         extra = ["-pretrained_weights", pretrained[pretrainer]] if pretrainer else []
         wall = self._train(trainer, env, log_file, extra)
         model = self._model_folder(results, trainer)
-        pred = os.path.join(self.folder, "predictions", key, arm)
+        predictor = self._derive_model(results, arm) if network else self._variant(trainer)
+        pred = os.path.join(self.folder, "predictions", key, arm_file_id(arm))
         if os.path.isdir(pred):
             shutil.rmtree(pred)  # derived from the checkpoint; predicted again
         _run(["nnUNetv2_predict", "-i", os.path.join(self.raw, "imagesTs"), "-o", pred, "-d", self.dataset_name,
-              "-c", self.configuration, "-f", "0", "-tr", self._variant(trainer), "-p", self.plans,
+              "-c", self.configuration, "-f", "0", "-tr", predictor, "-p", self.plans,
               "-device", self.device, "-npp", str(self.npp), "-nps", str(self.npp), "--disable_progress_bar"],
              env, log_file)
         result = evaluate_folders(os.path.join(self.raw, "labelsTs"), pred, require_all=True)
         seconds = _epoch_seconds(model)
-        record = {"arm": arm, "trainer": trainer, "pretrainer": pretrainer, "n": n, "draw": draw,
+        record = {"arm": arm, "trainer": trainer, "predicts_with": network, "pretrainer": pretrainer, "n": n, "draw": draw,
                   "n_labeled": len(labeled), "labeled": labeled, "epochs": len(seconds),
                   "iterations": len(seconds) * self.iterations, "train_s": float(sum(seconds)),
                   "wall_s": wall, "labels": {str(k): v for k, v in result["labels"].items()},
@@ -435,7 +491,7 @@ class Study:
             try:
                 record = self._arm(arm, n, draw, pretrained)
             except (subprocess.CalledProcessError, FileNotFoundError, ValueError, RuntimeError) as e:
-                log_file = os.path.join(self.folder, "logs", f"{split_key(n, draw)}__{arm}.log")
+                log_file = os.path.join(self.folder, "logs", f"{split_key(n, draw)}__{arm_file_id(arm)}.log")
                 failures.append({"arm": arm, "n": n, "draw": draw, "log": log_file, "error": str(e)})
                 self.log(f"  FAILED ({e}); log: {log_file}; the other arms go on")
                 continue
@@ -443,7 +499,8 @@ class Study:
                 done_times.append(time.perf_counter() - t0)
             self.log(f"  mean foreground Dice {record['foreground_mean']['Dice']:.3f} "
                      f"({record['iterations']} iterations, {record['train_s']:.0f} s training)")
-        records = [r for r in (_read_json(os.path.join(self.folder, "arms", f"{split_key(n, d)}__{a}.json"))
+        records = [r for r in (_read_json(os.path.join(self.folder, "arms",
+                                                        f"{split_key(n, d)}__{arm_file_id(a)}.json"))
                                for a, n, d in jobs) if r is not None]
         outputs = write_outputs(self, records, failures)
         self.log(f"Wrote {', '.join(outputs.values())}")
@@ -619,8 +676,10 @@ def main(argv=None) -> int:
     parser.add_argument("-n", nargs="+", required=True, help="labeled counts, e.g. 2 4 8 all")
     parser.add_argument("--draws", type=int, default=3, help="draws of the labeled cases per count (default 3)")
     parser.add_argument("-tr", nargs="*", default=["nnUNetTrainer"],
-                        help="trainers to compare; TRAINER@4,8 runs one only at those counts. The first is the "
-                             "reference of the 'vs' column (default nnUNetTrainer)")
+                        help="trainers to compare; TRAINER@4,8 runs one only at those counts; TRAINER:cnn (or "
+                             ":hybrid, :ensemble) predicts with that network of an AdvMIM-family trainer's training, "
+                             "shared with the arm TRAINER (trained once). The first is the reference of the 'vs' "
+                             "column (default nnUNetTrainer)")
     parser.add_argument("--pretrainer", nargs="*", default=[],
                         help="pretraining trainers (e.g. nnUNetTrainerAnatoMask): pretrained once on every image, "
                              "then fine-tuned with --finetuner at every count and draw")

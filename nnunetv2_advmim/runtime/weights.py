@@ -79,3 +79,21 @@ def load_branch_weights(module: nn.Module, filename: str, branch: str) -> None:
                          f"{'nnUNetTrainerAdvMIM' if branch == 'hybrid' else 'nnUNetTrainer'}")
     own.update({k: v for k, v in source.items() if k in own and ".seg_layers." not in k})
     module.load_state_dict(own)
+
+
+ADVMIM_NETWORKS = ("hybrid", "cnn", "ensemble")
+
+
+def advmim_network_weights(checkpoint: dict, network: str) -> Dict[str, torch.Tensor]:
+    """``network_weights`` for predicting with ``network`` (``hybrid``, ``cnn`` or ``ensemble``) from an AdvMIM
+    checkpoint, which stores both branches whichever network its trainer predicts with. ``ensemble``: the keys of
+    ``AdvMIMEnsemble`` (``hybrid.*`` and ``cnn.*``)."""
+    if network not in ADVMIM_NETWORKS:
+        raise ValueError(f"unknown AdvMIM network {network!r}; expected one of {ADVMIM_NETWORKS}")
+    branches = (checkpoint.get("advmim") or {}).get("weights")
+    if not branches or any(b not in branches for b in ("hybrid", "cnn")):
+        raise ValueError("the checkpoint holds no AdvMIM branch weights ('advmim' -> 'weights' -> hybrid, cnn); "
+                         "it was not written by an AdvMIM-family trainer")
+    if network == "ensemble":
+        return {f"{b}.{k}": v for b in ("hybrid", "cnn") for k, v in branches[b].items()}
+    return dict(branches[network])

@@ -28,9 +28,9 @@ class nnUNetTrainer_broken(nnUNetTrainer):
 
 
 def test_study_command_end_to_end(nnunet_env, tmp_path, ext_trainers):
-    """2 counts x 2 draws, stock everywhere, CTCT at one count and a failing trainer at the other: same cases and
-    iterations per (count, draw), outputs written, failures reported, the user's split file untouched, a second
-    call trains nothing and other settings are refused."""
+    """2 counts x 2 draws, stock everywhere, CTCT (predicting with S, and with C from the same training) at one
+    count and a failing trainer at the other: same cases and iterations per (count, draw), outputs written, failures
+    reported, the user's split file untouched, a second call trains nothing and other settings are refused."""
     env = dict(nnunet_env)
     make_synthetic_dataset(env["nnUNet_raw"], 977, "Study2D", dim=2, n_train=8, n_unlabeled=2, n_test=2,
                            shape=(32, 32), seed=3, preset="scarce")
@@ -48,13 +48,13 @@ def test_study_command_end_to_end(nnunet_env, tmp_path, ext_trainers):
     write("broken_trainer", BROKEN_TRAINER)
     env["nnUNet_extTrainer"] = folder
     cmd = ["nnUNetv2_advmim_study", "-d", "977", "-c", "2d", "-p", "nnUNetPlans_small", "-n", "2", "3",
-           "--draws", "2", "-tr", "nnUNetTrainer", "nnUNetTrainerCTCT@2", "--epochs", "1", "--iterations", "2",
+           "--draws", "2", "-tr", "nnUNetTrainer", "nnUNetTrainerCTCT@2", "nnUNetTrainerCTCT:cnn@2", "--epochs", "1", "--iterations", "2",
            "--val-iterations", "1", "--n-val", "2", "--threads", "1", "-device", "cpu", "-o", study]
     first = run_cmd(cmd[:cmd.index("-tr") + 3] + ["nnUNetTrainer_broken@3"] + cmd[cmd.index("-tr") + 3:], env=env,
                     timeout=900, check=False)
     out = first.stdout
     # a failed arm is reported with its log and the others go on; the command says so by its exit status
-    assert first.returncode == 1 and "[8/8]" in out, out[-3000:]
+    assert first.returncode == 1 and "[10/10]" in out, out[-3000:]
     assert out.count("FAILED") == 2 and "n3_d0__nnUNetTrainer_broken.log" in out
     assert "## Failed arms" in open(os.path.join(study, "study.md")).read()
     for name in ("study.md", "study.csv", "study_runs.csv", "study.png"):
@@ -63,7 +63,7 @@ def test_study_command_end_to_end(nnunet_env, tmp_path, ext_trainers):
 
     with open(os.path.join(study, "study_runs.csv")) as f:
         runs = list(csv.DictReader(f))
-    assert len(runs) == 6 and {r["iterations"] for r in runs} == {"2"}
+    assert len(runs) == 8 and {r["iterations"] for r in runs} == {"2"}
     by_split = {}
     for r in runs:
         by_split.setdefault((r["n"], r["draw"]), set()).add(r["labeled"])
@@ -74,12 +74,23 @@ def test_study_command_end_to_end(nnunet_env, tmp_path, ext_trainers):
     split = json.load(open(os.path.join(study, "preprocessed", "n2_d0", "Dataset977_Study2D", "splits_final.json")))
     assert sorted(split[0]["train"]) == sorted(two)
     md = open(os.path.join(study, "study.md")).read()
-    assert "nnUNetTrainerCTCT" in md and "| 3 | nnUNetTrainer |" in md
+    assert "nnUNetTrainerCTCT" in md and "| 3 | nnUNetTrainer |" in md and "| 2 | nnUNetTrainerCTCT:cnn |" in md
+    # CTCT:cnn predicted with C of CTCT's own training: its model holds exactly that branch's weights
+    import torch
+    results = os.path.join(study, "results", "n2_d0", "nnUNetTrainerCTCT", "Dataset977_Study2D")
+    trained = torch.load(os.path.join(results, "nnUNetTrainerCTCT_study1x2__nnUNetPlans_small__2d", "fold_0",
+                                      "checkpoint_final.pth"), map_location="cpu", weights_only=False)
+    derived = torch.load(os.path.join(results, "nnUNetTrainerCTCT_study1x2_cnn__nnUNetPlans_small__2d", "fold_0",
+                                      "checkpoint_final.pth"), map_location="cpu", weights_only=False)
+    cnn = trained["advmim"]["weights"]["cnn"]
+    assert derived["network_weights"].keys() == cnn.keys()
+    assert all(torch.equal(derived["network_weights"][k], v) for k, v in cnn.items())
 
     commands_run = _commands_in_logs(study)
-    assert len(commands_run) == 14  # one training and one prediction per arm, one failed training per broken arm
+    # one training and one prediction per arm (CTCT:cnn: a prediction only), one failed training per broken arm
+    assert len(commands_run) == 16
     again = run_cmd(cmd, env=env).stdout
-    assert _commands_in_logs(study) == commands_run and "[6/6]" in again  # nothing trained or predicted again
+    assert _commands_in_logs(study) == commands_run and "[8/8]" in again  # nothing trained or predicted again
     changed = [c for c in cmd]
     changed[changed.index("--epochs") + 1] = "2"
     refused = run_cmd(changed, env=env, check=False)

@@ -3,12 +3,14 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from nnunetv2_advmim.commands.small_plan import make_small_plans
-from nnunetv2_advmim.commands.study import (aggregate, draw_order, labeled_cases, parse_arm, split_validation,
-                                            study_budget, variant_name, variants_source)
+from nnunetv2_advmim.commands.study import (aggregate, arm_file_id, arm_parts, draw_order, labeled_cases, parse_arm,
+                                            split_validation, study_budget, variant_name, variants_source)
 from nnunetv2_advmim.data.label_budget import budget_to_splits, budget_unlabeled_cases
 from nnunetv2_advmim.data.synthetic import SCARCE_LABELS, make_scarce_case, scarce_structures
+from nnunetv2_advmim.runtime.weights import advmim_network_weights
 
 CASES = [f"case_{i:03d}" for i in range(20)]
 
@@ -137,3 +139,25 @@ def test_scarce_nodule_look_alikes_outside_the_organ_stay_unlabeled():
         mimic_step = np.median(img[m["mimic"]]) - np.median(img[tissue])
         assert np.sign(mimic_step) == np.sign(nodule_step) and abs(mimic_step) > 0.2 * abs(nodule_step), seed
     assert cases_with_mimics >= 4
+
+
+def test_arms_that_predict_with_another_network_of_the_same_training():
+    assert parse_arm("nnUNetTrainerAdvMIM:cnn@4", [2, 4]) == ("nnUNetTrainerAdvMIM:cnn", [4])
+    assert arm_parts("nnUNetTrainerAdvMIM:ensemble") == ("nnUNetTrainerAdvMIM", "ensemble")
+    assert arm_parts("nnUNetTrainer") == ("nnUNetTrainer", None)
+    assert arm_file_id("nnUNetTrainerAdvMIM:cnn") == "nnUNetTrainerAdvMIM_as_cnn"
+    with pytest.raises(ValueError, match="hybrid"):
+        parse_arm("nnUNetTrainerAdvMIM:teacher", [4])
+    with pytest.raises(ValueError, match="empty"):
+        parse_arm(":cnn", [4])
+    source = variants_source([], None, [("T_study5x2_cnn", "T_study5x2", "cnn")])
+    assert "class T_study5x2_cnn(T_study5x2):\n    predict_with = 'cnn'" in source
+
+    a, b = torch.zeros(2), torch.ones(3)
+    ckpt = {"advmim": {"weights": {"hybrid": {"x.w": a}, "cnn": {"y.w": b}}}}
+    assert advmim_network_weights(ckpt, "cnn") == {"y.w": b}
+    assert advmim_network_weights(ckpt, "ensemble") == {"hybrid.x.w": a, "cnn.y.w": b}
+    with pytest.raises(ValueError, match="AdvMIM-family"):
+        advmim_network_weights({"network_weights": {}}, "cnn")
+    with pytest.raises(ValueError, match="unknown"):
+        advmim_network_weights(ckpt, "teacher")
