@@ -41,6 +41,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from nnunetv2_advmim.architectures.ensemble import AdvMIMEnsemble
 from nnunetv2_advmim.architectures.from_plans import BRANCHES, build_branch
+from nnunetv2_advmim.data.label_budget import refuse_fold_all_under_budget
 from nnunetv2_advmim.data.semisup_loader import get_semisup_dataloaders
 from nnunetv2_advmim.evaluation.progress import plot_advmim_progress
 from nnunetv2_advmim.methods.adversarial import PatchDiscriminator
@@ -199,6 +200,7 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
 
     def on_train_start(self):
         refuse_finished_run(self)  # before anything is written: never train over a finished run unless asked
+        refuse_fold_all_under_budget(self.preprocessed_dataset_folder_base, self.fold, self.__class__.__name__)
         super().on_train_start()
         restore_pending_rng_states(self)
 
