@@ -46,7 +46,7 @@ from nnunetv2_advmim.data.semisup_loader import get_semisup_dataloaders
 from nnunetv2_advmim.evaluation.progress import plot_advmim_progress
 from nnunetv2_advmim.methods.adversarial import PatchDiscriminator
 from nnunetv2_advmim.methods.advmim import advmim_generator_step, discriminator_loss, full_resolution
-from nnunetv2_advmim.methods.masking import block_mask
+from nnunetv2_advmim.methods.masking import block_mask, rank_seed
 from nnunetv2_advmim.methods.schedules import EpochLR, sigmoid_rampup, warmup_poly_lr
 from nnunetv2_advmim.runtime.checkpointing import (atomic_save, restore_pending_rng_states, restore_run_state,
                                                    run_state, safe_load, strip_module_prefix, unwrap_model)
@@ -76,6 +76,10 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
         self.masked_domain = True
         self.adversarial = True
         self.mask_ratio = 0.7
+        self.mask_seed = 12345
+        # one stream per DDP rank (rank 0 = mask_seed): ranks mask their different batches with different blocks;
+        # saved and restored per rank with the RNG states (checkpointing.run_state)
+        self.mask_generator = torch.Generator().manual_seed(rank_seed(self.mask_seed, self.local_rank))
         self.lambda_u = 1.0
         self.lambda_ct = 0.1
         self.ct_rampup_fraction = 0.4  # sigmoid ramp-up of lambda_ct over the first 40 % of the iterations
@@ -260,8 +264,8 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
         masks = None
         if self.masked_domain:
             x_shape = (x_l.shape[0] + x_u.shape[0],) + tuple(x_l.shape[1:])
-            masks = {b: block_mask(x_shape[0], unwrap_model(net).mask_grid(x_shape[2:]), self.mask_ratio, device=x_l.device)
-                     for b, net in self.branches.items()}
+            masks = {b: block_mask(x_shape[0], unwrap_model(net).mask_grid(x_shape[2:]), self.mask_ratio,
+                                   self.mask_generator, x_l.device) for b, net in self.branches.items()}
         out = advmim_generator_step(
             self.branches, x_l, target, x_u, self.loss, masks,
             {b: unwrap_model(d) for b, d in self.discriminators.items()}, self.step_mode, self.lambda_ct, rampup,
@@ -398,15 +402,22 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
         return g
 
     # ------------------------------------------------------------------ checkpoints
+    def per_rank_generators(self) -> dict:
+        """Generators saved and restored per DDP rank with the RNG states (``checkpointing.run_state``)."""
+        return {"mask_generator": self.mask_generator}
+
     def save_checkpoint(self, filename: str) -> None:
         """Stock layout (``network_weights`` = the inference network) plus ``advmim``: both branches, both
         discriminators, every optimizer and grad scaler; plus the RNG states and the non-finite guard's counters.
         Tensors shared with ``network_weights`` are stored once. Written atomically (temporary file + rename:
-        a crash while writing leaves the previous checkpoint intact; ``checkpointing.atomic_save``)."""
-        if self.local_rank != 0:
-            return
+        a crash while writing leaves the previous checkpoint intact; ``checkpointing.atomic_save``). Every DDP rank
+        calls this (nnU-Net does) and hands its RNG states to rank 0, which writes the file."""
         if self.disable_checkpointing:
-            self.print_to_log_file("No checkpoint written, checkpointing is disabled")
+            if self.local_rank == 0:
+                self.print_to_log_file("No checkpoint written, checkpointing is disabled")
+            return
+        per_rank = run_state(self)  # collective under DDP: before the other ranks return
+        if self.local_rank != 0:
             return
         checkpoint = {
             "network_weights": unwrap_model(self.network).state_dict(),
@@ -427,7 +438,7 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
                 "disc_grad_scaler": self.disc_grad_scaler.state_dict() if self.disc_grad_scaler is not None else None,
                 # the schedules (poly, warm-up + poly, lambda_ct ramp-up) are functions of current_epoch
             },
-            **run_state(self),
+            **per_rank,
         }
         atomic_save(checkpoint, filename)
 
