@@ -45,7 +45,8 @@ from nnunetv2_advmim.data.label_budget import refuse_fold_all_under_budget
 from nnunetv2_advmim.data.semisup_loader import get_semisup_dataloaders
 from nnunetv2_advmim.evaluation.progress import plot_advmim_progress
 from nnunetv2_advmim.methods.adversarial import PatchDiscriminator
-from nnunetv2_advmim.methods.advmim import advmim_generator_step, discriminator_loss, full_resolution
+from nnunetv2_advmim.methods.advmim import (advmim_generator_step, ddp_find_unused_parameters, discriminator_loss,
+                                            full_resolution)
 from nnunetv2_advmim.methods.masking import block_mask, rank_seed
 from nnunetv2_advmim.methods.schedules import EpochLR, sigmoid_rampup, warmup_poly_lr
 from nnunetv2_advmim.runtime.checkpointing import (atomic_save, restore_pending_rng_states, restore_run_state,
@@ -160,7 +161,10 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
             self.print_to_log_file("Using torch.compile for both AdvMIM networks...")
             nets = {b: torch.compile(m) for b, m in nets.items()}
         if self.is_ddp:
-            wrap = lambda m: DDP(torch.nn.SyncBatchNorm.convert_sync_batchnorm(m), device_ids=[self.local_rank])
+            # memory mode and CTCT leave some parameters without gradient in the synchronised backward
+            unused = ddp_find_unused_parameters(self.step_mode, self.masked_domain)
+            wrap = lambda m: DDP(torch.nn.SyncBatchNorm.convert_sync_batchnorm(m), device_ids=[self.local_rank],
+                                 find_unused_parameters=unused)
             nets = {b: wrap(m) for b, m in nets.items()}
             self.discriminators = {b: DDP(m, device_ids=[self.local_rank]) for b, m in self.discriminators.items()}
             self.network = nets[self.predict_with] if self.predict_with in nets else \
@@ -269,7 +273,8 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
         out = advmim_generator_step(
             self.branches, x_l, target, x_u, self.loss, masks,
             {b: unwrap_model(d) for b, d in self.discriminators.items()}, self.step_mode, self.lambda_ct, rampup,
-            self.lambda_u, self.lambda_adv, backward=self._backward, autocast=self._autocast, no_sync=_no_sync)
+            self.lambda_u, self.lambda_adv, backward=self._backward, autocast=self._autocast, no_sync=_no_sync,
+            ddp=self.is_ddp)
         terms = out["terms"]
 
         disc_losses = {}

@@ -97,14 +97,15 @@ class PartLoss:
 
 def part_loss(part: str, output: Logits, target, supervised_loss: Callable,
               partner_logits_u: Optional[torch.Tensor], discriminator: Optional[nn.Module],
-              weights: AdvMIMWeights) -> PartLoss:
+              weights: AdvMIMWeights, ddp: bool = False) -> PartLoss:
     """Contribution of one part (:data:`PARTS`) of N's batch to ``L_N`` (module docstring).
 
     ``output``: N's output on that part (a list with deep supervision, full resolution first); ``target``: the
     labeled target (nnU-Net's deep-supervision list); ``supervised_loss(output, target)``: nnU-Net's DCCE;
     ``partner_logits_u``: O's unmasked full-resolution logits on ``x_u`` (unlabeled parts only). The generator
     term runs D inside :func:`frozen`, so D collects no gradient from it; ``discriminator=None`` or
-    ``lambda_adv == 0`` drops the adversarial term.
+    ``lambda_adv == 0`` drops the adversarial term. ``ddp``: normalise wCE over the batches of all DDP ranks
+    (:func:`certainty_weighted_ce`); every other term is a mean over samples already.
     """
     if part == LABELED:
         sup = supervised_loss(output, target)
@@ -124,7 +125,7 @@ def part_loss(part: str, output: Logits, target, supervised_loss: Callable,
             terms["cross_teaching"] = cross_teaching_dice(logits_u, labels)
             loss = weights.lambda_ct * weights.rampup * terms["cross_teaching"]
         return PartLoss(loss, terms, logits_u=logits_u.detach())
-    ce = certainty_weighted_ce(logits_u, labels, certainty)
+    ce = certainty_weighted_ce(logits_u, labels, certainty, ddp=ddp)
     dice = certainty_weighted_dice(logits_u, labels, certainty)
     loss = weights.lambda_u * (ce + dice)
     probs_u = torch.softmax(upcast(logits_u), 1)
@@ -208,6 +209,21 @@ the same gradients up to float rounding; they differ in time and memory:
 - ``reference``: the straightforward version: every term its own forward, all eight graphs alive, one backward.
   For tests and benchmarks; not supported under DDP.
 """
+def ddp_find_unused_parameters(mode: str, masked_domain: bool = True) -> bool:
+    """Whether the DDP wrappers of S and C need ``find_unused_parameters=True`` for this step.
+
+    DDP all-reduces a gradient bucket when every parameter in it has received its gradient in the synchronised
+    backward; a parameter without one leaves its bucket un-reduced, so the ranks' weights drift apart (and the next
+    forward raises). In ``memory`` mode the synchronised backward of a network is its last pass (the masked
+    unlabeled one), which leaves the deep-supervision heads without gradient; without the masked domain (CTCT) the
+    mask token never gets one. DDP then has to find those parameters itself (their gradients accumulated in the
+    earlier ``no_sync`` passes are reduced with the rest). ``fast`` and ``balanced`` with the masked domain use every
+    parameter in their one backward per network, so they skip that search."""
+    if mode not in STEP_MODES:
+        raise ValueError(f"unknown AdvMIM step mode {mode!r}; expected one of {STEP_MODES}")
+    return mode == "memory" or not masked_domain
+
+
 _PASSES = {  # per network: the parts forwarded together in one call, in this order
     "fast": [PARTS], "balanced": [PARTS], "reference": [(p,) for p in PARTS],
     "memory": [(UNLABELED,), (LABELED,), (MASKED_LABELED,), (MASKED_UNLABELED,)],
@@ -239,14 +255,16 @@ def advmim_generator_step(nets: Dict[str, nn.Module], x_l: torch.Tensor, target,
                           discriminators: Optional[Dict[str, nn.Module]] = None, mode: str = "balanced",
                           lambda_ct: float = 0.1, rampup: float = 1.0, lambda_u: float = 1.0,
                           lambda_adv: float = 0.001, backward: Callable[[torch.Tensor], None] = torch.Tensor.backward,
-                          autocast: Callable = None, no_sync: Callable = None) -> dict:
+                          autocast: Callable = None, no_sync: Callable = None, ddp: bool = False) -> dict:
     """Losses of S and C for one iteration and their gradients (accumulated in ``.grad``), in execution ``mode``.
 
     ``nets``: ``{"hybrid": S, "cnn": C}`` with ``forward(x, mask=None)``; ``masks``: per network the block mask of
     ``[x_l; x_u]`` (``None``: no masked domain, i.e. CTCT); ``discriminators``: per network, or ``None``/missing for
     no adversarial term. ``backward(loss)`` runs a backward (the trainer's scales with its GradScaler);
     ``autocast()`` returns the autocast context; ``no_sync(net)`` returns DDP's ``no_sync`` context for all but the
-    last backward of a network in ``memory`` mode. Returns ``terms`` (per network, unweighted, detached, plus
+    last backward of a network in ``memory`` mode; ``ddp``: the networks are DDP-wrapped and the batch is this
+    rank's share (the weighted CE is then normalised over all ranks, so the averaged gradients equal those of one
+    process on the concatenated batches). Returns ``terms`` (per network, unweighted, detached, plus
     ``total``), ``real`` (``p(N(x_l))``) and ``fake`` (``p(N^m(x_u))``), both detached, for the discriminators.
     Nothing here calls ``.item()``: no host synchronisation.
     """
@@ -265,7 +283,7 @@ def advmim_generator_step(nets: Dict[str, nn.Module], x_l: torch.Tensor, target,
     real, fake = {}, {}
 
     def loss_of(b, part, output):
-        r = part_loss(part, output, target, supervised_loss, partner.get(b), discriminators.get(b), weights)
+        r = part_loss(part, output, target, supervised_loss, partner.get(b), discriminators.get(b), weights, ddp)
         terms[b].update(r.terms)
         if r.real is not None:
             real[b] = r.real

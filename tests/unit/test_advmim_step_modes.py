@@ -109,3 +109,33 @@ def test_unknown_mode_is_a_clear_error():
     nets, discs, x_l, x_u, target, masks, loss = _setup()
     with pytest.raises(ValueError, match="fast"):
         advmim_generator_step(nets, x_l, target, x_u, loss, masks, discs, "quick")
+
+
+def test_ddp_unused_parameter_search_where_a_parameter_misses_its_gradient():
+    """DDP reduces a gradient bucket only when all its parameters got a gradient in the synchronised backward.
+    fast/balanced with the masked domain give every parameter one in their single backward per network; memory
+    mode's last pass (masked unlabeled) does not reach the deep-supervision heads; CTCT never reaches the mask
+    token."""
+    from nnunetv2_advmim.methods.advmim import (MASKED_UNLABELED, AdvMIMWeights, _forward_parts,
+                                                ddp_find_unused_parameters, part_loss)
+
+    assert ddp_find_unused_parameters("memory") and ddp_find_unused_parameters("memory", masked_domain=False)
+    assert ddp_find_unused_parameters("fast", masked_domain=False)
+    assert not ddp_find_unused_parameters("fast") and not ddp_find_unused_parameters("balanced")
+    with pytest.raises(ValueError, match="unknown AdvMIM step mode"):
+        ddp_find_unused_parameters("quick")
+    for mode in ("fast", "balanced"):
+        _, grads, _ = _run(mode)
+        nets = _setup()[0]
+        assert all(grads[b].keys() == {n for n, _ in nets[b].named_parameters()} for b in nets), mode
+    _, grads, _ = _run("fast", masked=False, adversarial=False)
+    assert all("mask_token" not in n for b in grads for n in grads[b])
+    nets, discs, x_l, x_u, target, masks, loss = _setup()
+    net = nets["cnn"]
+    out = _forward_parts(net, (MASKED_UNLABELED,), x_l, x_u, masks["cnn"])[MASKED_UNLABELED]
+    partner = torch.randn(B, K, P, P, dtype=torch.float64)
+    part_loss(MASKED_UNLABELED, out, target, loss, partner, discs["cnn"], AdvMIMWeights()).loss.backward()
+    missing = {n for n, p in net.named_parameters() if p.grad is None}
+    n_heads = len(net.decoder.seg_layers)
+    assert missing == {f"decoder.seg_layers.{i}.{w}" for i in range(n_heads - 1) for w in ("weight", "bias")}
+
