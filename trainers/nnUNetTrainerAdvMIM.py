@@ -12,7 +12,8 @@ one unlabeled batch per iteration (``nnunetv2_advmim.data.semisup_loader``). The
     one finiteness check of every loss term and gradient norm, then step S, C (clipping 12) and D
 
 How the passes are scheduled is ``self.step_mode`` (``methods.advmim.STEP_MODES``: ``fast``, ``balanced``, ``memory``,
-``reference``; same gradients, different time and memory, docs/benchmark.md). AMP: ``self.amp`` = ``auto``
+``reference``; same gradients, different time and memory, docs/benchmark.md); the default ``auto`` picks the fastest
+one whose estimated peak fits the GPU (``methods.advmim.choose_step_mode``; ``memory`` on the CPU) and logs why. AMP: ``self.amp`` = ``auto``
 (bf16 where the GPU supports it, else fp16 with nnU-Net's GradScaler), ``fp16`` or ``off``; CPU runs in float32.
 S and C are compiled with ``torch.compile`` when nnU-Net would compile its network (CUDA, ``nnUNet_compile``).
 
@@ -45,12 +46,13 @@ from nnunetv2_advmim.data.label_budget import refuse_fold_all_under_budget
 from nnunetv2_advmim.data.semisup_loader import get_semisup_dataloaders
 from nnunetv2_advmim.evaluation.progress import plot_advmim_progress
 from nnunetv2_advmim.methods.adversarial import PatchDiscriminator
-from nnunetv2_advmim.methods.advmim import (advmim_generator_step, ddp_find_unused_parameters, discriminator_loss,
-                                            full_resolution)
+from nnunetv2_advmim.methods.advmim import (advmim_generator_step, choose_step_mode, ddp_find_unused_parameters,
+                                            discriminator_loss, full_resolution, most_memory_saving)
 from nnunetv2_advmim.methods.masking import block_mask, rank_seed
 from nnunetv2_advmim.methods.schedules import EpochLR, sigmoid_rampup, warmup_poly_lr
 from nnunetv2_advmim.runtime.checkpointing import (atomic_save, restore_pending_rng_states, restore_run_state,
                                                    run_state, safe_load, strip_module_prefix, unwrap_model)
+from nnunetv2_advmim.runtime.memory import cuda_step_peak_bytes
 from nnunetv2_advmim.runtime.numerics import NonFiniteGuard, discriminator_collapsed, enable_determinism, seed_from_env
 from nnunetv2_advmim.runtime.precision import amp_dtype, guarded_step, scaled_backward
 from nnunetv2_advmim.runtime.safety import refuse_finished_run
@@ -96,10 +98,9 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
         self.disc_lr = 1e-4
         self.disc_betas = (0.9, 0.99)
         self.grad_clip = 12.0
-        # execution: pass scheduling, mixed precision, torch.compile (None: nnU-Net's rule). "memory" is the default
-        # because its peak stays close to the stock step's, so AdvMIM trains wherever stock nnU-Net trains
-        # (measurements of every mode: docs/benchmark.md)
-        self.step_mode = "memory"
+        # execution: pass scheduling, mixed precision, torch.compile (None: nnU-Net's rule). "auto": the fastest mode
+        # whose estimated peak fits the GPU ('memory' on the CPU), chosen in initialize (_choose_step_mode)
+        self.step_mode = "auto"
         self.amp = "auto"
         self.compile_networks = None
         self.branches = self.discriminators = self.branch_optimizers = self.branch_schedulers = None
@@ -156,6 +157,7 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
             conv_op = nets["cnn"].encoder.conv_op
             self.discriminators = {b: PatchDiscriminator(self.label_manager.num_segmentation_heads, conv_op)
                                    .to(self.device) for b in BRANCHES}
+        self._choose_step_mode(nets["cnn"])  # before DDP wrapping (its settings depend on the mode) and compiling
         self.optimizer, self.lr_scheduler = self.configure_optimizers(nets)
         if self._compile_branches():
             self.print_to_log_file("Using torch.compile for both AdvMIM networks...")
@@ -180,6 +182,28 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
         self.logger.update_config({"hparas": {"advmim": {k: getattr(self, k) for k in (
             "masked_domain", "adversarial", "mask_ratio", "lambda_u", "lambda_ct", "ct_rampup_fraction", "lambda_adv",
             "hybrid_lr", "hybrid_weight_decay", "disc_lr", "initial_lr", "num_epochs", "num_iterations_per_epoch")}}})
+
+    def _choose_step_mode(self, cnn: torch.nn.Module) -> None:
+        """Resolve ``step_mode = "auto"`` (``methods.advmim.choose_step_mode``) and log the choice and why. On a GPU
+        the stock step's memory is measured as one forward + backward of C (the plan's CNN) at the plan's batch and
+        patch; the memory available is what the driver reports free plus what this process holds already. DDP ranks
+        agree on the most memory-saving of their choices. Explicit modes are kept as they are."""
+        if self.step_mode != "auto":
+            return
+        free = stock = None
+        if self.device.type == "cuda":
+            x = torch.zeros((self.batch_size, self.num_input_channels, *self.configuration_manager.patch_size),
+                            device=self.device)
+            stock = cuda_step_peak_bytes(cnn, x, self._autocast)
+            free = torch.cuda.mem_get_info(self.device)[0] + torch.cuda.memory_reserved(self.device)
+        mode, reason = choose_step_mode(free, stock, self.device.type)
+        if self.is_ddp:
+            modes = [None] * dist.get_world_size()
+            dist.all_gather_object(modes, mode)
+            if most_memory_saving(modes) != mode:
+                mode, reason = most_memory_saving(modes), f"the mode every rank can afford ({modes})"
+        self.step_mode = mode
+        self.print_to_log_file(f"step_mode 'auto' -> '{mode}': {reason}")
 
     def configure_optimizers(self, nets=None):
         """C: nnU-Net's SGD + poly. S: AdamW + warm-up + poly. D: Adam, constant. Returns S's for nnU-Net's hooks."""

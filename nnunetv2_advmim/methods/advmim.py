@@ -209,6 +209,45 @@ the same gradients up to float rounding; they differ in time and memory:
 - ``reference``: the straightforward version: every term its own forward, all eight graphs alive, one backward.
   For tests and benchmarks; not supported under DDP.
 """
+# Peak GPU memory of one AdvMIM step relative to one stock nnU-Net step at the same plans and batch: the largest
+# "x stock" peak of each mode over the three H100 runs of nnUNetv2_advmim_benchmark in docs/benchmark.md
+# (3d_fullres 128^3 batch 2 with and without torch.compile, 2d 512^2 batch 12)
+STEP_MODE_MEMORY_RATIO = {"fast": 7.65, "balanced": 4.29, "memory": 1.30}
+STEP_MODE_MEMORY_MARGIN = 1.15  # head room for allocator fragmentation and plans unlike the benchmarked ones
+
+
+def choose_step_mode(free_bytes: Optional[int], stock_step_bytes: Optional[int], device_type: str,
+                     margin: float = STEP_MODE_MEMORY_MARGIN):
+    """``(mode, reason)`` for ``step_mode = "auto"``: the fastest mode whose estimated peak fits.
+
+    On a GPU the estimate of a mode is ``STEP_MODE_MEMORY_RATIO[mode] * stock_step_bytes * margin``; ``fast`` if it
+    fits into ``free_bytes`` (the memory this process can use), else ``balanced``, else ``memory`` (the mode that
+    needs about the stock step's memory; chosen also when nothing is known). Off the GPU the passes are
+    compute-bound, batching gains nothing and ``memory``, with the smallest working set, is the fastest mode.
+    """
+    if device_type != "cuda":
+        return "memory", (f"on {device_type} the passes are compute-bound and 'memory' (smallest working set) is "
+                          f"the fastest mode")
+    if not free_bytes or not stock_step_bytes or free_bytes <= 0 or stock_step_bytes <= 0:
+        return "memory", "the GPU memory could not be measured; 'memory' needs about the stock step's memory"
+    gib = 2 ** 30
+    for mode in ("fast", "balanced"):
+        need = STEP_MODE_MEMORY_RATIO[mode] * stock_step_bytes * margin
+        if need <= free_bytes:
+            return mode, (f"its estimated peak {need / gib:.1f} GiB ({STEP_MODE_MEMORY_RATIO[mode]}x the stock "
+                          f"step's {stock_step_bytes / gib:.2f} GiB, x{margin} margin) fits into "
+                          f"{free_bytes / gib:.1f} GiB available")
+    need = STEP_MODE_MEMORY_RATIO["balanced"] * stock_step_bytes * margin
+    return "memory", (f"'balanced' would need about {need / gib:.1f} GiB ({STEP_MODE_MEMORY_RATIO['balanced']}x the "
+                      f"stock step's {stock_step_bytes / gib:.2f} GiB, x{margin} margin), more than the "
+                      f"{free_bytes / gib:.1f} GiB available")
+
+
+def most_memory_saving(modes) -> str:
+    """The mode of ``modes`` with the smallest estimated peak (DDP ranks must all run the same mode)."""
+    return min(modes, key=lambda m: STEP_MODE_MEMORY_RATIO.get(m, float("inf")))
+
+
 def ddp_find_unused_parameters(mode: str, masked_domain: bool = True) -> bool:
     """Whether the DDP wrappers of S and C need ``find_unused_parameters=True`` for this step.
 
