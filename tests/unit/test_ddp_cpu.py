@@ -2,9 +2,10 @@
 
 - AdvMIM: one step of S, C and both discriminators, each wrapped in DDP as the trainer wraps them, leaves identical
   weights on both ranks, equal (float tolerance) to one process stepping on the concatenated batches, in ``memory``
-  and ``fast`` mode. Float64 networks from the tiny 2D plan of ``test_advmim_step_modes``; instance
-  norm is per sample and every loss term is a mean over samples (nnU-Net's batch Dice gathers over ranks with
-  ``ddp=True``; the weighted CE normalises over ranks with ``ddp=True``), so the equality is exact up to rounding.
+  and ``fast`` mode, and for CTCT (no masked domain, ``fast``). Float64 networks from the tiny 2D plan of
+  ``test_advmim_step_modes``; instance norm is per sample and every loss term is a mean over samples (nnU-Net's
+  batch Dice gathers over ranks with ``ddp=True``; the weighted CE normalises over ranks with ``ddp=True``), so
+  the equality holds up to rounding.
 - Masks: per-rank mask generators (``masking.rank_seed``) draw different masks on the two ranks, and the run state
   saved through ``checkpointing.run_state`` (a collective) restores every rank's generator and global RNGs, so a
   resume continues exactly per rank.
@@ -21,7 +22,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 WORLD = 2
-MODES = ("memory", "fast")
+# (step mode, masked domain): full AdvMIM in both modes, and CTCT (no masked domain, no discriminators)
+CASES = {"memory": ("memory", True), "fast": ("fast", True), "ctct_fast": ("fast", False)}
 SGD_LR = 0.5
 
 
@@ -83,7 +85,7 @@ def _targets(y):
 
 def _one_step(nets, discs, gen_discs, x_l, y, x_u, masks, mode, loss, ddp, no_sync=None):
     """One AdvMIM iteration as the trainer's train_step runs it, with plain SGD (weights = a function of the
-    gradients only) and no clipping."""
+    gradients only) and no clipping. ``masks=None``: CTCT (no masked domain, the discriminators stay out)."""
     from nnunetv2_advmim.methods.advmim import advmim_generator_step, discriminator_loss
 
     params = [p for m in list(nets.values()) + list(discs.values()) for p in m.parameters()]
@@ -91,8 +93,9 @@ def _one_step(nets, discs, gen_discs, x_l, y, x_u, masks, mode, loss, ddp, no_sy
     opt.zero_grad(set_to_none=True)
     out = advmim_generator_step(nets, x_l, _targets(y), x_u, loss, masks, gen_discs, mode, lambda_ct=0.1,
                                 rampup=0.5, lambda_u=1.0, lambda_adv=0.5, no_sync=no_sync, ddp=ddp)
-    disc_loss = sum(discriminator_loss(d, out["real"][b], out["fake"][b])["loss"] for b, d in discs.items())
-    disc_loss.backward()
+    if masks is not None:
+        disc_loss = sum(discriminator_loss(d, out["real"][b], out["fake"][b])["loss"] for b, d in discs.items())
+        disc_loss.backward()
     opt.step()
     return out
 
@@ -108,24 +111,24 @@ def _advmim_worker(rank, port, folder, wce_over_ranks=True):
     _init(rank, port)
     no_sync = lambda net: net.no_sync() if isinstance(net, DDP) else contextlib.nullcontext()  # noqa: E731
     results = {}
-    for mode in MODES:
+    for case, (mode, masked) in CASES.items():
         nets, discs, batches = _advmim_setup()
         # as nnUNetTrainerAdvMIM.initialize wraps them (SyncBatchNorm conversion is a no-op for instance norm)
-        unused = ddp_find_unused_parameters(mode, masked_domain=True)
+        unused = ddp_find_unused_parameters(mode, masked_domain=masked)
         nets = {b: DDP(torch.nn.SyncBatchNorm.convert_sync_batchnorm(m), find_unused_parameters=unused)
                 for b, m in nets.items()}
         discs = {b: DDP(d) for b, d in discs.items()}
         x_l, x_u, y, masks = batches[rank]
-        _one_step(nets, discs, {b: unwrap_model(d) for b, d in discs.items()}, x_l, y, x_u, masks, mode,
-                  _loss(True), wce_over_ranks, no_sync)
-        results[mode] = {name: {k: v.detach().clone() for k, v in unwrap_model(m).state_dict().items()}
+        _one_step(nets, discs, {b: unwrap_model(d) for b, d in discs.items()}, x_l, y, x_u,
+                  masks if masked else None, mode, _loss(True), wce_over_ranks, no_sync)
+        results[case] = {name: {k: v.detach().clone() for k, v in unwrap_model(m).state_dict().items()}
                          for name, m in [*(("net_" + b, n) for b, n in nets.items()),
                                          *(("disc_" + b, d) for b, d in discs.items())]}
     torch.save(results, os.path.join(folder, f"rank{rank}.pth"))
     dist.destroy_process_group()
 
 
-def _single_process(mode):
+def _single_process(mode, masked=True):
     """The reference: one process, the two ranks' batches concatenated (masks row by row alike)."""
     from test_advmim_step_modes import B
 
@@ -134,7 +137,7 @@ def _single_process(mode):
     x_u = torch.cat([b[1] for b in batches])
     y = torch.cat([b[2] for b in batches])
     masks = {n: torch.cat([b[3][n][:B] for b in batches] + [b[3][n][B:] for b in batches]) for n in nets}
-    _one_step(nets, discs, discs, x_l, y, x_u, masks, mode, _loss(False), False)
+    _one_step(nets, discs, discs, x_l, y, x_u, masks if masked else None, mode, _loss(False), False)
     return {name: m.state_dict() for name, m in [*(("net_" + b, n) for b, n in nets.items()),
                                                  *(("disc_" + b, d) for b, d in discs.items())]}
 
@@ -145,20 +148,22 @@ def test_advmim_ddp_step_equals_one_process_on_the_concatenated_batches(tmp_path
     nets, discs, _ = _advmim_setup()
     initial = {name: {k: v.clone() for k, v in m.state_dict().items()} for name, m in
                [*(("net_" + b, n) for b, n in nets.items()), *(("disc_" + b, d) for b, d in discs.items())]}
-    for mode in MODES:
-        ref = _single_process(mode)
-        assert ranks[0][mode].keys() == ref.keys() == {"net_hybrid", "net_cnn", "disc_hybrid", "disc_cnn"}
+    for case, (mode, masked) in CASES.items():
+        ref = _single_process(mode, masked)
+        assert ranks[0][case].keys() == ref.keys() == {"net_hybrid", "net_cnn", "disc_hybrid", "disc_cnn"}
         for name in ref:
+            if not masked and name.startswith("disc_"):
+                continue  # CTCT has no discriminators
             moved = 0
             for k, v in ref[name].items():
-                w0, w1 = ranks[0][mode][name][k], ranks[1][mode][name][k]
-                assert torch.equal(w0, w1), f"{mode}: {name}.{k} differs between the ranks"
+                w0, w1 = ranks[0][case][name][k], ranks[1][case][name][k]
+                assert torch.equal(w0, w1), f"{case}: {name}.{k} differs between the ranks"
                 # the unsupervised terms compute in float32: measured differences <= 1e-8; normalising the
                 # weighted CE per rank instead of over the ranks gives 6e-5
                 assert torch.allclose(w0, v, rtol=1e-6, atol=1e-7), \
-                    f"{mode}: {name}.{k}: DDP {w0.flatten()[:3]} vs one process {v.flatten()[:3]}"
+                    f"{case}: {name}.{k}: DDP {w0.flatten()[:3]} vs one process {v.flatten()[:3]}"
                 moved += int(not torch.equal(v, initial[name][k]))
-            assert moved > 0, f"{mode}: {name} did not change, the comparison would be empty"
+            assert moved > 0, f"{case}: {name} did not change, the comparison would be empty"
 
 
 # ------------------------------------------------------------------------------------------------- masks, resume
