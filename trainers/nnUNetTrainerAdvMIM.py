@@ -12,7 +12,8 @@ one unlabeled batch per iteration (``nnunetv2_advmim.data.semisup_loader``). The
     one finiteness check of every loss term and gradient norm, then step S, C (clipping 12) and D
 
 How the passes are scheduled is ``self.step_mode`` (``methods.advmim.STEP_MODES``: ``fast``, ``balanced``, ``memory``,
-``reference``; same gradients, different time and memory, docs/benchmark.md). AMP: ``self.amp`` = ``auto``
+``reference``; same gradients, different time and memory, docs/benchmark.md); the default ``auto`` picks the fastest
+one whose estimated peak fits the GPU (``methods.advmim.choose_step_mode``; ``memory`` on the CPU) and logs why. AMP: ``self.amp`` = ``auto``
 (bf16 where the GPU supports it, else fp16 with nnU-Net's GradScaler), ``fp16`` or ``off``; CPU runs in float32.
 S and C are compiled with ``torch.compile`` when nnU-Net would compile its network (CUDA, ``nnUNet_compile``).
 
@@ -41,14 +42,18 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from nnunetv2_advmim.architectures.ensemble import AdvMIMEnsemble
 from nnunetv2_advmim.architectures.from_plans import BRANCHES, build_branch
+from nnunetv2_advmim.data.label_budget import refuse_fold_all_under_budget
 from nnunetv2_advmim.data.semisup_loader import get_semisup_dataloaders
 from nnunetv2_advmim.evaluation.progress import plot_advmim_progress
 from nnunetv2_advmim.methods.adversarial import PatchDiscriminator, discriminator_optimizer
-from nnunetv2_advmim.methods.advmim import AdvMIMWeights, advmim_generator_step, discriminator_loss, full_resolution
-from nnunetv2_advmim.methods.masking import block_mask, chosen_block_size, mask_grid, upsample_mask
+from nnunetv2_advmim.methods.advmim import (AdvMIMWeights, advmim_generator_step, choose_step_mode,
+                                            ddp_find_unused_parameters, discriminator_loss, full_resolution,
+                                            most_memory_saving)
+from nnunetv2_advmim.methods.masking import block_mask, chosen_block_size, mask_grid, rank_seed, upsample_mask
 from nnunetv2_advmim.methods.schedules import EpochLR, sigmoid_rampup, warmup_poly_lr
 from nnunetv2_advmim.runtime.checkpointing import (atomic_save, restore_pending_rng_states, restore_run_state,
                                                    run_state, safe_load, strip_module_prefix, unwrap_model)
+from nnunetv2_advmim.runtime.memory import cuda_step_peak_bytes
 from nnunetv2_advmim.runtime.numerics import NonFiniteGuard, discriminator_collapsed, enable_determinism, seed_from_env
 from nnunetv2_advmim.runtime.precision import amp_dtype, guarded_step, scaled_backward
 from nnunetv2_advmim.runtime.safety import refuse_finished_run
@@ -75,6 +80,10 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
         self.masked_domain = True
         self.adversarial = True
         self.mask_ratio = 0.7
+        self.mask_seed = 12345
+        # one stream per DDP rank (rank 0 = mask_seed): ranks mask their different batches with different blocks;
+        # saved and restored per rank with the RNG states (checkpointing.run_state)
+        self.mask_generator = torch.Generator().manual_seed(rank_seed(self.mask_seed, self.local_rank))
         self.lambda_u = 1.0
         self.lambda_ct = 0.1
         self.ct_rampup_fraction = 0.4  # sigmoid ramp-up of lambda_ct over the first 40 % of the iterations
@@ -98,10 +107,9 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
         self.disc_betas = (0.9, 0.99)
         self.disc_grad_clip = None  # gradient-norm clipping of the discriminators (None: none)
         self.grad_clip = 12.0
-        # execution: pass scheduling, mixed precision, torch.compile (None: nnU-Net's rule). "memory" is the default
-        # because its peak stays close to the stock step's, so AdvMIM trains wherever stock nnU-Net trains
-        # (measurements of every mode: docs/benchmark.md)
-        self.step_mode = "memory"
+        # execution: pass scheduling, mixed precision, torch.compile (None: nnU-Net's rule). "auto": the fastest mode
+        # whose estimated peak fits the GPU ('memory' on the CPU), chosen in initialize (_choose_step_mode)
+        self.step_mode = "auto"
         self.amp = "auto"
         self.compile_networks = None
         self.branches = self.discriminators = self.branch_optimizers = self.branch_schedulers = None
@@ -158,12 +166,16 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
             conv_op = nets["cnn"].encoder.conv_op
             self.discriminators = {b: PatchDiscriminator(self.label_manager.num_segmentation_heads, conv_op)
                                    .to(self.device) for b in BRANCHES}
+        self._choose_step_mode(nets["cnn"])  # before DDP wrapping (its settings depend on the mode) and compiling
         self.optimizer, self.lr_scheduler = self.configure_optimizers(nets)
         if self._compile_branches():
             self.print_to_log_file("Using torch.compile for both AdvMIM networks...")
             nets = {b: torch.compile(m) for b, m in nets.items()}
         if self.is_ddp:
-            wrap = lambda m: DDP(torch.nn.SyncBatchNorm.convert_sync_batchnorm(m), device_ids=[self.local_rank])
+            # memory mode and CTCT leave some parameters without gradient in the synchronised backward
+            unused = ddp_find_unused_parameters(self.step_mode, self.masked_domain)
+            wrap = lambda m: DDP(torch.nn.SyncBatchNorm.convert_sync_batchnorm(m), device_ids=[self.local_rank],
+                                 find_unused_parameters=unused)
             nets = {b: wrap(m) for b, m in nets.items()}
             self.discriminators = {b: DDP(m, device_ids=[self.local_rank]) for b, m in self.discriminators.items()}
             self.network = nets[self.predict_with] if self.predict_with in nets else \
@@ -184,6 +196,28 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
             "u_rampup_fraction", "adv_rampup_fraction", "unlabeled_batch_dice", "mask_block_size", "disc_real",
             "disc_optimizer", "disc_grad_clip", "hybrid_lr", "hybrid_weight_decay", "disc_lr", "initial_lr",
             "num_epochs", "num_iterations_per_epoch")}}})
+
+    def _choose_step_mode(self, cnn: torch.nn.Module) -> None:
+        """Resolve ``step_mode = "auto"`` (``methods.advmim.choose_step_mode``) and log the choice and why. On a GPU
+        the stock step's memory is measured as one forward + backward of C (the plan's CNN) at the plan's batch and
+        patch; the memory available is what the driver reports free plus what this process holds already. DDP ranks
+        agree on the most memory-saving of their choices. Explicit modes are kept as they are."""
+        if self.step_mode != "auto":
+            return
+        free = stock = None
+        if self.device.type == "cuda":
+            x = torch.zeros((self.batch_size, self.num_input_channels, *self.configuration_manager.patch_size),
+                            device=self.device)
+            stock = cuda_step_peak_bytes(cnn, x, self._autocast)
+            free = torch.cuda.mem_get_info(self.device)[0] + torch.cuda.memory_reserved(self.device)
+        mode, reason = choose_step_mode(free, stock, self.device.type)
+        if self.is_ddp:
+            modes = [None] * dist.get_world_size()
+            dist.all_gather_object(modes, mode)
+            if most_memory_saving(modes) != mode:
+                mode, reason = most_memory_saving(modes), f"the mode every rank can afford ({modes})"
+        self.step_mode = mode
+        self.print_to_log_file(f"step_mode 'auto' -> '{mode}': {reason}")
 
     def configure_optimizers(self, nets=None):
         """C: nnU-Net's SGD + poly. S: AdamW + warm-up + poly. D: Adam, constant. Returns S's for nnU-Net's hooks."""
@@ -216,6 +250,7 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
 
     def on_train_start(self):
         refuse_finished_run(self)  # before anything is written: never train over a finished run unless asked
+        refuse_fold_all_under_budget(self.preprocessed_dataset_folder_base, self.fold, self.__class__.__name__)
         super().on_train_start()
         restore_pending_rng_states(self)
 
@@ -261,14 +296,15 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
         """Per network, the mask of ``[x_l; x_u]`` (``shape`` = that batch's input shape): a block mask on the
         network's own grid, or a voxel mask when ``mask_block_size`` sets the block."""
         masks = {}
+        generator = getattr(self, "mask_generator", None)  # per rank (DDP ranks draw different masks)
         for b, net in self.branches.items():
             net = unwrap_model(net)
             spatial = tuple(shape[2:])
             if self.mask_block_size is None:
-                masks[b] = block_mask(shape[0], net.mask_grid(spatial), self.mask_ratio, device=self.device)
+                masks[b] = block_mask(shape[0], net.mask_grid(spatial), self.mask_ratio, generator, self.device)
                 continue
             block = chosen_block_size(spatial, net.mask_block_size(spatial), self.mask_block_size)
-            m = block_mask(shape[0], mask_grid(spatial, block), self.mask_ratio)
+            m = block_mask(shape[0], mask_grid(spatial, block), self.mask_ratio, generator)
             masks[b] = upsample_mask(m, spatial, block).to(self.device)
         return masks
 
@@ -308,7 +344,7 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
         out = advmim_generator_step(
             self.branches, x_l, target, x_u, self.loss, masks,
             {b: unwrap_model(d) for b, d in self.discriminators.items()}, self.step_mode,
-            backward=self._backward, autocast=self._autocast, no_sync=_no_sync, weights=weights)
+            backward=self._backward, autocast=self._autocast, no_sync=_no_sync, ddp=self.is_ddp, weights=weights)
         terms = out["terms"]
         real = out["real"] if self.disc_real == "labeled" else out["plain_u"]
 
@@ -443,15 +479,22 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
         return g
 
     # ------------------------------------------------------------------ checkpoints
+    def per_rank_generators(self) -> dict:
+        """Generators saved and restored per DDP rank with the RNG states (``checkpointing.run_state``)."""
+        return {"mask_generator": self.mask_generator}
+
     def save_checkpoint(self, filename: str) -> None:
         """Stock layout (``network_weights`` = the inference network) plus ``advmim``: both branches, both
         discriminators, every optimizer and grad scaler; plus the RNG states and the non-finite guard's counters.
         Tensors shared with ``network_weights`` are stored once. Written atomically (temporary file + rename:
-        a crash while writing leaves the previous checkpoint intact; ``checkpointing.atomic_save``)."""
-        if self.local_rank != 0:
-            return
+        a crash while writing leaves the previous checkpoint intact; ``checkpointing.atomic_save``). Every DDP rank
+        calls this (nnU-Net does) and hands its RNG states to rank 0, which writes the file."""
         if self.disable_checkpointing:
-            self.print_to_log_file("No checkpoint written, checkpointing is disabled")
+            if self.local_rank == 0:
+                self.print_to_log_file("No checkpoint written, checkpointing is disabled")
+            return
+        per_rank = run_state(self)  # collective under DDP: before the other ranks return
+        if self.local_rank != 0:
             return
         checkpoint = {
             "network_weights": unwrap_model(self.network).state_dict(),
@@ -472,7 +515,7 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
                 "disc_grad_scaler": self.disc_grad_scaler.state_dict() if self.disc_grad_scaler is not None else None,
                 # the schedules (poly, warm-up + poly, lambda_ct ramp-up) are functions of current_epoch
             },
-            **run_state(self),
+            **per_rank,
         }
         atomic_save(checkpoint, filename)
 

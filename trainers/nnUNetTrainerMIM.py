@@ -46,7 +46,7 @@ from nnunetv2_advmim.data.pretraining_loader import get_pretraining_dataloaders
 from nnunetv2_advmim.evaluation.mim_examples import example_batch, save_mim_figure
 from nnunetv2_advmim.methods import mim
 from nnunetv2_advmim.methods.ema import EMATeacher
-from nnunetv2_advmim.methods.masking import block_mask, mask_grid
+from nnunetv2_advmim.methods.masking import block_mask, mask_grid, rank_seed
 from nnunetv2_advmim.methods.schedules import WarmupCosineLRScheduler
 from nnunetv2_advmim.runtime.checkpointing import (apply_nnunet_checkpoint, atomic_save, restore_pending_rng_states,
                                                    restore_run_state, run_state, safe_load, unwrap_model)
@@ -74,7 +74,8 @@ class nnUNetTrainerMIM(nnUNetTrainer):
         self.val_mask_ratio = 0.6
         self.mask_seed = 12345
         self.num_example_images = 4
-        self.mask_generator = torch.Generator().manual_seed(self.mask_seed)
+        # one stream per DDP rank (rank 0 = mask_seed): ranks mask their different images with different blocks
+        self.mask_generator = torch.Generator().manual_seed(rank_seed(self.mask_seed, self.local_rank))
         self._best_val_loss = None
         self.max_nonfinite_steps = 20  # non-finite loss/gradient steps in a row before training stops
         self.nonfinite_guard = None  # built in initialize() (after variants changed max_nonfinite_steps)
@@ -224,8 +225,14 @@ class nnUNetTrainerMIM(nnUNetTrainer):
                 'best_val_loss': self._best_val_loss}
 
     def load_mim_state_dict(self, state: dict) -> None:
-        self.mask_generator.set_state(state['mask_generator'].cpu())  # CPU generator; the file may map to CUDA
+        # mim_state holds rank 0's generator; every rank's own comes from the run state (restore_run_state)
+        if not self.is_ddp or self.local_rank == 0:
+            self.mask_generator.set_state(state['mask_generator'].cpu())  # CPU generator; the file may map to CUDA
         self._best_val_loss = state['best_val_loss']
+
+    def per_rank_generators(self) -> dict:
+        """Generators saved and restored per DDP rank with the RNG states (``checkpointing.run_state``)."""
+        return {'mask_generator': self.mask_generator}
 
     def on_train_start(self):
         refuse_finished_run(self)  # before anything is written: never train over a finished run unless asked
@@ -238,11 +245,14 @@ class nnUNetTrainerMIM(nnUNetTrainer):
     def save_checkpoint(self, filename: str) -> None:
         """nnU-Net's checkpoint plus ``mim_state``, RNG states and the non-finite guard's counters, written
         atomically. Tensors are stored on the CPU, so stock ``load_pretrained_weights`` (which has no
-        ``map_location``) also works on a machine without the GPU."""
-        if self.local_rank != 0:
-            return
+        ``map_location``) also works on a machine without the GPU. Every DDP rank calls this (nnU-Net does) and
+        hands its RNG states to rank 0, which writes the file."""
         if self.disable_checkpointing:
-            self.print_to_log_file('No checkpoint written, checkpointing is disabled')
+            if self.local_rank == 0:
+                self.print_to_log_file('No checkpoint written, checkpointing is disabled')
+            return
+        per_rank = run_state(self)  # collective under DDP: before the other ranks return
+        if self.local_rank != 0:
             return
         checkpoint = {
             'network_weights': {k: v.detach().cpu() for k, v in unwrap_model(self.network).state_dict().items()},
@@ -255,7 +265,7 @@ class nnUNetTrainerMIM(nnUNetTrainer):
             'trainer_name': self.__class__.__name__,
             'inference_allowed_mirroring_axes': self.inference_allowed_mirroring_axes,
             'mim_state': self.mim_state_dict(),
-            **run_state(self),
+            **per_rank,
         }
         atomic_save(checkpoint, filename)
 

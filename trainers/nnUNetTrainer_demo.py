@@ -2,6 +2,8 @@ import torch
 
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
+from nnunetv2_advmim.data.label_budget import refuse_fold_all_under_budget
+
 
 class nnUNetTrainer_demo(nnUNetTrainer):
     """Stock nnU-Net on a short schedule for the demo and the CPU: 20 epochs x 15 iterations.
@@ -16,6 +18,11 @@ class nnUNetTrainer_demo(nnUNetTrainer):
         self.num_epochs = 20
         self.num_iterations_per_epoch = 15
         self.num_val_iterations_per_epoch = 2
+
+    def on_train_start(self):
+        # stock fold 'all' ignores the label budget's split and would train on every labeled case
+        refuse_fold_all_under_budget(self.preprocessed_dataset_folder_base, self.fold, self.__class__.__name__)
+        super().on_train_start()
 
 
 class nnUNetTrainer_demo_finetune(nnUNetTrainer_demo):

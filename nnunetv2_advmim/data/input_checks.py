@@ -72,7 +72,8 @@ def check_nifti_file(path: str) -> Tuple[Optional[str], int, int]:
     return None, int(np.count_nonzero(np.isnan(data))), int(np.count_nonzero(np.isinf(data)))
 
 
-def _label_values(dataset_json: dict) -> List[int]:
+def dataset_label_values(dataset_json: dict) -> List[int]:
+    """Every label value of ``dataset.json``'s ``labels`` (region labels flattened), sorted."""
     values = set()
     for v in dataset_json.get("labels", {}).values():
         for x in (v if isinstance(v, (list, tuple)) else [v]):
@@ -165,7 +166,7 @@ def _check_case_star(args):
 def check_cases(cases: Dict[str, List[str]], reader_class, n_channels: int, expect_2d: bool,
                 dataset_json: Optional[dict] = None, num_processes: int = 1) -> Tuple[List[str], List[str]]:
     """(problems, warnings) over every case of ``{case: [channel files]}``; worker processes (spawn) if asked."""
-    labels = _label_values(dataset_json or {})
+    labels = dataset_label_values(dataset_json or {})
     todo = [(c, files, reader_class, n_channels, expect_2d, labels) for c, files in sorted(cases.items())]
     problems, warnings = [], []
     if num_processes <= 1 or len(todo) <= 1:

@@ -141,6 +141,32 @@ def load_budget(preprocessed_folder: str) -> Optional[dict]:
         return json.load(f)
 
 
+def refuse_fold_all_under_budget(preprocessed_folder: str, fold, trainer_name: str = "this trainer") -> None:
+    """Raise ``RuntimeError`` if ``fold`` is ``all`` and ``preprocessed_folder`` holds ``label_budget.json``.
+
+    Fold ``all`` ignores ``splits_final.json``: stock nnU-Net then trains on every training case, labels included
+    for the cases the budget made unlabeled, and a semi-supervised trainer would use the budget's validation cases
+    as unlabeled training data. Trainers of this package that train with labels call this before training."""
+    if str(fold) != "all":
+        return
+    path = os.path.join(preprocessed_folder, BUDGET_FILE)
+    if not os.path.isfile(path):
+        return
+    try:
+        with open(path) as f:
+            budget = json.load(f)
+        n_labeled, n_folds = len(budget["labeled"]), len(budget["folds"])
+        what = f"keeps {n_labeled} case(s) labeled in {n_folds} fold(s)"
+        folds = f"0..{n_folds - 1}"
+    except (OSError, ValueError, KeyError, TypeError):
+        what, folds = "defines a label budget", "0, 1, ..."
+    raise RuntimeError(
+        f"{trainer_name} refuses fold 'all': {path} {what}, but fold 'all' ignores {SPLITS_FILE}, so training would "
+        f"use the labels of every training case (and the budget's validation cases as training data). Train a fold "
+        f"of the budget's split (fold {folds}), or remove {path} (and restore your own {SPLITS_FILE}) to train on "
+        f"every labeled case.")
+
+
 def budget_unlabeled_cases(budget: dict, preprocessed_folder: str, fold, include_validation: bool = False
                            ) -> List[str]:
     """Unlabeled training cases of ``fold`` under a budget (validation cases only if ``include_validation``).

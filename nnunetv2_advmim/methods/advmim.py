@@ -108,14 +108,15 @@ class PartLoss:
 
 def part_loss(part: str, output: Logits, target, supervised_loss: Callable,
               partner_logits_u: Optional[torch.Tensor], discriminator: Optional[nn.Module],
-              weights: AdvMIMWeights) -> PartLoss:
+              weights: AdvMIMWeights, ddp: bool = False) -> PartLoss:
     """Contribution of one part (:data:`PARTS`) of N's batch to ``L_N`` (module docstring).
 
     ``output``: N's output on that part (a list with deep supervision, full resolution first); ``target``: the
     labeled target (nnU-Net's deep-supervision list); ``supervised_loss(output, target)``: nnU-Net's DCCE;
     ``partner_logits_u``: O's unmasked full-resolution logits on ``x_u`` (unlabeled parts only). The generator
     term runs D inside :func:`frozen`, so D collects no gradient from it; ``discriminator=None`` or
-    ``lambda_adv == 0`` drops the adversarial term.
+    ``lambda_adv == 0`` drops the adversarial term. ``ddp``: normalise wCE over the batches of all DDP ranks
+    (:func:`certainty_weighted_ce`); every other term is a mean over samples already.
     """
     if part == LABELED:
         sup = supervised_loss(output, target)
@@ -135,7 +136,7 @@ def part_loss(part: str, output: Logits, target, supervised_loss: Callable,
             terms["cross_teaching"] = cross_teaching_dice(logits_u, labels, batch_dice=weights.batch_dice)
             loss = weights.lambda_ct * weights.rampup * terms["cross_teaching"]
         return PartLoss(loss, terms, logits_u=logits_u.detach())
-    ce = certainty_weighted_ce(logits_u, labels, certainty)
+    ce = certainty_weighted_ce(logits_u, labels, certainty, ddp=ddp)
     dice = certainty_weighted_dice(logits_u, labels, certainty, batch_dice=weights.batch_dice)
     loss = weights.lambda_u * weights.rampup_u * (ce + dice)
     probs_u = torch.softmax(upcast(logits_u), 1)
@@ -219,6 +220,60 @@ the same gradients up to float rounding; they differ in time and memory:
 - ``reference``: the straightforward version: every term its own forward, all eight graphs alive, one backward.
   For tests and benchmarks; not supported under DDP.
 """
+# Peak GPU memory of one AdvMIM step relative to one stock nnU-Net step at the same plans and batch: the largest
+# "x stock" peak of each mode over the three H100 runs of nnUNetv2_advmim_benchmark in docs/benchmark.md
+# (3d_fullres 128^3 batch 2 with and without torch.compile, 2d 512^2 batch 12)
+STEP_MODE_MEMORY_RATIO = {"fast": 7.65, "balanced": 4.29, "memory": 1.30}
+STEP_MODE_MEMORY_MARGIN = 1.15  # head room for allocator fragmentation and plans unlike the benchmarked ones
+
+
+def choose_step_mode(free_bytes: Optional[int], stock_step_bytes: Optional[int], device_type: str,
+                     margin: float = STEP_MODE_MEMORY_MARGIN):
+    """``(mode, reason)`` for ``step_mode = "auto"``: the fastest mode whose estimated peak fits.
+
+    On a GPU the estimate of a mode is ``STEP_MODE_MEMORY_RATIO[mode] * stock_step_bytes * margin``; ``fast`` if it
+    fits into ``free_bytes`` (the memory this process can use), else ``balanced``, else ``memory`` (the mode that
+    needs about the stock step's memory; chosen also when nothing is known). Off the GPU the passes are
+    compute-bound, batching gains nothing and ``memory``, with the smallest working set, is the fastest mode.
+    """
+    if device_type != "cuda":
+        return "memory", (f"on {device_type} the passes are compute-bound and 'memory' (smallest working set) is "
+                          f"the fastest mode")
+    if not free_bytes or not stock_step_bytes or free_bytes <= 0 or stock_step_bytes <= 0:
+        return "memory", "the GPU memory could not be measured; 'memory' needs about the stock step's memory"
+    gib = 2 ** 30
+    for mode in ("fast", "balanced"):
+        need = STEP_MODE_MEMORY_RATIO[mode] * stock_step_bytes * margin
+        if need <= free_bytes:
+            return mode, (f"its estimated peak {need / gib:.1f} GiB ({STEP_MODE_MEMORY_RATIO[mode]}x the stock "
+                          f"step's {stock_step_bytes / gib:.2f} GiB, x{margin} margin) fits into "
+                          f"{free_bytes / gib:.1f} GiB available")
+    need = STEP_MODE_MEMORY_RATIO["balanced"] * stock_step_bytes * margin
+    return "memory", (f"'balanced' would need about {need / gib:.1f} GiB ({STEP_MODE_MEMORY_RATIO['balanced']}x the "
+                      f"stock step's {stock_step_bytes / gib:.2f} GiB, x{margin} margin), more than the "
+                      f"{free_bytes / gib:.1f} GiB available")
+
+
+def most_memory_saving(modes) -> str:
+    """The mode of ``modes`` with the smallest estimated peak (DDP ranks must all run the same mode)."""
+    return min(modes, key=lambda m: STEP_MODE_MEMORY_RATIO.get(m, float("inf")))
+
+
+def ddp_find_unused_parameters(mode: str, masked_domain: bool = True) -> bool:
+    """Whether the DDP wrappers of S and C need ``find_unused_parameters=True`` for this step.
+
+    DDP all-reduces a gradient bucket when every parameter in it has received its gradient in the synchronised
+    backward; a parameter without one leaves its bucket un-reduced, so the ranks' weights drift apart (and the next
+    forward raises). In ``memory`` mode the synchronised backward of a network is its last pass (the masked
+    unlabeled one), which leaves the deep-supervision heads without gradient; without the masked domain (CTCT) the
+    mask token never gets one. DDP then has to find those parameters itself (their gradients accumulated in the
+    earlier ``no_sync`` passes are reduced with the rest). ``fast`` and ``balanced`` with the masked domain use every
+    parameter in their one backward per network, so they skip that search."""
+    if mode not in STEP_MODES:
+        raise ValueError(f"unknown AdvMIM step mode {mode!r}; expected one of {STEP_MODES}")
+    return mode == "memory" or not masked_domain
+
+
 _PASSES = {  # per network: the parts forwarded together in one call, in this order
     "fast": [PARTS], "balanced": [PARTS], "reference": [(p,) for p in PARTS],
     "memory": [(UNLABELED,), (LABELED,), (MASKED_LABELED,), (MASKED_UNLABELED,)],
@@ -250,7 +305,7 @@ def advmim_generator_step(nets: Dict[str, nn.Module], x_l: torch.Tensor, target,
                           discriminators: Optional[Dict[str, nn.Module]] = None, mode: str = "balanced",
                           lambda_ct: float = 0.1, rampup: float = 1.0, lambda_u: float = 1.0,
                           lambda_adv: float = 0.001, backward: Callable[[torch.Tensor], None] = torch.Tensor.backward,
-                          autocast: Callable = None, no_sync: Callable = None,
+                          autocast: Callable = None, no_sync: Callable = None, ddp: bool = False,
                           weights: Optional[AdvMIMWeights] = None) -> dict:
     """Losses of S and C for one iteration and their gradients (accumulated in ``.grad``), in execution ``mode``.
 
@@ -258,7 +313,9 @@ def advmim_generator_step(nets: Dict[str, nn.Module], x_l: torch.Tensor, target,
     ``[x_l; x_u]`` (``None``: no masked domain, i.e. CTCT); ``discriminators``: per network, or ``None``/missing for
     no adversarial term. ``backward(loss)`` runs a backward (the trainer's scales with its GradScaler);
     ``autocast()`` returns the autocast context; ``no_sync(net)`` returns DDP's ``no_sync`` context for all but the
-    last backward of a network in ``memory`` mode. ``weights``: all of :class:`AdvMIMWeights` at once (replaces
+    last backward of a network in ``memory`` mode; ``ddp``: the networks are DDP-wrapped and the batch is this
+    rank's share (the weighted CE is then normalised over all ranks, so the averaged gradients equal those of one
+    process on the concatenated batches). ``weights``: all of :class:`AdvMIMWeights` at once (replaces
     ``lambda_ct``, ``rampup``, ``lambda_u``, ``lambda_adv``). Returns ``terms`` (per network, unweighted, detached,
     plus ``total``), ``real`` (``p(N(x_l))``), ``fake`` (``p(N^m(x_u))``) and ``plain_u`` (``p(N(x_u))``), all
     detached, for the discriminators. Nothing here calls ``.item()``: no host synchronisation.
@@ -279,7 +336,7 @@ def advmim_generator_step(nets: Dict[str, nn.Module], x_l: torch.Tensor, target,
     real, fake, plain_u = {}, {}, {}
 
     def loss_of(b, part, output):
-        r = part_loss(part, output, target, supervised_loss, partner.get(b), discriminators.get(b), weights)
+        r = part_loss(part, output, target, supervised_loss, partner.get(b), discriminators.get(b), weights, ddp)
         terms[b].update(r.terms)
         if r.real is not None:
             real[b] = r.real

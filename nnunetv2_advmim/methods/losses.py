@@ -58,18 +58,28 @@ def pseudo_labels_and_certainty(logits: torch.Tensor) -> Tuple[torch.Tensor, tor
 
 
 def certainty_weighted_ce(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor,
-                          eps: float = 1e-8) -> torch.Tensor:
+                          eps: float = 1e-8, ddp: bool = False) -> torch.Tensor:
     """Certainty-weighted cross-entropy ``wCE = sum_v w_v CE_v / sum_v w_v``.
 
     ``logits`` (B, K, *spatial); ``labels`` (B, 1, *spatial) integer class indices; ``weights`` (B, 1, *spatial)
     non-negative voxel weights (the partner's certainty). Normalised by the sum of the weights over the whole
     batch (``eps`` guards an all-zero weight map, which gives 0). Computed in float32 so AMP does not lose it.
+
+    ``ddp=True`` (under ``torch.distributed`` with several processes): the whole batch is every rank's part, so
+    the denominator is the mean over ranks of the weight sums (one all-reduce of a detached scalar). DDP averages
+    the gradients of the ranks, so the result is exactly the gradient of ``wCE`` over the concatenated batch, as
+    nnU-Net's batch Dice does with ``ddp=True``; each rank's value is its share (their mean is the global wCE).
     """
     _check_logits_target(logits, labels, "certainty_weighted_ce")
     _check_logits_target(logits, weights, "certainty_weighted_ce")
     ce = F.cross_entropy(logits.float(), labels[:, 0].long(), reduction="none")
     w = weights[:, 0].detach().float()
-    return (ce * w).sum() / w.sum().clamp_min(eps)
+    w_sum = w.sum()
+    if ddp and torch.distributed.is_available() and torch.distributed.is_initialized() \
+            and torch.distributed.get_world_size() > 1:
+        torch.distributed.all_reduce(w_sum)
+        w_sum = w_sum / torch.distributed.get_world_size()
+    return (ce * w).sum() / w_sum.clamp_min(eps)
 
 
 def certainty_weighted_dice(logits: torch.Tensor, labels: torch.Tensor, weights: Optional[torch.Tensor] = None,

@@ -72,6 +72,19 @@ def num_masked_blocks(grid: Shape, ratio: float) -> int:
     return int(round(float(ratio) * math.prod(int(g) for g in grid)))
 
 
+RANK_SEED_STRIDE = 1_000_003  # a prime far above the small offsets trainers add to a seed (validation uses seed + 1)
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """Seed of DDP rank ``rank``'s mask generator: ``seed + RANK_SEED_STRIDE * rank``.
+
+    Rank 0 keeps ``seed`` (a single-process run draws exactly the masks it always drew); every other rank gets its
+    own stream, so ranks do not mask their different images with the same blocks."""
+    if int(rank) < 0:
+        raise ValueError(f"rank must be >= 0, got {rank}")
+    return int(seed) + RANK_SEED_STRIDE * int(rank)
+
+
 def block_mask(batch: int, grid: Shape, ratio: float, generator: Optional[torch.Generator] = None,
                device: Optional[Union[str, torch.device]] = None) -> torch.Tensor:
     """Random block mask, bool ``(batch, *grid)``, exactly :func:`num_masked_blocks` True per sample.

@@ -13,9 +13,9 @@
   generators as plain tensors/lists/ints, so they pass :func:`safe_load`.
 - :func:`apply_nnunet_checkpoint`: what nnU-Net 2.8.1's ``nnUNetTrainer.load_checkpoint`` does with a loaded
   checkpoint dict (2.8.1 itself can only load from a path, with ``weights_only=False``).
-- :func:`run_state` / :func:`restore_run_state`: RNG states and non-finite guard counters in and out of a
-  checkpoint, so ``--c`` continues a killed run exactly; :func:`unwrap_model`: the module behind DDP and
-  ``torch.compile`` wrappers.
+- :func:`run_state` / :func:`restore_run_state`: RNG states (of every DDP rank) and non-finite guard counters in
+  and out of a checkpoint, so ``--c`` continues a killed run exactly on every rank; :func:`unwrap_model`: the
+  module behind DDP and ``torch.compile`` wrappers.
 """
 import os
 import pickle
@@ -288,28 +288,72 @@ def apply_nnunet_checkpoint(trainer, checkpoint: dict) -> None:
         trainer.grad_scaler.load_state_dict(checkpoint["grad_scaler_state"])
 
 
+def _rank_and_world(trainer):
+    if getattr(trainer, "is_ddp", False):
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _generators(trainer) -> Dict[str, torch.Generator]:
+    """The trainer's own per-rank generators (``trainer.per_rank_generators()``, e.g. the MIM mask generator)."""
+    fn = getattr(trainer, "per_rank_generators", None)
+    return fn() if fn is not None else {}
+
+
 def run_state(trainer) -> Dict[str, Any]:
     """What a resumed run needs beyond nnU-Net's checkpoint: the RNG states (masks and augmentation draw from the
-    global generators) and the non-finite guard's counters."""
+    global generators and the trainer's own generators) and the non-finite guard's counters.
+
+    Every rank's states are stored (``rank_states[r]``: its global RNG states and its ``per_rank_generators()``
+    states), so under DDP **every rank must call this** (it all-gathers; trainers call it in ``save_checkpoint``
+    before returning on ranks other than 0, which every rank runs at the same epochs). Storing the states is the
+    only way to an exact per-rank resume: re-deriving them from the seed would mean replaying every draw of the
+    run (augmentation, AnatoMask's and MPS-AMS's selections), whose count is not fixed. ``rng_states`` (rank 0's)
+    stays for older readers."""
     guard = getattr(trainer, "nonfinite_guard", None)
-    return {"rng_states": rng_states(), "nonfinite_guard": guard.state_dict() if guard is not None else None}
+    own = {"rng_states": rng_states(),
+           "generators": {k: g.get_state() for k, g in _generators(trainer).items()}}
+    rank, world = _rank_and_world(trainer)
+    if world > 1:
+        gathered = [None] * world
+        torch.distributed.all_gather_object(gathered, own)
+    else:
+        gathered = [own]
+    return {"rng_states": gathered[0]["rng_states"], "rank_states": gathered,
+            "nonfinite_guard": guard.state_dict() if guard is not None else None}
 
 
 def restore_run_state(trainer, checkpoint: dict, source: str) -> None:
-    """Restore :func:`run_state` from a loaded checkpoint: the guard's counters, and the RNG states now (for
-    ``--val``) and again after ``on_train_start`` (for ``--c``: ``trainer._pending_rng_states``). Under DDP only
-    rank 0 restores: copying its generators to every rank would make all ranks draw the same numbers."""
+    """Restore :func:`run_state` from a loaded checkpoint: the guard's counters, and this rank's RNG states now (for
+    ``--val``) and again after ``on_train_start`` (for ``--c``: ``trainer._pending_rng_states``), plus its
+    ``per_rank_generators()``. Each rank restores its own entry of ``rank_states``, so ranks keep drawing different
+    numbers and each continues exactly. A rank without an entry (a run resumed with more processes than it was
+    saved with) keeps its fresh, rank-seeded generators, as does every rank but 0 with a checkpoint of an older
+    version that stored rank 0's RNG states only (copying rank 0's states to the other ranks would make all ranks
+    draw the same numbers)."""
     guard = getattr(trainer, "nonfinite_guard", None)
     if checkpoint.get("nonfinite_guard") is not None and guard is not None:
         guard.load_state_dict(checkpoint["nonfinite_guard"])
-    if trainer.is_ddp and trainer.local_rank != 0:
-        return
-    if checkpoint.get("rng_states") is not None:
-        set_rng_states(checkpoint["rng_states"])
-        trainer._pending_rng_states = checkpoint["rng_states"]
+    rank, world = _rank_and_world(trainer)
+    per_rank = checkpoint.get("rank_states")
+    if per_rank is not None and len(per_rank) != world and rank == 0:
+        trainer.print_to_log_file(f"{source} was written by {len(per_rank)} process(es), this run has {world}: the "
+                                  f"random numbers continue exactly only if the number of processes is the same.")
+    if per_rank is not None and rank < len(per_rank):
+        own = per_rank[rank]
+        generators = _generators(trainer)
+        for name, state in own.get("generators", {}).items():
+            if name in generators:
+                generators[name].set_state(state.cpu())  # CPU generators; the file may map to CUDA
+        states = own["rng_states"]
+    elif per_rank is None and rank == 0 and checkpoint.get("rng_states") is not None:
+        states = checkpoint["rng_states"]  # older checkpoints: rank 0's global RNG states only
     else:
-        trainer.print_to_log_file(f"{source} holds no RNG states (written by an older version): the resumed run "
-                                  f"continues with fresh random numbers.")
+        trainer.print_to_log_file(f"{source} holds no RNG states for rank {rank} (written by an older version or by "
+                                  f"fewer processes): this rank continues with fresh random numbers.")
+        return
+    set_rng_states(states)
+    trainer._pending_rng_states = states
 
 
 def restore_pending_rng_states(trainer) -> None:

@@ -115,6 +115,10 @@ def _same(a, b):
 def test_each_optimizer_changes_only_its_own_parameters(advmim_2d):
     torch.manual_seed(0)
     t = _trainer(advmim_2d)
+    # step_mode 'auto' (the default) resolves in initialize: 'memory' on the CPU, with the reason in the log
+    assert t.step_mode == "memory"
+    with open(t.log_file) as f:
+        assert "step_mode 'auto' -> 'memory': on cpu the passes are compute-bound" in f.read()
     modules = {"hybrid": t.branches["hybrid"], "cnn": t.branches["cnn"],
                "d_hybrid": t.discriminators["hybrid"], "d_cnn": t.discriminators["cnn"]}
     # optimizers hold exactly their own module's parameters

@@ -73,3 +73,29 @@ def test_budget_command_pool_and_stock_training_on_exactly_n(planned_3d, ext_tra
         json.dump(splits, f)
     with pytest.raises(RuntimeError, match="no longer matches"):
         budget_unlabeled_cases(budget, pre, 1)
+
+
+def test_our_label_trainers_refuse_fold_all_under_a_budget(planned_2d):
+    """Fold 'all' ignores splits_final.json: with a label budget our trainers that train with labels stop before
+    anything is built, naming label_budget.json and the fix."""
+    import torch
+
+    from nnunetv2_advmim.data.label_budget import make_budget, training_cases, write_budget
+    from nnunetv2_advmim.trainers.nnUNetTrainer_demo import nnUNetTrainer_demo
+    from nnunetv2_advmim.trainers.nnUNetTrainerAdvMIM import nnUNetTrainerAdvMIM, nnUNetTrainerCTCT
+
+    name, raw, pre = copy_planned(planned_2d, 880, "FoldAllBudget")
+    with open(os.path.join(pre, "nnUNetPlans.json")) as f:
+        plans = json.load(f)
+    with open(os.path.join(pre, "dataset.json")) as f:
+        dataset_json = json.load(f)
+    classes = (nnUNetTrainerAdvMIM, nnUNetTrainerCTCT, nnUNetTrainer_demo)
+    # continue_training: what nnU-Net's get_trainer_from_args adds (the trainer pops it from the plans)
+    make = lambda cls, fold: cls({**plans, "continue_training": False}, "2d", fold, dataset_json,  # noqa: E731
+                                 device=torch.device("cpu"))
+    write_budget(pre, make_budget(training_cases(pre), 2, seed=0, n_folds=2))
+    for cls in classes:
+        t = make(cls, "all")
+        with pytest.raises(RuntimeError, match=rf"{cls.__name__} refuses fold 'all'.*label_budget.json.*fold 0\.\.1"):
+            t.on_train_start()
+        assert not t.was_initialized  # refused before initialize(): nothing built, no dataloader started

@@ -129,3 +129,56 @@ def test_weights_object_and_the_unlabeled_probabilities():
     for b in grads[0]:
         for g0, g1 in zip(grads[0][b], grads[1][b]):
             assert torch.allclose(g0, g1, rtol=1e-7, atol=1e-12)
+
+
+def test_ddp_unused_parameter_search_where_a_parameter_misses_its_gradient():
+    """DDP reduces a gradient bucket only when all its parameters got a gradient in the synchronised backward.
+    fast/balanced with the masked domain give every parameter one in their single backward per network; memory
+    mode's last pass (masked unlabeled) does not reach the deep-supervision heads; CTCT never reaches the mask
+    token."""
+    from nnunetv2_advmim.methods.advmim import (MASKED_UNLABELED, AdvMIMWeights, _forward_parts,
+                                                ddp_find_unused_parameters, part_loss)
+
+    assert ddp_find_unused_parameters("memory") and ddp_find_unused_parameters("memory", masked_domain=False)
+    assert ddp_find_unused_parameters("fast", masked_domain=False)
+    assert not ddp_find_unused_parameters("fast") and not ddp_find_unused_parameters("balanced")
+    with pytest.raises(ValueError, match="unknown AdvMIM step mode"):
+        ddp_find_unused_parameters("quick")
+    for mode in ("fast", "balanced"):
+        _, grads, _ = _run(mode)
+        nets = _setup()[0]
+        assert all(grads[b].keys() == {n for n, _ in nets[b].named_parameters()} for b in nets), mode
+    _, grads, _ = _run("fast", masked=False, adversarial=False)
+    assert all("mask_token" not in n for b in grads for n in grads[b])
+    nets, discs, x_l, x_u, target, masks, loss = _setup()
+    net = nets["cnn"]
+    out = _forward_parts(net, (MASKED_UNLABELED,), x_l, x_u, masks["cnn"])[MASKED_UNLABELED]
+    partner = torch.randn(B, K, P, P, dtype=torch.float64)
+    part_loss(MASKED_UNLABELED, out, target, loss, partner, discs["cnn"], AdvMIMWeights()).loss.backward()
+    missing = {n for n, p in net.named_parameters() if p.grad is None}
+    n_heads = len(net.decoder.seg_layers)
+    assert missing == {f"decoder.seg_layers.{i}.{w}" for i in range(n_heads - 1) for w in ("weight", "bias")}
+
+
+def test_auto_step_mode_picks_the_fastest_mode_that_fits():
+    from nnunetv2_advmim.methods.advmim import (STEP_MODE_MEMORY_MARGIN, STEP_MODE_MEMORY_RATIO, choose_step_mode,
+                                                most_memory_saving)
+
+    gib = 2 ** 30
+    assert STEP_MODE_MEMORY_RATIO == {"fast": 7.65, "balanced": 4.29, "memory": 1.30}
+    assert STEP_MODE_MEMORY_MARGIN == 1.15
+    # stock step 1 GiB: fast needs 7.65 * 1.15 = 8.7975 GiB, balanced 4.29 * 1.15 = 4.9335 GiB
+    assert choose_step_mode(9 * gib, gib, "cuda")[0] == "fast"
+    assert choose_step_mode(int(8.79 * gib), gib, "cuda")[0] == "balanced"
+    assert choose_step_mode(5 * gib, gib, "cuda")[0] == "balanced"
+    mode, reason = choose_step_mode(int(4.93 * gib), gib, "cuda")
+    assert mode == "memory" and "'balanced' would need about 4.9 GiB" in reason and "4.9 GiB available" in reason
+    mode, reason = choose_step_mode(80 * gib, 4 * gib, "cuda")  # H100-like: 35.2 GiB for fast fits into 80
+    assert mode == "fast" and "estimated peak 35.2 GiB (7.65x the stock step's 4.00 GiB, x1.15 margin)" in reason
+    assert choose_step_mode(40 * gib, 6 * gib, "cuda")[0] == "balanced"  # fast 52.8 GiB, balanced 29.6 GiB
+    # off the GPU the fastest mode is memory whatever the budget; unknown figures fall back to memory
+    assert choose_step_mode(10 ** 15, 1, "cpu")[0] == "memory"
+    assert choose_step_mode(None, gib, "cuda")[0] == "memory" and choose_step_mode(9 * gib, None, "cuda")[0] == "memory"
+    # DDP ranks agree on the most memory-saving choice
+    assert most_memory_saving(["fast", "memory"]) == "memory" and most_memory_saving(["fast", "balanced"]) == "balanced"
+    assert most_memory_saving(["fast", "fast"]) == "fast"

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from nnunetv2_advmim.runtime.checkpointing import (CorruptCheckpointError, UnsafeCheckpointError, atomic_save,
-                                           rng_states, safe_load, set_rng_states)
+                                           restore_run_state, rng_states, run_state, safe_load, set_rng_states)
 
 
 class _Payload:
@@ -192,3 +192,46 @@ def test_our_weight_loaders_refuse_pickled_objects(tmp_path):
     with pytest.raises(UnsafeCheckpointError, match="system"):
         loss_curves([str(bad)])
     assert not marker.exists()
+
+
+class _FakeTrainer:
+    """What run_state / restore_run_state use of a trainer (single process)."""
+
+    def __init__(self, seed):
+        self.is_ddp, self.local_rank, self.nonfinite_guard, self.log = False, 0, None, []
+        self.mask_generator = torch.Generator().manual_seed(seed)
+
+    def per_rank_generators(self):
+        return {"mask_generator": self.mask_generator}
+
+    def print_to_log_file(self, *args):
+        self.log.append(" ".join(map(str, args)))
+
+
+def _draws(t):
+    return (torch.rand(3, generator=t.mask_generator).tolist(), torch.rand(2).tolist(), np.random.rand(2).tolist(),
+            random.random())
+
+
+def test_run_state_restores_global_rngs_and_own_generators(tmp_path):
+    t = _FakeTrainer(3)
+    _draws(t)
+    f = str(tmp_path / "c.pth")
+    atomic_save(run_state(t), f)
+    expected = _draws(t)
+    state = safe_load(f)
+    assert len(state["rank_states"]) == 1 and torch.equal(state["rank_states"][0]["rng_states"]["torch"],
+                                                          state["rng_states"]["torch"])
+    t2 = _FakeTrainer(99)
+    torch.manual_seed(99)
+    restore_run_state(t2, state, f)
+    assert _draws(t2) == expected and t2._pending_rng_states is state["rank_states"][0]["rng_states"]
+    # an older checkpoint (rank 0's global states only): the global RNGs continue, the generator stays fresh
+    t3 = _FakeTrainer(99)
+    restore_run_state(t3, {"rng_states": state["rng_states"]}, f)
+    draws = _draws(t3)
+    assert draws[1:] == expected[1:] and draws[0] == torch.rand(3, generator=torch.Generator().manual_seed(99)).tolist()
+    t4 = _FakeTrainer(99)
+    restore_run_state(t4, {}, f)
+    assert not hasattr(t4, "_pending_rng_states")
+    assert "holds no RNG states for rank 0" in t4.log[0]

@@ -4,7 +4,8 @@ import os
 
 import pytest
 
-from nnunetv2_advmim.data.label_budget import BUDGET_FILE, SPLITS_FILE, budget_to_splits, make_budget, write_budget
+from nnunetv2_advmim.data.label_budget import (BUDGET_FILE, SPLITS_FILE, budget_to_splits, make_budget,
+                                               refuse_fold_all_under_budget, write_budget)
 
 POOL = [f"case_{i:03d}" for i in range(20)]
 
@@ -49,3 +50,20 @@ def test_existing_split_is_backed_up_not_overwritten(tmp_path):
         assert json.load(f) == budget_to_splits(first)
     with open(os.path.join(folder, SPLITS_FILE)) as f:
         assert len(json.load(f)[0]["train"]) == 5
+
+
+def test_fold_all_refused_under_a_budget(tmp_path):
+    folder = str(tmp_path)
+    refuse_fold_all_under_budget(folder, "all")  # no budget: fold 'all' is stock nnU-Net's business
+    write_budget(folder, make_budget(POOL, 4, seed=3, n_folds=5))
+    for fold in (0, "0", 4):
+        refuse_fold_all_under_budget(folder, fold)  # a fold of the budget's split trains on the labeled cases only
+    with pytest.raises(RuntimeError) as e:
+        refuse_fold_all_under_budget(folder, "all", "nnUNetTrainerAdvMIM")
+    msg = str(e.value)
+    assert msg.startswith("nnUNetTrainerAdvMIM refuses fold 'all'")
+    assert os.path.join(folder, "label_budget.json") in msg and "keeps 4 case(s) labeled in 5 fold(s)" in msg
+    assert "fold 0..4" in msg and "remove" in msg
+    (tmp_path / "label_budget.json").write_text("{not json")  # an unreadable budget file is refused as well
+    with pytest.raises(RuntimeError, match="label_budget.json defines a label budget"):
+        refuse_fold_all_under_budget(folder, "all")

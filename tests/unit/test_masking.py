@@ -68,3 +68,15 @@ def test_apply_input_mask_and_token():
     # a stem with stride 2: the voxel mask is resized to the feature grid
     small = apply_mask_token(torch.zeros(1, 2, 2, 2), upsample_mask(mask, (4, 4), (2, 2)), token.detach())
     assert small[0, 0].tolist() == [[0.0, -1.0], [0.0, 0.0]]
+
+
+def test_rank_seed_keeps_rank_0_and_separates_ranks():
+    from nnunetv2_advmim.methods.masking import RANK_SEED_STRIDE, rank_seed
+    assert RANK_SEED_STRIDE == 1_000_003
+    assert rank_seed(12345, 0) == 12345  # a single-process run draws the masks it always drew
+    assert rank_seed(12345, 1) == 1_012_348 and rank_seed(12345, 3) == 3_012_354  # 12345 + 1000003 * r
+    assert rank_seed(12345, 1) != 12345 + 1  # not the validation generator's seed
+    with pytest.raises(ValueError, match="rank must be >= 0"):
+        rank_seed(0, -1)
+    masks = [block_mask(4, (4, 4), 0.5, torch.Generator().manual_seed(rank_seed(7, r))) for r in range(3)]
+    assert not torch.equal(masks[0], masks[1]) and not torch.equal(masks[1], masks[2])

@@ -1,0 +1,216 @@
+"""``nnUNetv2_advmim_verify_raw -d D``: check every image (and label) file of a raw dataset before planning.
+
+Stock planning reads ``imagesTr`` with SimpleITK, which pads a truncated NIfTI file with zeros and reads NaN/inf
+voxels as 0, so such files are preprocessed without an error (``nnUNetv2_plan_and_preprocess
+--verify_dataset_integrity`` does not see them either). This command runs the checks that guard
+``imagesUnlabeled`` (:func:`nnunetv2_advmim.data.input_checks.check_case`: truncated or unreadable files, NaN/inf
+counted with nibabel, channel count, 2D/3D) over ``imagesTr``, ``imagesTs`` and ``imagesUnlabeled``, and checks
+each label file of ``labelsTr`` / ``labelsTs`` against its image: readable, same shape and spacing, label values
+that ``dataset.json`` declares (origin/direction differences are warnings, as in nnU-Net's own check).
+
+Every problem names the file and the fix; exit status 1 if there is any, else 0 and a one-line summary::
+
+    nnUNetv2_advmim_verify_raw -d 990 [-np 4]
+"""
+import argparse
+import os
+import re
+import sys
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+from batchgenerators.utilities.file_and_folder_operations import load_json
+from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_dataset_json
+
+from nnunetv2_advmim.data.input_checks import dataset_label_values, check_cases, check_nifti_file, spacing_is_2d
+from nnunetv2_advmim.data.paths import env_folder, find_dataset_name
+from nnunetv2_advmim.data.unlabeled import RAW_UNLABELED_FOLDER, list_unlabeled_cases
+
+LABELED_FOLDERS = (("imagesTr", "labelsTr"), ("imagesTs", "labelsTs"))
+
+
+def channel_files(folder: str, ending: str, n_channels: int) -> Tuple[Dict[str, List[str]], List[str], List[str]]:
+    """``({case: [channel files in order]}, problems, warnings)`` of an ``images*`` folder named
+    ``{case}_{XXXX}{ending}`` (nnU-Net's convention). Files with another ending are warnings (nnU-Net skips them)."""
+    cases, problems, warnings = {}, [], []
+    for f in sorted(os.listdir(folder)):
+        if f.startswith("."):
+            continue
+        path = os.path.join(folder, f)
+        if not f.endswith(ending):
+            warnings.append(f"{path}: file ending differs from the dataset's '{ending}', so nnU-Net ignores it; "
+                            f"convert it to {ending} or remove it")
+            continue
+        m = re.fullmatch(r"(.+)_(\d{4})", f[:-len(ending)])
+        if m is None:
+            problems.append(f"{path}: name lacks the channel suffix; rename it to {{case}}_0000{ending} (one file "
+                            f"per channel)")
+            continue
+        cases.setdefault(m.group(1), {})[int(m.group(2))] = path
+    out = {}
+    for case, by_channel in sorted(cases.items()):
+        if sorted(by_channel) != list(range(n_channels)):
+            problems.append(f"case '{case}' in {folder} has channel files {sorted(by_channel)} but dataset.json has "
+                            f"{n_channels} channel(s): provide exactly "
+                            f"{', '.join(f'{case}_{c:04d}{ending}' for c in range(n_channels))}")
+        else:
+            out[case] = [by_channel[c] for c in range(n_channels)]
+    return out, problems, warnings
+
+
+def dataset_looks_2d(cases: Dict[str, List[str]], reader_class, n_sample: int = 5) -> Optional[bool]:
+    """Whether most of up to ``n_sample`` readable cases are 2D images (nnU-Net's fake first spacing); None if none
+    could be read. A minority of the other kind is then reported case by case by ``check_case``."""
+    votes = []
+    for case in sorted(cases)[:n_sample]:
+        try:
+            _, props = reader_class().read_images(cases[case])
+        except Exception:
+            continue
+        votes.append(spacing_is_2d(props["spacing"]))
+    return None if not votes else sum(votes) * 2 > len(votes)
+
+
+def check_label(case: str, image_files: Sequence[str], label_file: str, reader_class,
+                expected_labels: Sequence[int]) -> Tuple[List[str], List[str]]:
+    """(problems, warnings) of one label file against its case's images: readable, not truncated, finite, same shape
+    and spacing, only label values of ``dataset.json``; origin/direction (or affine) differences are warnings."""
+    if label_file.endswith((".nii", ".nii.gz")):
+        p, n_nan, n_inf = check_nifti_file(label_file)
+        if p:
+            return [f"{label_file}: {p}. Copy or export the label file again, or remove case '{case}'."], []
+        if n_nan or n_inf:
+            return [f"{label_file}: {n_nan} NaN and {n_inf} inf voxel(s) in a label file. Save the segmentation "
+                    f"with integer label values."], []
+    reader = reader_class()
+    try:
+        seg, seg_props = reader.read_seg(label_file)
+        img, img_props = reader.read_images(list(image_files))
+        img_shape = img.shape[1:]
+    except Exception as e:
+        return [f"{label_file}: cannot be read by {reader_class.__name__} ({type(e).__name__}: "
+                f"{str(e).splitlines()[-1][:300] if str(e) else ''}). Replace it with a readable label file or "
+                f"remove case '{case}'."], []
+    problems, warnings = [], []
+    if tuple(seg.shape[1:]) != tuple(img_shape):
+        problems.append(f"{label_file}: shape {tuple(seg.shape[1:])} differs from its image's {tuple(img_shape)} "
+                        f"({image_files[0]}). The label must be on the image's voxel grid: export it again from the "
+                        f"image, or resample it onto the image.")
+    elif not np.allclose(seg_props["spacing"], img_props["spacing"]):
+        problems.append(f"{label_file}: spacing {tuple(float(s) for s in seg_props['spacing'])} differs from its "
+                        f"image's {tuple(float(s) for s in img_props['spacing'])} ({image_files[0]}). Copy the "
+                        f"image's spacing into the label file (or export both again).")
+    for key, fields in (("sitk_stuff", ("origin", "direction")), ("nibabel_stuff", ("original_affine",))):
+        if key in img_props and key in seg_props:
+            for field in fields:
+                if not np.allclose(img_props[key][field], seg_props[key][field], atol=1e-4):
+                    warnings.append(f"{label_file}: {field} differs from its image's ({image_files[0]}); check "
+                                    f"that the label is aligned with the image (nnUNetv2_plot_overlay_pngs).")
+    found = [int(v) for v in np.unique(seg)]
+    unexpected = sorted(set(found) - set(int(v) for v in expected_labels))
+    if unexpected:
+        problems.append(f"{label_file}: label value(s) {unexpected} are not in dataset.json's labels "
+                        f"{sorted(set(int(v) for v in expected_labels))}. Fix the label file or add the labels to "
+                        f"dataset.json.")
+    return problems, warnings
+
+
+def verify_raw_dataset(raw_folder: str, num_processes: int = 1) -> Tuple[List[str], List[str], Dict[str, int]]:
+    """``(problems, warnings, {folder: number of cases checked})`` of a raw dataset folder (module docstring)."""
+    dataset_json_file = os.path.join(raw_folder, "dataset.json")
+    if not os.path.isfile(dataset_json_file):
+        raise FileNotFoundError(f"{dataset_json_file} does not exist: not an nnU-Net raw dataset folder. Write the "
+                                f"dataset.json (channel_names, labels, numTraining, file_ending).")
+    dataset_json = load_json(dataset_json_file)
+    ending = dataset_json["file_ending"]
+    n_channels = len(dataset_json.get("channel_names", dataset_json.get("modality")))
+    labels = dataset_label_values(dataset_json)
+    problems, warnings, counts, pools = [], [], {}, {}
+    for images, _ in LABELED_FOLDERS:
+        folder = os.path.join(raw_folder, images)
+        if os.path.isdir(folder):
+            pools[images], p, w = channel_files(folder, ending, n_channels)
+            problems += p
+            warnings += w
+    if os.path.isdir(os.path.join(raw_folder, RAW_UNLABELED_FOLDER)):
+        try:
+            pools[RAW_UNLABELED_FOLDER] = list_unlabeled_cases(raw_folder, dataset_json)
+        except FileNotFoundError as e:  # the folder holds no images: nothing to check
+            warnings.append(str(e))
+        except ValueError as e:  # naming problems, one per line after the title
+            problems += [line.strip() for line in str(e).splitlines()[1:] if line.strip()]
+    if "imagesTr" not in pools:
+        problems.append(f"{os.path.join(raw_folder, 'imagesTr')} does not exist: nnU-Net trains on imagesTr/labelsTr.")
+    all_cases = {f"{k}/{c}": files for k, cases in pools.items() for c, files in cases.items()}
+    if not all_cases:
+        return problems, warnings, counts
+    example = next(iter(all_cases.values()))[0]
+    reader_class = determine_reader_writer_from_dataset_json(dataset_json, example, verbose=False)
+    expect_2d = None
+    for k in ("imagesTr", "imagesTs", RAW_UNLABELED_FOLDER):
+        if expect_2d is None and pools.get(k):
+            expect_2d = dataset_looks_2d(pools[k], reader_class)
+    for kind, cases in pools.items():
+        # the label-map warning is only meaningful where labels must not be: imagesUnlabeled
+        p, w = check_cases(cases, reader_class, n_channels, bool(expect_2d),
+                           dataset_json if kind == RAW_UNLABELED_FOLDER else None, num_processes)
+        problems += p
+        warnings += w
+        counts[kind] = len(cases)
+        label_folder = dict(LABELED_FOLDERS).get(kind)
+        if label_folder is None or not os.path.isdir(os.path.join(raw_folder, label_folder)):
+            if kind == "imagesTr":
+                problems.append(f"{os.path.join(raw_folder, 'labelsTr')} does not exist: every imagesTr case needs "
+                                f"its label file {{case}}{ending} there.")
+            continue
+        reported = " ".join(p)
+        for case, files in cases.items():
+            label_file = os.path.join(raw_folder, label_folder, case + ending)
+            if not os.path.isfile(label_file):
+                if kind == "imagesTr":  # test labels may be partial
+                    problems.append(f"{label_file} does not exist: imagesTr case '{case}' has no label. Add it, or "
+                                    f"move the case's images to imagesUnlabeled.")
+                continue
+            if any(f in reported for f in files):
+                continue  # its images are already reported
+            p, w = check_label(case, files, label_file, reader_class, labels)
+            problems += p
+            warnings += w
+    n_tr = dataset_json.get("numTraining")
+    if n_tr is not None and "imagesTr" in counts and int(n_tr) != counts["imagesTr"]:
+        warnings.append(f"{dataset_json_file}: numTraining is {n_tr} but imagesTr holds {counts['imagesTr']} "
+                        f"case(s); nnU-Net's planning refuses the mismatch: correct numTraining.")
+    return problems, warnings, counts
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="nnUNetv2_advmim_verify_raw",
+        description="Check imagesTr, imagesTs and imagesUnlabeled of a raw dataset (truncated or unreadable files, "
+                    "NaN/inf voxels, channel count, 2D/3D) and labelsTr/labelsTs against their images (shape, "
+                    "spacing, label values). Lists every bad file with the fix; exit status 1 if there is any.")
+    parser.add_argument("-d", required=True, help="dataset ID or DatasetXXX_Name in $nnUNet_raw")
+    parser.add_argument("-np", type=int, default=1, help="worker processes for reading images (default 1)")
+    args = parser.parse_args(argv)
+    try:
+        root = env_folder("nnUNet_raw")
+        folder = os.path.join(root, find_dataset_name(args.d, root))
+        problems, warnings, counts = verify_raw_dataset(folder, args.np)
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        print(f"ERROR: {e}", file=sys.stderr)
+        sys.exit(1)
+    for w in warnings:
+        print(f"WARNING: {w}", file=sys.stderr)
+    for p in problems:
+        print(f"ERROR: {p}", file=sys.stderr)
+    checked = ", ".join(f"{k} {n} case(s)" for k, n in counts.items()) or "no cases"
+    if problems:
+        print(f"{os.path.basename(folder)}: {len(problems)} problem(s) in {checked}; fix or remove the files named "
+              f"above and run nnUNetv2_advmim_verify_raw again.", file=sys.stderr)
+        sys.exit(1)
+    print(f"{os.path.basename(folder)}: {checked} checked, no problems"
+          + (f" ({len(warnings)} warning(s) above)" if warnings else ""))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""nnUNetv2_advmim_verify_raw: every bad image or label file of a raw dataset is named with its fix (exit 1); a
+clean dataset passes (exit 0). Dataset IDs 881-883 (raw folders only, in a temp nnUNet_raw)."""
+import os
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from helpers import truncate_file
+from nnunetv2_advmim.commands import verify_raw
+from nnunetv2_advmim.data.synthetic import make_synthetic_dataset
+
+
+def _dataset(tmp_path, monkeypatch, dataset_id, dim=3):
+    monkeypatch.setenv("nnUNet_raw", str(tmp_path))
+    shape = (8, 16, 16) if dim == 3 else (24, 24)
+    return make_synthetic_dataset(str(tmp_path), dataset_id, "VerifyRaw", dim=dim, n_train=3, n_unlabeled=2,
+                                  n_test=2, shape=shape)
+
+
+def _run(capsys, dataset_id):
+    code = 0
+    try:
+        verify_raw.main(["-d", str(dataset_id)])
+    except SystemExit as e:
+        code = e.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_clean_dataset_passes(tmp_path, monkeypatch, capsys, dim):
+    _dataset(tmp_path, monkeypatch, 881, dim)
+    code, out, err = _run(capsys, 881)
+    assert code == 0 and err == ""
+    assert "imagesTr 3 case(s), imagesTs 2 case(s), imagesUnlabeled 2 case(s) checked, no problems" in out
+
+
+def test_every_bad_file_is_named_with_its_fix(tmp_path, monkeypatch, capsys):
+    raw = _dataset(tmp_path, monkeypatch, 882)
+    # a NaN image in imagesTr: SimpleITK (stock planning's reader) would read the voxels as 0
+    nan_file = os.path.join(raw, "imagesTr", "case_001_0000.nii.gz")
+    img = sitk.ReadImage(nan_file, sitk.sitkFloat32)
+    arr = sitk.GetArrayFromImage(img)
+    arr[0, 0, :4] = np.nan
+    nan_img = sitk.GetImageFromArray(arr)
+    nan_img.CopyInformation(img)
+    sitk.WriteImage(nan_img, nan_file)
+    truncated = truncate_file(os.path.join(raw, "imagesTs", "test_000_0000.nii.gz"))
+    truncated_u = truncate_file(os.path.join(raw, "imagesUnlabeled", "unlabeled_001_0000.nii.gz"))
+    # a label on another grid than its image, and a label value dataset.json does not declare
+    label = os.path.join(raw, "labelsTr", "case_002.nii.gz")
+    lab = sitk.ReadImage(label)
+    small = sitk.GetImageFromArray(sitk.GetArrayFromImage(lab)[:, :8])
+    small.SetSpacing(lab.GetSpacing())
+    sitk.WriteImage(small, label)
+    label_ts = os.path.join(raw, "labelsTs", "test_001.nii.gz")
+    lab = sitk.ReadImage(label_ts)
+    arr = sitk.GetArrayFromImage(lab)
+    arr[0, 0, 0] = 9
+    bad_value = sitk.GetImageFromArray(arr)
+    bad_value.CopyInformation(lab)
+    sitk.WriteImage(bad_value, label_ts)
+    os.remove(os.path.join(raw, "labelsTr", "case_000.nii.gz"))
+
+    code, out, err = _run(capsys, 882)
+    assert code == 1 and out == ""
+    errors = [line for line in err.splitlines() if line.startswith("ERROR: ")]
+    assert len(errors) == 6, err
+    by_file = {f: [e for e in errors if f in e] for f in (nan_file, truncated, truncated_u, label, label_ts)}
+    assert all(len(v) == 1 for v in by_file.values()), err
+    assert "4 NaN and 0 inf voxel(s) of 2048" in by_file[nan_file][0] and "Replace them" in by_file[nan_file][0]
+    assert "truncated or corrupt" in by_file[truncated][0] and "export the file again" in by_file[truncated][0]
+    assert "truncated or corrupt" in by_file[truncated_u][0]
+    assert "shape (8, 8, 16) differs from its image's (8, 16, 16)" in by_file[label][0]
+    assert "label value(s) [9] are not in dataset.json's labels [0, 1, 2, 3]" in by_file[label_ts][0]
+    assert any("case_000.nii.gz does not exist: imagesTr case 'case_000' has no label" in e for e in errors)
+    assert "6 problem(s) in imagesTr 3 case(s), imagesTs 2 case(s), imagesUnlabeled 2 case(s)" in err
+
+
+def test_unknown_dataset_and_missing_dataset_json(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("nnUNet_raw", str(tmp_path))
+    code, _, err = _run(capsys, 883)
+    assert code == 1 and "No dataset with ID 883" in err
+    os.makedirs(tmp_path / "Dataset883_Empty")
+    code, _, err = _run(capsys, 883)
+    assert code == 1 and "dataset.json does not exist" in err
