@@ -14,7 +14,6 @@ Every problem names the file and the fix; exit status 1 if there is any, else 0 
 """
 import argparse
 import os
-import re
 import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -22,7 +21,8 @@ import numpy as np
 from batchgenerators.utilities.file_and_folder_operations import load_json
 from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_dataset_json
 
-from nnunetv2_advmim.data.input_checks import dataset_label_values, check_cases, check_nifti_file, spacing_is_2d
+from nnunetv2_advmim.data.input_checks import (channel_of, check_cases, check_nifti_file, dataset_label_values,
+                                               missing_channels_problem, spacing_is_2d)
 from nnunetv2_advmim.data.paths import env_folder, find_dataset_name
 from nnunetv2_advmim.data.unlabeled import RAW_UNLABELED_FOLDER, list_unlabeled_cases
 
@@ -41,18 +41,16 @@ def channel_files(folder: str, ending: str, n_channels: int) -> Tuple[Dict[str, 
             warnings.append(f"{path}: file ending differs from the dataset's '{ending}', so nnU-Net ignores it; "
                             f"convert it to {ending} or remove it")
             continue
-        m = re.fullmatch(r"(.+)_(\d{4})", f[:-len(ending)])
-        if m is None:
+        parsed = channel_of(f, ending)
+        if parsed is None:
             problems.append(f"{path}: name lacks the channel suffix; rename it to {{case}}_0000{ending} (one file "
                             f"per channel)")
             continue
-        cases.setdefault(m.group(1), {})[int(m.group(2))] = path
+        cases.setdefault(parsed[0], {})[parsed[1]] = path
     out = {}
     for case, by_channel in sorted(cases.items()):
         if sorted(by_channel) != list(range(n_channels)):
-            problems.append(f"case '{case}' in {folder} has channel files {sorted(by_channel)} but dataset.json has "
-                            f"{n_channels} channel(s): provide exactly "
-                            f"{', '.join(f'{case}_{c:04d}{ending}' for c in range(n_channels))}")
+            problems.append(missing_channels_problem(case, folder, list(by_channel), n_channels, ending))
         else:
             out[case] = [by_channel[c] for c in range(n_channels)]
     return out, problems, warnings

@@ -20,8 +20,9 @@ A label map saved into ``imagesUnlabeled`` by mistake is caught by its name (see
 an image whose voxels are a few integers that are all label values of ``dataset.json``, since a real image can be
 integer-valued (CT in HU, 8-bit MRI) and is never refused for its content.
 """
-import os
 import multiprocessing
+import os
+import re
 import zlib
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -51,6 +52,20 @@ def dataset_is_2d(preprocessed_folder: str, plans_manager) -> bool:
             return all(spacing_is_2d(s) for s in spacings)
     median = plans_manager.plans["original_median_spacing_after_transp"]
     return spacing_is_2d([median[i] for i in plans_manager.transpose_backward])
+
+
+def channel_of(filename: str, ending: str) -> Optional[Tuple[str, int]]:
+    """``(case, channel)`` of an image file named by nnU-Net's convention ``{case}_{XXXX}{ending}``, else None."""
+    if not filename.endswith(ending):
+        return None
+    m = re.fullmatch(r"(.+)_(\d{4})", filename[:-len(ending)])
+    return (m.group(1), int(m.group(2))) if m else None
+
+
+def missing_channels_problem(case: str, folder: str, found: Sequence[int], n_channels: int, ending: str) -> str:
+    """The message for a case whose channel files are not exactly ``0 .. n_channels - 1``."""
+    return (f"case '{case}' in {folder} has channel files {sorted(found)} but dataset.json has {n_channels} "
+            f"channel(s): provide exactly {', '.join(f'{case}_{c:04d}{ending}' for c in range(n_channels))}")
 
 
 def check_nifti_file(path: str) -> Tuple[Optional[str], int, int]:

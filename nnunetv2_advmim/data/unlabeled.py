@@ -35,7 +35,8 @@ from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
 from tqdm import tqdm
 
-from nnunetv2_advmim.data.input_checks import check_cases, dataset_is_2d, format_problems
+from nnunetv2_advmim.data.input_checks import (channel_of, check_cases, dataset_is_2d, format_problems,
+                                               missing_channels_problem)
 from nnunetv2_advmim.data.label_budget import budget_unlabeled_cases, load_budget
 from nnunetv2_advmim.data.paths import env_folder, identifiers_in, load_plans_and_dataset_json, preprocessed_dataset_folder
 
@@ -77,17 +78,16 @@ def list_unlabeled_cases(raw_dataset_folder: str, dataset_json: dict) -> Dict[st
             problems.append(f"{path}: file ending differs from the dataset's '{ending}'; convert it to {ending} "
                             f"(or remove it)")
             continue
-        m = re.fullmatch(r"(.+)_(\d{4})", f[:-len(ending)])
-        if m is None:
+        parsed = channel_of(f, ending)
+        if parsed is None:
             problems.append(f"{path}: name lacks the channel suffix; if it is an image, rename it to "
                             f"{{case}}_0000{ending}; if it is a segmentation, move it out of imagesUnlabeled")
             continue
-        cases.setdefault(m.group(1), {})[int(m.group(2))] = path
+        cases.setdefault(parsed[0], {})[parsed[1]] = path
     for case, by_channel in cases.items():
         if sorted(by_channel) != list(range(n_channels)):
-            problems.append(f"case '{case}' in {folder} has channel files {sorted(by_channel)} but the dataset has "
-                            f"{n_channels} channel(s) {dict(channels)}: provide exactly "
-                            f"{', '.join(f'{case}_{c:04d}{ending}' for c in range(n_channels))}")
+            problems.append(missing_channels_problem(case, folder, list(by_channel), n_channels, ending)
+                            + f" ({dict(channels)})")
     if problems:
         shown = "\n  ".join(problems[:20]) + (f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else "")
         raise ValueError(f"imagesUnlabeled does not match the dataset's conventions:\n  {shown}")

@@ -102,10 +102,10 @@ def _raw(tmp_path, files, channels=1, labels=()):
 
 def test_names_channels_endings_and_label_files(tmp_path):
     raw, dj = _raw(tmp_path / "1", ["a_0000.nii.gz", "b_0000.nii.gz"], channels=2)  # _0001 files missing
-    with pytest.raises(ValueError, match=r"case 'a' .* channel files \[0\] but the dataset has 2 .*a_0001\.nii\.gz"):
+    with pytest.raises(ValueError, match=r"case 'a' .* channel files \[0\] but dataset.json has 2 .*a_0001\.nii\.gz"):
         list_unlabeled_cases(raw, dj)
     raw, dj = _raw(tmp_path / "2", ["a_0000.nii.gz", "a_0001.nii.gz"], channels=1)  # an extra channel
-    with pytest.raises(ValueError, match=r"case 'a' .* channel files \[0, 1\] but the dataset has 1"):
+    with pytest.raises(ValueError, match=r"case 'a' .* channel files \[0, 1\] but dataset.json has 1"):
         list_unlabeled_cases(raw, dj)
     raw, dj = _raw(tmp_path / "3", ["a_0000.nii.gz", "b_0000.nrrd", "c_0000.mha"])
     with pytest.raises(ValueError) as e:
