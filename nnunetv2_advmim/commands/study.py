@@ -557,6 +557,20 @@ def aggregate(records: Sequence[dict]) -> List[dict]:
     return rows
 
 
+def paired_difference(records: Sequence[dict], arm: str, n, baseline: str) -> Optional[tuple]:
+    """Mean foreground Dice of ``arm`` minus ``baseline``'s on the same draws (paired): ``(mean, std, draws)`` over
+    the draws both have at count ``n``, None when they share none."""
+    dice = {}
+    for r in records:
+        if str(r["n"]) == str(n) and r["arm"] in (arm, baseline):
+            dice[(r["arm"], r["draw"])] = r["foreground_mean"]["Dice"]
+    diffs = [dice[(arm, d)] - dice[(baseline, d)] for (a, d) in list(dice) if a == arm and (baseline, d) in dice]
+    if not diffs:
+        return None
+    mean, std = _mean_std(diffs)
+    return mean, std, len(diffs)
+
+
 def _mean_std(values) -> tuple:
     v = np.array([x for x in values if x is not None and not math.isnan(x)], dtype=np.float64)
     if v.size == 0:
@@ -571,6 +585,11 @@ def _fmt(ms: tuple, digits: int = 3) -> str:
     return f"{mu:.{digits}f}" + ("" if math.isnan(sd) else f" ± {sd:.{digits}f}")
 
 
+def _fmt_delta(delta: tuple) -> str:
+    mean, std, count = delta
+    return f"{100 * mean:+.1f}" + (f" ± {100 * std:.1f}" if count > 1 else "")
+
+
 def _sort_key(row, arm_order):
     return (math.inf if row["n"] == "all" else int(row["n"]), arm_order.index(row["arm"]))
 
@@ -581,17 +600,16 @@ def write_outputs(study: Study, records: Sequence[dict], failures: Sequence[dict
     out = {k: os.path.join(study.folder, k) for k in OUTPUTS}
     used_labels = list(records[0]["labels"].values()) if records else []
     baseline = arm_order[0] if arm_order else None
-    base_dice = {r["n"]: r["Dice_mean"][0] for r in rows if r["arm"] == baseline}
 
     header = (["labeled", "arm", "draws", "iterations", "train s"] + [f"Dice {n}" for n in used_labels]
               + ["mean Dice", f"vs {baseline}", "mean HD95", "mean NSD"])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
-        delta = r["Dice_mean"][0] - base_dice[r["n"]] if r["n"] in base_dice and r["arm"] != baseline else None
+        delta = paired_difference(records, r["arm"], r["n"], baseline) if r["arm"] != baseline else None
         lines.append("| " + " | ".join(
             [str(r["n"]) if r["n"] != "all" else f"all ({r['n_labeled']})", r["arm"], str(r["draws"]),
              str(r["iterations"]), f"{r['train_s']:.0f}"] + [_fmt(r[f"Dice_{n}"]) for n in used_labels]
-            + [_fmt(r["Dice_mean"]), "" if delta is None else f"{100 * delta:+.1f}", _fmt(r["HD95_mean"], 2),
+            + [_fmt(r["Dice_mean"]), "" if delta is None else _fmt_delta(delta), _fmt(r["HD95_mean"], 2),
                _fmt(r["NSD_mean"])]) + " |")
     schedule = (f"{study.epochs} epochs x {study.iterations} iterations for every arm" if not study.match_time else
                 f"wall time matched to {study.match_time} ({study.epochs} x {study.iterations} iterations); the "
@@ -603,7 +621,7 @@ def write_outputs(study: Study, records: Sequence[dict], failures: Sequence[dict
           f"every arm; {study.draws} draw(s) per count (seed {study.seed}), nested across counts.",
           f"- Test set: `{os.path.join(study.raw, 'imagesTs')}` against `labelsTs`; values are mean ± standard "
           f"deviation over draws of the per-label mean over test cases; 'vs' is the difference of mean Dice to "
-          f"{baseline} at the same count, in Dice points.",
+          f"{baseline} on the same draws (paired; ± over draws), in Dice points.",
           "", *lines, ""]
     if failures:
         md += ["## Failed arms", ""] + [f"- n={f['n']} draw {f['draw']} {f['arm']}: {f['error']} (log: {f['log']})"

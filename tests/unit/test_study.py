@@ -161,3 +161,17 @@ def test_arms_that_predict_with_another_network_of_the_same_training():
         advmim_network_weights({"network_weights": {}}, "cnn")
     with pytest.raises(ValueError, match="unknown"):
         advmim_network_weights(ckpt, "teacher")
+
+
+def test_vs_column_is_paired_on_the_draws_both_arms_have():
+    from nnunetv2_advmim.commands.study import paired_difference
+
+    def rec(arm, draw, dice, n=4):
+        return {"arm": arm, "n": n, "draw": draw, "foreground_mean": {"Dice": dice}}
+
+    records = [rec("stock", 0, 0.30), rec("stock", 1, 0.50), rec("stock", 2, 0.40), rec("semi", 0, 0.35),
+               rec("semi", 2, 0.40), rec("semi", 0, 0.9, n=8)]
+    mean, std, count = paired_difference(records, "semi", 4, "stock")
+    # draws 0 and 2 only: +0.05 and 0.00 (an unpaired comparison with stock's mean 0.40 would say -0.025)
+    assert count == 2 and mean == pytest.approx(0.025) and std == pytest.approx(np.std([0.05, 0.0], ddof=1))
+    assert paired_difference(records, "semi", 8, "stock") is None
