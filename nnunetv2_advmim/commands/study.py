@@ -652,7 +652,7 @@ def write_outputs(study: Study, records: Sequence[dict], failures: Sequence[dict
 
 
 def plot_study(rows: Sequence[dict], arm_order: Sequence[str], png_file: str, title: str) -> str:
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(8.5, 4.5))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, arm in enumerate(arm_order):
         c = colours[i % len(colours)]
@@ -673,9 +673,9 @@ def plot_study(rows: Sequence[dict], arm_order: Sequence[str], png_file: str, ti
     ax.set_ylabel("mean foreground Dice (test set)")
     ax.set_title(title, fontsize=8)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: points stay visible
     fig.tight_layout()
-    fig.savefig(png_file, dpi=120)
+    fig.savefig(png_file, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return png_file
 
