@@ -3,7 +3,7 @@
 Stages, each a stock nnU-Net command or one of ours in a subprocess, exactly what a user types:
 
 1. make the synthetic dataset (``nnunetv2_advmim.data.synthetic``: imagesTr/labelsTr, imagesUnlabeled, imagesTs/labelsTs),
-2. ``nnUNetv2_plan_and_preprocess``,
+2. ``nnUNetv2_advmim_verify_raw`` (every image and label file checked) and ``nnUNetv2_plan_and_preprocess``,
 3. ``nnUNetv2_advmim_label_budget``: keep only ``--labeled`` training cases labeled (the rest become unlabeled),
    and ``nnUNetv2_advmim_preprocess_unlabeled`` for ``imagesUnlabeled``,
 4. ``nnUNetv2_train`` for each trainer, all on the same labeled cases (fold 0 of the budget split):
@@ -136,6 +136,8 @@ def run_demo(workdir, dataset_id=990, dim=3, device=None, baseline=BASELINE, sem
         print(f"Made the synthetic dataset in {raw_folder}")
     timings["synthetic data"] = time.perf_counter() - t0
 
+    timings["verify raw files"] = _run(["nnUNetv2_advmim_verify_raw", "-d", str(dataset_id),
+                                        "-np", str(num_processes)], log_file)
     timings["plan and preprocess"] = _run(
         ["nnUNetv2_plan_and_preprocess", "-d", str(dataset_id), "-c", configuration, "-np", str(num_processes)],
         log_file)
