@@ -346,7 +346,8 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
             {b: unwrap_model(d) for b, d in self.discriminators.items()}, self.step_mode,
             backward=self._backward, autocast=self._autocast, no_sync=_no_sync, ddp=self.is_ddp, weights=weights)
         terms = out["terms"]
-        real = out["real"] if self.disc_real == "labeled" else out["plain_u"]
+        real = out["real"] if self.disc_real == "labeled" else \
+            {b: torch.softmax(logits, 1) for b, logits in out["logits_u"].items()}
 
         disc_losses = {}
         for b, d in self.discriminators.items():  # discriminators on detached maps (backward after the check)

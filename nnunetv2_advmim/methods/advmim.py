@@ -13,7 +13,7 @@ and certainty ``w_O = max p(O(x_u))`` (both detached, from O's *unmasked* logits
 ``r``, ``r_u``, ``r_adv`` are ramp-up factors in [0, 1] (:class:`AdvMIMWeights`; the paper ramps ``lambda_ct`` only,
 so ``r_u = r_adv = 1`` by default). The Dice terms on ``x_u`` are per sample unless ``batch_dice`` (then the sums
 run over the batch too, as nnU-Net's supervised Dice where the plan says ``batch_dice``). The discriminator's
-"real" maps are ``p(N(x_l))`` as in the paper; the step also returns ``p(N(x_u))`` so a trainer can take "real"
+"real" maps are ``p(N(x_l))`` as in the paper; the step also returns ``N(x_u)`` so a trainer can take "real"
 from the same unlabeled crops as "fake" (then real and fake differ by the mask only).
 
 Each line belongs to one *part* of the batch a network sees (:data:`PARTS`); :func:`part_loss` computes a part's
@@ -317,7 +317,7 @@ def advmim_generator_step(nets: Dict[str, nn.Module], x_l: torch.Tensor, target,
     rank's share (the weighted CE is then normalised over all ranks, so the averaged gradients equal those of one
     process on the concatenated batches). ``weights``: all of :class:`AdvMIMWeights` at once (replaces
     ``lambda_ct``, ``rampup``, ``lambda_u``, ``lambda_adv``). Returns ``terms`` (per network, unweighted, detached,
-    plus ``total``), ``real`` (``p(N(x_l))``), ``fake`` (``p(N^m(x_u))``) and ``plain_u`` (``p(N(x_u))``), all
+    plus ``total``), ``real`` (``p(N(x_l))``), ``fake`` (``p(N^m(x_u))``) and ``logits_u`` (``N(x_u)``, the partners' pseudo-label source), all
     detached, for the discriminators. Nothing here calls ``.item()``: no host synchronisation.
     """
     if mode not in STEP_MODES:
@@ -333,7 +333,7 @@ def advmim_generator_step(nets: Dict[str, nn.Module], x_l: torch.Tensor, target,
     partner = {}  # network -> partner's unmasked logits on x_u (detached, float)
     terms = {b: {} for b in BRANCHES}
     totals = {b: [] for b in BRANCHES}
-    real, fake, plain_u = {}, {}, {}
+    real, fake = {}, {}
 
     def loss_of(b, part, output):
         r = part_loss(part, output, target, supervised_loss, partner.get(b), discriminators.get(b), weights, ddp)
@@ -344,7 +344,6 @@ def advmim_generator_step(nets: Dict[str, nn.Module], x_l: torch.Tensor, target,
             fake[b] = r.fake
         if r.logits_u is not None:
             partner[partner_of[b]] = upcast(r.logits_u)
-            plain_u[b] = torch.softmax(upcast(r.logits_u), 1)
         return r.loss
 
     if mode in ("fast", "reference"):  # forward everything, then losses, one backward
@@ -382,4 +381,5 @@ def advmim_generator_step(nets: Dict[str, nn.Module], x_l: torch.Tensor, target,
     for b in BRANCHES:
         terms[b] = {k: upcast(v.detach()) for k, v in terms[b].items()}
         terms[b]["total"] = torch.stack([upcast(t) for t in totals[b]]).sum()
-    return {"terms": terms, "real": real, "fake": fake, "plain_u": plain_u}
+    logits_u = {b: partner[partner_of[b]] for b in BRANCHES if partner_of[b] in partner}
+    return {"terms": terms, "real": real, "fake": fake, "logits_u": logits_u}

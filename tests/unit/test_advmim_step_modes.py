@@ -113,7 +113,7 @@ def test_unknown_mode_is_a_clear_error():
 
 def test_weights_object_and_the_unlabeled_probabilities():
     """``weights=`` carries the ramp-ups into the step (lambda_u 1 ramped by 0.5 trains as lambda_u 0.5), and the
-    step returns p(N(x_u)), the alternative "real" maps of the discriminators."""
+    step returns N(x_u), whose softmax is the alternative "real" maps of the discriminators."""
     from nnunetv2_advmim.methods.advmim import AdvMIMWeights
 
     grads = []
@@ -125,7 +125,7 @@ def test_weights_object_and_the_unlabeled_probabilities():
         with torch.no_grad():
             for b, net in nets.items():
                 expected = torch.softmax(net(x_u)[0], 1)
-                assert torch.allclose(out["plain_u"][b], expected, rtol=1e-9, atol=1e-12)
+                assert torch.allclose(torch.softmax(out["logits_u"][b], 1), expected, rtol=1e-9, atol=1e-12)
     for b in grads[0]:
         for g0, g1 in zip(grads[0][b], grads[1][b]):
             assert torch.allclose(g0, g1, rtol=1e-7, atol=1e-12)
