@@ -30,6 +30,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from batchgenerators.utilities.file_and_folder_operations import join
+from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 from nnunetv2.training.loss.dice import get_tp_fp_fn_tn
 from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
@@ -43,6 +44,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from nnunetv2_advmim.architectures.ensemble import AdvMIMEnsemble
 from nnunetv2_advmim.architectures.from_plans import BRANCHES, build_branch
 from nnunetv2_advmim.data.label_budget import refuse_fold_all_under_budget
+from nnunetv2_advmim.data.pseudo_sampling import next_cases, predict_locations, refresh_due
 from nnunetv2_advmim.data.semisup_loader import get_semisup_dataloaders
 from nnunetv2_advmim.evaluation.progress import plot_advmim_progress
 from nnunetv2_advmim.methods.adversarial import PatchDiscriminator, discriminator_optimizer
@@ -96,6 +98,13 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
         self.mask_block_size = None  # None: the network's total downsampling per axis; an int or a tuple: voxels
         self.disc_real = "labeled"  # the discriminator's "real" maps: p(N(x_l)) ("labeled") or p(N(x_u)) ("unlabeled")
         self.unlabeled_batch_size = None  # None: the plan's batch size (per GPU under DDP, as nnU-Net splits it)
+        # foreground-aware unlabeled crops: this share of each unlabeled batch is centred on the foreground of the
+        # ensemble's pseudo-labels (0: random crops, the paper's), recomputed every pseudo_locations_every epochs
+        # for up to pseudo_locations_max_cases cases of the pool (a window that cycles through it)
+        self.unlabeled_oversample_foreground = 0.0
+        self.pseudo_locations_every = 5
+        self.pseudo_locations_max_cases = 64
+        self._pseudo_cursor = 0
         # optimizers (docs/advmim.md): C keeps nnU-Net's SGD + poly (self.initial_lr, self.weight_decay);
         # S (transformer blocks) AdamW + linear warm-up + poly, the settings of nnU-Net's Primus trainers
         self.hybrid_lr = 3e-4
@@ -190,11 +199,12 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
                                f"{self.ct_rampup_fraction} of training), lambda_adv {self.lambda_adv} (ramp-up "
                                f"{self.adv_rampup_fraction}); unlabeled Dice over the batch {self._unlabeled_batch_dice()}; "
                                f"mask block {self.mask_block_size or 'network downsampling'}; discriminator real maps "
-                               f"{self.disc_real}, optimizer {self.disc_optimizer} lr {self.disc_lr}")
+                               f"{self.disc_real}, optimizer {self.disc_optimizer} lr {self.disc_lr}; unlabeled crops on pseudo-label "
+                               f"foreground {self.unlabeled_oversample_foreground:.0%}")
         self.logger.update_config({"hparas": {"advmim": {k: getattr(self, k) for k in (
             "masked_domain", "adversarial", "mask_ratio", "lambda_u", "lambda_ct", "ct_rampup_fraction", "lambda_adv",
             "u_rampup_fraction", "adv_rampup_fraction", "unlabeled_batch_dice", "mask_block_size", "disc_real",
-            "disc_optimizer", "disc_grad_clip", "hybrid_lr", "hybrid_weight_decay", "disc_lr", "initial_lr",
+            "disc_optimizer", "disc_grad_clip", "unlabeled_oversample_foreground", "pseudo_locations_every", "hybrid_lr", "hybrid_weight_decay", "disc_lr", "initial_lr",
             "num_epochs", "num_iterations_per_epoch")}}})
 
     def _choose_step_mode(self, cnn: torch.nn.Module) -> None:
@@ -261,6 +271,7 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
 
     # ------------------------------------------------------------------ training
     def on_train_epoch_start(self):
+        self._maybe_refresh_pseudo_locations()  # before the branches go back to train mode
         for m in list(self.branches.values()) + list(self.discriminators.values()):
             m.train()
         for b, s in self.branch_schedulers.items():
@@ -273,6 +284,46 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
                                f"cnn {self.branch_optimizers['cnn'].param_groups[0]['lr']:.2e}")
         self._epoch_iteration = 0
         self._epoch_lambda_ct = []
+
+    def _maybe_refresh_pseudo_locations(self) -> None:
+        if self.unlabeled_oversample_foreground > 0 and refresh_due(
+                self.current_epoch, self.pseudo_locations_every,
+                bool(self.dataloader_train.unlabeled_loader.pseudo_locations)):
+            self._refresh_pseudo_locations()
+
+    @torch.no_grad()
+    def _refresh_pseudo_locations(self) -> None:
+        """Predict the next window of unlabeled cases with the ensemble of S and C (sliding window, no mirroring),
+        store the foreground locations of the argmax with the unlabeled loader (``data.pseudo_sampling``) and turn
+        its oversampling on. Under DDP each rank predicts a share of the window and all ranks get every result."""
+        loader = self.dataloader_train
+        keys, self._pseudo_cursor = next_cases(loader.unlabeled_loader.indices, self._pseudo_cursor,
+                                               self.pseudo_locations_max_cases)
+        mine = keys[self.local_rank::dist.get_world_size()] if self.is_ddp else keys
+        nets = {b: unwrap_model(m, keep_compiled=True) for b, m in self.branches.items()}
+        self.set_deep_supervision_enabled(False)
+        try:
+            predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False,
+                                        perform_everything_on_device=True, device=self.device, verbose=False,
+                                        verbose_preprocessing=False, allow_tqdm=False)
+            predictor.manual_initialization(AdvMIMEnsemble(nets["hybrid"], nets["cnn"]), self.plans_manager,
+                                            self.configuration_manager, None, self.dataset_json,
+                                            self.__class__.__name__, None)
+            predictor.network = AdvMIMEnsemble(nets["hybrid"], nets["cnn"])  # the branches as they run (no recompile)
+            found = predict_locations(predictor, loader.unlabeled_loader._data, mine,
+                                      self.label_manager.foreground_labels, seed=self.current_epoch)
+        finally:
+            self.set_deep_supervision_enabled(self.enable_deep_supervision)
+        if self.is_ddp:
+            gathered = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, found)
+            found = {k: v for g in gathered for k, v in g.items()}
+        locations = {**loader.unlabeled_loader.pseudo_locations, **found}
+        with_fg = sum(any(len(v) for v in locs.values()) for locs in found.values())
+        self.print_to_log_file(f"Pseudo-label locations of {len(found)} unlabeled cases ({with_fg} with foreground); "
+                               f"{self.unlabeled_oversample_foreground:.0%} of unlabeled crops centred on them")
+        loader.update_unlabeled(pseudo_locations=locations,
+                                oversample_foreground_percent=self.unlabeled_oversample_foreground)
 
     def _rampup(self, fraction: float = None) -> float:
         """Sigmoid ramp-up factor now, over ``fraction`` of the iterations (default: lambda_ct's)."""

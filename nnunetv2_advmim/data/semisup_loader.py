@@ -6,8 +6,8 @@ mirrors ``nnUNetTrainer.get_dataloaders`` (2.8.1) step by step:
 - labeled stream: nnU-Net's ``nnUNetDataLoader`` on the fold's labeled training cases with foreground
   oversampling and the trainer's ``get_training_transforms`` (deep-supervision targets as usual);
 - unlabeled stream: :class:`nnUNetUnlabeledDataLoader` on the fold's unlabeled pool
-  (:func:`nnunetv2_advmim.data.unlabeled.find_unlabeled_cases`): random crops (no foreground oversampling, no
-  ``class_locations``), the *same* spatial + intensity transforms (built by the same trainer method, without
+  (:func:`nnunetv2_advmim.data.unlabeled.find_unlabeled_cases`): random crops (no ``class_locations``; a trainer
+  may give it pseudo-label locations, ``data.pseudo_sampling``, to centre a share of them on foreground), the *same* spatial + intensity transforms (built by the same trainer method, without
   deep-supervision downsampling), and no targets. The transforms need a segmentation tensor, so each sample
   gets a dummy one built from geometry only (-1 where the crop pads beyond the image, 0 elsewhere, and -1
   where the image is exactly 0 when the plan normalises within a mask); it is dropped after the transforms;
@@ -36,8 +36,9 @@ from nnunetv2_advmim.data.unlabeled import UnlabeledDataset, find_unlabeled_case
 class nnUNetUnlabeledDataLoader(nnUNetDataLoader):
     """Random-crop batches of images without targets from an :class:`UnlabeledDataset` (module docstring).
 
-    Uses ``nnUNetDataLoader``'s patch-size handling (2D patches from 3D arrays, ``need_to_pad``) and its random
-    ``get_bbox`` branch; never reads a segmentation or ``class_locations``.
+    Uses ``nnUNetDataLoader``'s patch-size handling (2D patches from 3D arrays, ``need_to_pad``) and its
+    ``get_bbox``: random crops, or crops centred on pseudo-label foreground when ``pseudo_locations`` and
+    ``oversample_foreground_percent`` are set; never reads a segmentation or stored ``class_locations``.
     """
 
     def __init__(self, data: UnlabeledDataset, batch_size: int, patch_size, final_patch_size, label_manager,
@@ -45,8 +46,18 @@ class nnUNetUnlabeledDataLoader(nnUNetDataLoader):
         super().__init__(data, batch_size, patch_size, final_patch_size, label_manager,
                          oversample_foreground_percent=0.0, sampling_probabilities=None, pad_sides=None,
                          probabilistic_oversampling=False, transforms=transforms)
-        self.has_ignore = False  # ignore-label sampling needs class_locations: unlabeled crops are always random
+        self.has_ignore = False  # ignore-label sampling needs class_locations of labels: never for unlabeled crops
         self.mask_from_image = mask_from_image
+        # foreground-aware crops (off unless a trainer sets both): {case: class locations of its pseudo-labels}
+        # (data.pseudo_sampling) and the share of each batch centred on them, as nnU-Net's oversampling
+        self.pseudo_locations = {}
+        self.oversample_foreground_percent = 0.0
+
+    def _force_fg(self, key: str, sample_idx: int) -> bool:
+        """Centre this sample on pseudo-label foreground: the last ``oversample_foreground_percent`` of the batch
+        (nnU-Net's rule), for cases whose pseudo-labels are known."""
+        return key in self.pseudo_locations and self.oversample_foreground_percent > 0 and \
+            self._oversample_last_XX_percent(sample_idx)
 
     def _dummy_seg(self, image: torch.Tensor, data_shape, bbox_lbs, bbox_ubs) -> torch.Tensor:
         """Label-free stand-in for the segmentation the transforms expect: -1 on padding (and, for masked
@@ -66,7 +77,9 @@ class nnUNetUnlabeledDataLoader(nnUNetDataLoader):
                 for j, key in enumerate(selected_keys):
                     data = self._data.load_data(key)
                     shape = data.shape[1:]
-                    bbox_lbs, bbox_ubs = self.get_bbox(shape, False, None)
+                    force_fg = self._force_fg(key, j)
+                    bbox_lbs, bbox_ubs = self.get_bbox(shape, force_fg, self.pseudo_locations.get(key) if force_fg
+                                                       else None)
                     bbox = [[lb, ub] for lb, ub in zip(bbox_lbs, bbox_ubs)]
                     image = torch.from_numpy(crop_and_pad_nd(data, bbox, 0)).float()
                     seg = self._dummy_seg(image, shape, bbox_lbs, bbox_ubs)
@@ -120,6 +133,18 @@ class SemiSupervisedLoader:
                 "data_unlabeled": unlabeled["data"], "keys_unlabeled": unlabeled["keys"]}
 
     next = __next__
+
+    def update_unlabeled(self, **attributes) -> None:
+        """Set attributes of the unlabeled data loader (e.g. ``pseudo_locations``); its worker processes hold
+        copies, so they are restarted with the new state at the next ``next``. The labeled stream keeps running."""
+        for k, v in attributes.items():
+            setattr(self.unlabeled_loader, k, v)
+        if self._augmenters is not None:
+            if hasattr(self._augmenters[1], "_finish"):
+                self._augmenters[1]._finish()
+            self._augmenters = (self._augmenters[0], make_augmenter(
+                self.unlabeled_loader, self.num_processes_unlabeled, max(6, self.num_processes_unlabeled // 2),
+                self.pin_memory))
 
     def _finish(self):
         if self._augmenters is not None:

@@ -15,6 +15,7 @@ import torch
 
 from helpers import Planned, run_cmd
 from nnunetv2_advmim.data.synthetic import make_synthetic_dataset
+from nnunetv2_advmim.runtime.checkpointing import unwrap_model
 
 SHORT_VARIANT = '''
 import os
@@ -299,6 +300,35 @@ def test_non_default_choices_train_a_step(advmim_2d):
     assert all(not _same(before[k], after[k]) for k in before)
     with pytest.raises(ValueError, match="disc_real"):
         _trainer(advmim_2d, disc_real="labelled")
+
+
+def test_pseudo_label_locations_refresh_in_a_real_trainer(advmim_2d, monkeypatch):
+    """Foreground-aware unlabeled crops on: at the scheduled epoch the trainer predicts a window of the unlabeled
+    pool with the ensemble, hands the locations to the unlabeled loader and batches keep coming; the branches
+    are back in train mode with deep supervision."""
+    monkeypatch.setenv("nnUNet_n_proc_DA", "0")
+    t = _trainer(advmim_2d, unlabeled_oversample_foreground=0.5, pseudo_locations_every=1,
+                 pseudo_locations_max_cases=2)
+    t.dataloader_train, t.dataloader_val = t.get_dataloaders()
+    pool = list(t.dataloader_train.unlabeled_loader.indices)
+    assert len(pool) > 2
+    t.current_epoch = 0
+    t.on_train_epoch_start()
+    assert t.dataloader_train.unlabeled_loader.pseudo_locations == {}  # not before the first refresh
+    t.current_epoch = 1
+    t.on_train_epoch_start()
+    u = t.dataloader_train.unlabeled_loader
+    assert sorted(u.pseudo_locations) == sorted(pool[:2]) and u.oversample_foreground_percent == 0.5
+    for locs in u.pseudo_locations.values():
+        assert set(locs) == set(t.label_manager.foreground_labels)
+    t.current_epoch = 2
+    t.on_train_epoch_start()
+    assert sorted(u.pseudo_locations) == sorted(pool[:4])  # the window moved on; earlier cases are kept
+    assert all(unwrap_model(m).training for m in t.branches.values())
+    assert all(unwrap_model(m).decoder.deep_supervision for m in t.branches.values())
+    batch = next(t.dataloader_train)
+    assert batch["data_unlabeled"].shape[0] == t.batch_size
+    t.dataloader_train._finish()
 
 
 # ----------------------------------------------------------------------------------------------- end to end
