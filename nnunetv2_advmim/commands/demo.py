@@ -1,20 +1,25 @@
-"""The main job: an end-to-end semi-supervised nnU-Net comparison on built-in synthetic data.
+"""The main job: does semi-supervised training beat stock nnU-Net with few labels? Measured end to end on
+built-in synthetic data where labels are scarce.
 
-Stages, each a stock nnU-Net command or one of ours in a subprocess, exactly what a user types:
+Stages, each a stock nnU-Net command or one of ours, exactly what a user types:
 
-1. make the synthetic dataset (``nnunetv2_advmim.data.synthetic``: imagesTr/labelsTr, imagesUnlabeled, imagesTs/labelsTs),
+1. make the synthetic dataset of the ``scarce`` preset (``nnunetv2_advmim.data.synthetic``: imagesTr/labelsTr,
+   imagesUnlabeled, imagesTs/labelsTs; per-case shape, pose, contrast polarity, thin and small structures),
 2. ``nnUNetv2_advmim_verify_raw`` (every image and label file checked) and ``nnUNetv2_plan_and_preprocess``,
-3. ``nnUNetv2_advmim_label_budget``: keep only ``--labeled`` training cases labeled (the rest become unlabeled),
-   and ``nnUNetv2_advmim_preprocess_unlabeled`` for ``imagesUnlabeled``,
-4. ``nnUNetv2_train`` for each trainer, all on the same labeled cases (fold 0 of the budget split):
-   the supervised baseline ``nnUNetTrainer_demo`` (stock nnU-Net, short schedule), AdvMIM
-   (``nnUNetTrainerAdvMIM_demo``), and AnatoMask pretraining (``nnUNetTrainerAnatoMask_demo`` on every image,
-   labels never read) followed by stock fine-tuning with ``-pretrained_weights`` (``nnUNetTrainer_demo_finetune``),
-5. ``nnUNetv2_predict`` on ``imagesTs``,
-6. ``nnunetv2_advmim.evaluation.compare.compare_runs``: the comparison table (Dice, HD95, ASD, NSD per label) and PNG.
+3. ``nnUNetv2_advmim_small_plan`` (the CPU study plan: fewer features, four stages) and
+   ``nnUNetv2_advmim_preprocess_unlabeled`` for ``imagesUnlabeled``,
+4. ``nnUNetv2_advmim_study`` at ``--labeled`` labeled cases and ``--draws`` draws of them, every arm on the same
+   labeled cases, the same unlabeled pool and the same number of iterations: stock ``nnUNetTrainer``,
+   ``nnUNetTrainerAdvMIM`` (predicting with S, its default, and with C from the same training) and stock
+   fine-tuning from ``nnUNetTrainerAnatoMask`` pretraining on every image (labels never read). Each arm trains
+   with ``nnUNetv2_train``, predicts ``imagesTs`` with ``nnUNetv2_predict`` and is evaluated on ``labelsTs``;
+5. ``nnunetv2_advmim.evaluation.compare.compare_runs`` on the first draw: Dice, HD95, ASD and NSD per label, and
+   box plots.
 
-``nnUNet_raw``/``nnUNet_preprocessed``/``nnUNet_results`` are set to sub-folders of ``--workdir`` when
-they are unset. A finished run is never overwritten unless ``--overwrite`` is given.
+The printed table is the study's (mean ± std over draws, paired differences to stock). ``nnUNet_raw``,
+``nnUNet_preprocessed`` and ``nnUNet_results`` are set to sub-folders of ``--workdir`` when they are unset. The
+study is resumable: running the demo again trains nothing that is finished and prints the same table;
+``--overwrite`` starts from scratch.
 """
 import argparse
 import os
@@ -22,20 +27,22 @@ import shutil
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 
 import torch
-from nnunetv2.evaluation.evaluate_predictions import compute_metrics_on_folder
-from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
 
-from nnunetv2_advmim.data.synthetic import LABELS, dataset_folder_name, make_synthetic_dataset
+from nnunetv2_advmim.commands.study import Study, arm_file_id, split_key
+from nnunetv2_advmim.data.synthetic import dataset_folder_name, make_synthetic_dataset
 from nnunetv2_advmim.evaluation.compare import compare_runs
 
 PATH_VARS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
-BASELINE = "nnUNetTrainer_demo"
-SEMI_SUPERVISED = ("nnUNetTrainerAdvMIM_demo",)
-PRETRAINER = "nnUNetTrainerAnatoMask_demo"
-FINETUNER = "nnUNetTrainer_demo_finetune"
-DEMO_SHAPE = {2: (96, 96), 3: (32, 32, 32)}  # small enough for a CPU demo of minutes
+ARMS = ("nnUNetTrainer", "nnUNetTrainerAdvMIM", "nnUNetTrainerAdvMIM:cnn")
+PRETRAINER = "nnUNetTrainerAnatoMask"
+SMALL_PLANS = "nnUNetPlans_small"
+# the CPU study plan of docs/study.md; the 3D preset keeps its planned stages
+SMALL_PLAN_ARGS = {2: ["--base-features", "16", "--max-features", "128", "--stages", "4", "--batch-size", "4"],
+                   3: ["--base-features", "16", "--max-features", "128", "--batch-size", "2"]}
+EPOCHS, ITERATIONS, VAL_ITERATIONS, DRAWS = 10, 20, 2, 2  # every arm: 200 iterations (about 20 min on 2 cores)
 
 
 def _run(cmd, log_file):
@@ -65,34 +72,29 @@ def _setup_paths(workdir):
         os.makedirs(os.environ[var], exist_ok=True)
 
 
-def dice_table(summaries: dict, label_names: dict) -> str:
-    """Format ``{run: nnU-Net summary dict}`` as a table of mean Dice per label (rows) and run (columns)."""
-    runs = list(summaries)
-    width = max(12, *(len(t) + 2 for t in runs))
-    lines = ["label".ljust(12) + "".join(t.rjust(width) for t in runs)]
-    for name, value in label_names.items():
-        if value == 0:
-            continue
-        row = name.ljust(12)
-        for t in runs:
-            means = summaries[t]["mean"]
-            row += f"{means.get(value, means.get(str(value)))['Dice']:.4f}".rjust(width)
-        lines.append(row)
-    row = "mean".ljust(12)
-    for t in runs:
-        row += f"{summaries[t]['foreground_mean']['Dice']:.4f}".rjust(width)
-    lines.append(row)
-    return "\n".join(lines)
+@contextmanager
+def _env(**values):
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
-def run_demo(workdir, dataset_id=990, dim=3, device=None, baseline=BASELINE, semi_supervised=SEMI_SUPERVISED,
-             pretrainer=PRETRAINER, finetuner=FINETUNER, n_labeled=4, fold="0", num_processes=2,
-             overwrite=False, seed=0):
-    """Run the demo (module docstring) and return ``{run name: nnU-Net Dice summary}`` plus the comparison.
+def run_demo(workdir, dataset_id=990, dim=2, device=None, arms=ARMS, pretrainer=PRETRAINER, n_labeled=4,
+             draws=DRAWS, epochs=EPOCHS, iterations=ITERATIONS, val_iterations=VAL_ITERATIONS, num_processes=2,
+             overwrite=False, seed=0, case_counts=None):
+    """Run the demo (module docstring); returns ``{"study": Study.run() result, "comparison": compare_runs()
+    result, "table": the study table (markdown)}``.
 
-    ``pretrainer=None`` skips pretraining + fine-tuning; ``semi_supervised=()`` skips AdvMIM.
+    ``pretrainer=None`` skips pretraining + fine-tuning. ``case_counts``: (labeled, unlabeled, test) images of the
+    synthetic dataset (default: the preset's 40, 40, 20).
     """
-
     t_start = time.perf_counter()
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
@@ -102,28 +104,18 @@ def run_demo(workdir, dataset_id=990, dim=3, device=None, baseline=BASELINE, sem
     os.environ.setdefault("nnUNet_def_n_proc", str(num_processes))
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     configuration = "3d_fullres" if dim == 3 else "2d"
-    name = f"Synthetic{dim}D"
-    dataset_name = dataset_folder_name(dataset_id, name)
-    results = os.path.join(os.environ["nnUNet_results"], dataset_name)
+    dataset_name = dataset_folder_name(dataset_id, f"SyntheticScarce{dim}D")
     log_file = os.path.join(workdir, "demo_log.txt")
-    print(f"Working folder: {workdir} (command output goes to {log_file}); device: {device}")
-
-    # (run name, trainer, extra train args); the pretraining run itself is not a segmentation model
-    trained = [(baseline, baseline, [])] + [(t, t, []) for t in semi_supervised]
-    if pretrainer:
-        ckpt = os.path.join(results, f"{pretrainer}__nnUNetPlans__{configuration}", f"fold_{fold}",
-                            "checkpoint_final.pth")
-        trained.append((f"{finetuner} (from {pretrainer})", finetuner, ["-pretrained_weights", ckpt]))
-    all_trainers = [t for _, t, _ in trained] + ([pretrainer] if pretrainer else [])
-    finished = [t for t in all_trainers if os.path.isfile(os.path.join(
-        results, f"{t}__nnUNetPlans__{configuration}", f"fold_{fold}", "checkpoint_final.pth"))]
-    if finished and not overwrite:
-        raise FileExistsError(
-            f"{results} already holds finished demo runs of {', '.join(finished)}. "
-            f"Pass --overwrite to train them again, or choose another --workdir.")
+    study_folder = os.path.join(workdir, "study")
     compare_folder = os.path.join(workdir, "comparison")
-    if os.path.isdir(compare_folder) and not overwrite:
-        raise FileExistsError(f"{compare_folder} already exists. Pass --overwrite, or choose another --workdir.")
+    print(f"Working folder: {workdir} (command output goes to {log_file}); device: {device}")
+    if overwrite:
+        for folder in (study_folder, compare_folder):
+            if os.path.isdir(folder):
+                shutil.rmtree(folder)
+    elif os.path.isdir(study_folder):
+        print(f"Continuing the study in {study_folder}: finished arms are not trained again (--overwrite starts "
+              f"from scratch)")
 
     timings = {}
     raw_folder = os.path.join(os.environ["nnUNet_raw"], dataset_name)
@@ -131,9 +123,11 @@ def run_demo(workdir, dataset_id=990, dim=3, device=None, baseline=BASELINE, sem
     if os.path.isdir(raw_folder) and not overwrite:
         print(f"Reusing the synthetic dataset in {raw_folder}")
     else:
-        make_synthetic_dataset(os.environ["nnUNet_raw"], dataset_id, name, dim=dim, shape=DEMO_SHAPE[dim], seed=seed,
-                               overwrite=overwrite)
-        print(f"Made the synthetic dataset in {raw_folder}")
+        n_train, n_unlabeled, n_test = case_counts or (None, None, None)
+        make_synthetic_dataset(os.environ["nnUNet_raw"], dataset_id, dim=dim, n_train=n_train,
+                               n_unlabeled=n_unlabeled, n_test=n_test, seed=seed, overwrite=overwrite,
+                               preset="scarce")
+        print(f"Made the synthetic dataset (preset scarce) in {raw_folder}")
     timings["synthetic data"] = time.perf_counter() - t0
 
     timings["verify raw files"] = _run(["nnUNetv2_advmim_verify_raw", "-d", str(dataset_id),
@@ -141,83 +135,85 @@ def run_demo(workdir, dataset_id=990, dim=3, device=None, baseline=BASELINE, sem
     timings["plan and preprocess"] = _run(
         ["nnUNetv2_plan_and_preprocess", "-d", str(dataset_id), "-c", configuration, "-np", str(num_processes)],
         log_file)
-    timings["label budget"] = _run(
-        ["nnUNetv2_advmim_label_budget", "-d", str(dataset_id), "-n", str(n_labeled), "--seed", str(seed)], log_file)
+    timings["small plan"] = _run(["nnUNetv2_advmim_small_plan", "-d", str(dataset_id), "-c", configuration,
+                                  "-o", SMALL_PLANS, "--overwrite"] + SMALL_PLAN_ARGS[dim], log_file)
     timings["preprocess imagesUnlabeled"] = _run(
         ["nnUNetv2_advmim_preprocess_unlabeled", "-d", str(dataset_id), "-c", configuration,
          "-np", str(num_processes)] + (["--overwrite"] if overwrite else []), log_file)
 
-    if pretrainer:
-        timings[f"pretrain {pretrainer}"] = _run(
-            ["nnUNetv2_train", str(dataset_id), configuration, fold, "-tr", pretrainer, "-device", device], log_file)
-
-    summaries, runs = {}, {}
-    for run_name, trainer, extra in trained:
-        timings[f"train {trainer}"] = _run(
-            ["nnUNetv2_train", str(dataset_id), configuration, fold, "-tr", trainer, "-device", device] + extra,
-            log_file)
-        pred_folder = os.path.join(workdir, "predictions", trainer)
-        if os.path.isdir(pred_folder):
-            shutil.rmtree(pred_folder)  # derived from the checkpoint that was just (re)trained
-        timings[f"predict {trainer}"] = _run(
-            ["nnUNetv2_predict", "-i", os.path.join(raw_folder, "imagesTs"), "-o", pred_folder,
-             "-d", str(dataset_id), "-c", configuration, "-f", fold, "-tr", trainer, "-device", device,
-             "-npp", str(num_processes), "-nps", str(num_processes), "--disable_progress_bar"], log_file)
-        summaries[run_name] = compute_metrics_on_folder(
-            os.path.join(raw_folder, "labelsTs"), pred_folder, os.path.join(pred_folder, "summary.json"),
-            SimpleITKIO(), ".nii.gz", [v for v in LABELS.values() if v > 0], num_processes=num_processes,
-            chill=False)
-        runs[run_name] = {"pred": pred_folder,
-                          "model": os.path.join(results, f"{trainer}__nnUNetPlans__{configuration}", f"fold_{fold}")}
+    t0 = time.perf_counter()
+    print(f"$ nnUNetv2_advmim_study -d {dataset_id} -c {configuration} -p {SMALL_PLANS} -n {n_labeled} "
+          f"--draws {draws} --epochs {epochs} --iterations {iterations} --val-iterations {val_iterations} "
+          f"-tr {' '.join(arms)}" + (f" --pretrainer {pretrainer}" if pretrainer else "")
+          + f" -device {device} -o {study_folder}", flush=True)
+    study = Study(dataset_id, configuration, [n_labeled], list(arms), draws=draws, plans=SMALL_PLANS, epochs=epochs,
+                  iterations=iterations, val_iterations=val_iterations, seed=seed,
+                  pretrainers=[pretrainer] if pretrainer else [], device=device, output_folder=study_folder)
+    result = study.run()
+    timings["study (train, predict, evaluate)"] = time.perf_counter() - t0
+    if result["failures"]:
+        raise RuntimeError("study arm(s) failed: " + "; ".join(f"{f['arm']} draw {f['draw']}: see {f['log']}"
+                                                               for f in result["failures"]))
 
     t0 = time.perf_counter()
+    key = split_key(n_labeled, 0)
+    first = {r["arm"]: r for r in result["records"] if r["draw"] == 0}
+    runs = {arm: {"pred": first[arm]["predictions"], "model": first[arm]["model"]} for arm in first}
     if os.path.isdir(compare_folder):
-        shutil.rmtree(compare_folder)  # only reached with --overwrite
-    comparison = compare_runs(runs, compare_folder, reference=os.path.join(raw_folder, "labelsTs"),
-                              num_processes=1, verbose=False,
-                              title=f"{dataset_name}/imagesTs, {n_labeled} labeled training cases")
-    timings["compare"] = time.perf_counter() - t0
+        shutil.rmtree(compare_folder)  # derived from the study's predictions
+    # the labeled-case count of each model comes from its split, in the study's own preprocessed folder
+    with _env(nnUNet_preprocessed=os.path.join(study_folder, "preprocessed", key)):
+        comparison = compare_runs(runs, compare_folder, reference=os.path.join(raw_folder, "labelsTs"),
+                                  num_processes=1, verbose=False,
+                                  title=f"{dataset_name}/imagesTs, draw 0 of {n_labeled} labeled training cases")
+    timings["compare (draw 0)"] = time.perf_counter() - t0
 
     print("\nTimings:")
     for k, v in timings.items():
         print(f"  {k:<45s} {v:7.1f} s")
     print(f"  {'total':<45s} {time.perf_counter() - t_start:7.1f} s")
-    print(f"\nDice per label on {dataset_name}/imagesTs ({configuration}, fold {fold}, {n_labeled} labeled cases):")
-    print(dice_table(summaries, LABELS))
-    print(f"\nComparison (mean ± std over test cases; {compare_folder}):")
+    with open(result["outputs"]["study.md"]) as f:
+        table = "".join(line for line in f if not line.startswith("!["))
+    print("\n" + table)
+    print(f"Study figure: {result['outputs']['study.png']}")
+    print(f"\nComparison of draw 0 (mean ± std over test cases; {compare_folder}):")
     print(comparison["table"])
     print(f"\nFigure: {comparison['png']}")
-    return summaries, comparison
+    return {"study": result, "comparison": comparison, "table": table}
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="nnUNetv2_advmim_demo",
-        description="End-to-end semi-supervised demo on built-in synthetic data with the stock nnU-Net commands: "
-                    "make data, plan and preprocess, label budget, preprocess unlabeled images, train the "
-                    "supervised baseline, AdvMIM and AnatoMask pretraining + fine-tuning on the same labeled cases, "
-                    "predict, compare (table + PNG).")
+        description="End-to-end label-efficiency demo on built-in synthetic data where labels are scarce, with the "
+                    "stock nnU-Net commands: make data, verify, plan and preprocess (small CPU plan), preprocess "
+                    "unlabeled images, then a study of stock nnU-Net, AdvMIM and AnatoMask pretraining + "
+                    "fine-tuning on the same labeled cases and the same number of iterations, over several draws of "
+                    "the labeled cases (table with spreads + PNG), and a per-case comparison of the first draw.")
     parser.add_argument("--workdir", default="nnunetv2_advmim_demo",
                         help="folder for data, results and logs (default ./nnunetv2_advmim_demo); used for "
                              "nnUNet_raw/_preprocessed/_results when those are unset")
     parser.add_argument("-d", "--dataset-id", type=int, default=990)
-    parser.add_argument("--dim", type=int, choices=(2, 3), default=3)
-    parser.add_argument("-n", "--labeled", type=int, default=4, help="labeled training cases (default 4 of 20)")
+    parser.add_argument("--dim", type=int, choices=(2, 3), default=2)
+    parser.add_argument("-n", "--labeled", type=int, default=4, help="labeled training cases (default 4)")
+    parser.add_argument("--draws", type=int, default=DRAWS, help=f"draws of the labeled cases (default {DRAWS})")
+    parser.add_argument("--epochs", type=int, default=EPOCHS, help=f"epochs of every arm (default {EPOCHS})")
+    parser.add_argument("--iterations", type=int, default=ITERATIONS,
+                        help=f"iterations per epoch of every arm (default {ITERATIONS})")
     parser.add_argument("-device", "--device", default=None, help="cpu or cuda (default: cuda when available)")
-    parser.add_argument("--baseline", default=BASELINE, help=f"supervised trainer (default {BASELINE})")
-    parser.add_argument("--semi-supervised", nargs="*", default=list(SEMI_SUPERVISED),
-                        help=f"semi-supervised trainers (default {' '.join(SEMI_SUPERVISED)}; none to skip)")
+    parser.add_argument("-tr", "--trainers", nargs="+", default=list(ARMS),
+                        help=f"arms of the study (default {' '.join(ARMS)}; the first is the baseline)")
     parser.add_argument("--pretrainer", default=PRETRAINER, help=f"pretraining trainer (default {PRETRAINER}); "
                                                                  f"'none' skips pretraining and fine-tuning")
     parser.add_argument("-np", "--num-processes", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--overwrite", action="store_true", help="retrain even if finished results exist")
+    parser.add_argument("--overwrite", action="store_true", help="start from scratch: new data, every arm retrained")
     args = parser.parse_args(argv)
     try:
-        run_demo(args.workdir, args.dataset_id, args.dim, args.device, args.baseline, tuple(args.semi_supervised),
-                 None if args.pretrainer.lower() == "none" else args.pretrainer, FINETUNER, args.labeled, "0",
-                 args.num_processes, args.overwrite, args.seed)
-    except (RuntimeError, FileExistsError) as e:
+        run_demo(args.workdir, args.dataset_id, args.dim, args.device, tuple(args.trainers),
+                 None if args.pretrainer.lower() == "none" else args.pretrainer, args.labeled, args.draws,
+                 args.epochs, args.iterations, VAL_ITERATIONS, args.num_processes, args.overwrite, args.seed)
+    except (RuntimeError, FileExistsError, FileNotFoundError, ValueError) as e:
         print(f"\nERROR: {e}", file=sys.stderr)
         sys.exit(1)
 

@@ -2,7 +2,6 @@
 import os
 
 import numpy as np
-import pytest
 import SimpleITK as sitk
 
 from helpers import run_cmd, short_trainer
@@ -46,39 +45,37 @@ def test_stock_train_and_predict_3d(planned_3d, ext_trainers, tmp_path):
         assert set(np.unique(sitk.GetArrayFromImage(pred))) <= set(LABELS.values())
 
 
-TINY_DEMO_STAGES = "\n\n".join([
-    TINY_DEMO_TRAINER,
-    short_trainer("nnunetv2_advmim.trainers.nnUNetTrainer_demo", "nnUNetTrainer_demo", "nnUNetTrainer_demo_tiny_ft",
-                  **TINY),
-    short_trainer("nnunetv2_advmim.trainers.nnUNetTrainerAdvMIM", "nnUNetTrainerAdvMIM_demo",
-                  "nnUNetTrainerAdvMIM_tiny", **TINY),
-    short_trainer("nnunetv2_advmim.trainers.nnUNetTrainerMIM", "nnUNetTrainerAnatoMask_demo",
-                  "nnUNetTrainerAnatoMask_tiny", **TINY, warmup_epochs=0),
-])
-
-
-def test_demo_runs_end_to_end_in_2d(tmp_path, ext_trainers, monkeypatch, capsys):
-    """The README's main job (every stage) in 2D with shortened trainers; a rerun refuses to overwrite."""
-    folder, write = ext_trainers
-    write("tiny_demo_trainers", TINY_DEMO_STAGES)
-    monkeypatch.setenv("nnUNet_extTrainer", folder)
+def test_demo_runs_end_to_end_in_2d(tmp_path, monkeypatch, capsys):
+    """The README's main job (every stage) in 2D on a small scarce-preset dataset with a 2-iteration schedule
+    for every arm; a second run trains nothing and prints the same table."""
     for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("nnUNet_n_proc_DA", "1")
-    kwargs = dict(dataset_id=944, dim=2, device="cpu", baseline="nnUNetTrainer_demo_tiny",
-                  semi_supervised=("nnUNetTrainerAdvMIM_tiny",), pretrainer="nnUNetTrainerAnatoMask_tiny",
-                  finetuner="nnUNetTrainer_demo_tiny_ft", n_labeled=4, num_processes=1)
-    summaries, comparison = run_demo(str(tmp_path / "demo"), **kwargs)
+    kwargs = dict(dataset_id=944, dim=2, device="cpu", n_labeled=2, draws=2, epochs=1, iterations=2,
+                  val_iterations=1, num_processes=1, case_counts=(8, 3, 3))
+    result = run_demo(str(tmp_path / "demo"), **kwargs)
     out = capsys.readouterr().out
     assert "nnUNet_raw was unset: using" in out
-    assert "Dice per label" in out and "organ" in out and "lesion" in out
-    assert list(summaries) == ["nnUNetTrainer_demo_tiny", "nnUNetTrainerAdvMIM_tiny",
-                               "nnUNetTrainer_demo_tiny_ft (from nnUNetTrainerAnatoMask_tiny)"]
-    assert all(len(s["metric_per_case"]) == 5 for s in summaries.values())
-    assert os.path.isfile(comparison["png"])
-    assert set(comparison["n_labeled"].values()) == {4}  # every run trained on the same 4 labeled cases
-    log = open(tmp_path / "demo" / "demo_log.txt").read()
-    assert "Loading pretrained weights from file" in log and "nnUNetTrainerAnatoMask_tiny__nnUNetPlans__2d" in log
+    for stage in ("nnUNetv2_advmim_verify_raw", "nnUNetv2_plan_and_preprocess", "nnUNetv2_advmim_small_plan",
+                  "nnUNetv2_advmim_preprocess_unlabeled", "nnUNetv2_advmim_study"):
+        assert "$ " + stage in out, stage
+    records = result["study"]["records"]
+    arms = ["nnUNetTrainer", "nnUNetTrainerAdvMIM", "nnUNetTrainerAdvMIM:cnn", "nnUNetTrainer_from_nnUNetTrainerAnatoMask"]
+    assert sorted((r["arm"], r["draw"]) for r in records) == sorted((a, d) for a in arms for d in (0, 1))
+    for d in (0, 1):  # every arm of a draw: the same labeled cases, the same iterations
+        same_draw = [r for r in records if r["draw"] == d]
+        assert len({tuple(r["labeled"]) for r in same_draw}) == 1 and {r["iterations"] for r in same_draw} == {2}
+    table = result["table"]
+    assert "| 2 | nnUNetTrainerAdvMIM:cnn | 2 | 2 |" in table and "organ" in table and "vs nnUNetTrainer" in table
+    assert table in out
+    comparison = result["comparison"]
+    assert os.path.isfile(comparison["png"]) and set(comparison["n_labeled"].values()) == {2}
+    log = open(tmp_path / "demo" / "study" / "logs" / "n2_d0__nnUNetTrainer_from_nnUNetTrainerAnatoMask.log").read()
+    assert "Loading pretrained weights from file" in log
     assert os.environ["nnUNet_results"] == str(tmp_path / "demo" / "nnUNet_results")
-    with pytest.raises(FileExistsError, match="--overwrite"):
-        run_demo(str(tmp_path / "demo"), **kwargs)
+    logs = tmp_path / "demo" / "study" / "logs"
+    sizes = {f: os.path.getsize(logs / f) for f in os.listdir(logs)}
+    again = run_demo(str(tmp_path / "demo"), **kwargs)
+    assert "Continuing the study" in capsys.readouterr().out
+    assert {f: os.path.getsize(logs / f) for f in os.listdir(logs)} == sizes  # nothing trained or predicted again
+    assert again["table"] == table

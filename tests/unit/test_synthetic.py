@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from nnunetv2_advmim.commands.demo import dice_table
 from nnunetv2_advmim.data.synthetic import LABELS, make_case, make_synthetic_dataset
 
 
@@ -68,12 +67,3 @@ def test_dataset_layout_geometry_and_refusals(tmp_path):
                            overwrite=True)
     assert len(os.listdir(os.path.join(folder, "imagesTr"))) == 1
 
-
-def test_dice_table_format():
-    s = {"A": {"mean": {1: {"Dice": 0.5}, 2: {"Dice": 0.25}}, "foreground_mean": {"Dice": 0.375}},
-         "B": {"mean": {"1": {"Dice": 1.0}, "2": {"Dice": 0.0}}, "foreground_mean": {"Dice": 0.5}}}
-    lines = dice_table(s, {"background": 0, "x": 1, "y": 2}).splitlines()
-    assert lines[0].split() == ["label", "A", "B"]
-    assert lines[1].split() == ["x", "0.5000", "1.0000"]
-    assert lines[2].split() == ["y", "0.2500", "0.0000"]
-    assert lines[3].split() == ["mean", "0.3750", "0.5000"]
