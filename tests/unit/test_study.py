@@ -1,13 +1,15 @@
 """Label-efficiency study protocol on plain lists, small plans, and the scarce synthetic preset."""
 import json
+import os
 
 import numpy as np
 import pytest
 import torch
 
 from nnunetv2_advmim.commands.small_plan import make_small_plans
-from nnunetv2_advmim.commands.study import (aggregate, arm_file_id, arm_parts, draw_order, labeled_cases, parse_arm,
-                                            split_validation, study_budget, variant_name, variants_source)
+from nnunetv2_advmim.commands.study import (aggregate, arm_file_id, arm_parts, draw_order, find_trainer,
+                                            labeled_cases, parse_arm, split_validation, study_budget, variant_name,
+                                            variants_source)
 from nnunetv2_advmim.data.label_budget import budget_to_splits, budget_unlabeled_cases
 from nnunetv2_advmim.data.synthetic import SCARCE_LABELS, make_scarce_case, scarce_structures
 from nnunetv2_advmim.runtime.weights import advmim_network_weights
@@ -175,3 +177,21 @@ def test_vs_column_is_paired_on_the_draws_both_arms_have():
     # draws 0 and 2 only: +0.05 and 0.00 (an unpaired comparison with stock's mean 0.40 would say -0.025)
     assert count == 2 and mean == pytest.approx(0.025) and std == pytest.approx(np.std([0.05, 0.0], ddof=1))
     assert paired_difference(records, "semi", 8, "stock") is None
+
+
+def test_ablation_examples_change_one_known_choice_each(monkeypatch):
+    """docs/examples/advmim_ablations.py: found by nnU-Net's lookup through nnUNet_extTrainer; each arm sets
+    attributes nnUNetTrainerAdvMIM defines, away from their defaults."""
+    import inspect
+    import re
+    examples = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "examples")
+    monkeypatch.setenv("nnUNet_extTrainer", os.path.abspath(examples))
+    base = find_trainer("nnUNetTrainerAdvMIM")
+    defaults = dict(re.findall(r"self\.(\w+) = ([^#\n]+?)\s*(?:#|\n)", inspect.getsource(base.__init__)))
+    names = ["rampups", "batchDice", "discUnlabeled", "block16", "sgdDisc", "fgUnlabeled"]
+    for name in names:
+        cls = find_trainer(f"nnUNetTrainerAdvMIM_{name}")
+        assert issubclass(cls, base) and cls.choice
+        for attr, value in cls.choice.items():
+            assert attr in defaults, (name, attr)
+            assert repr(value) != defaults[attr], (name, attr)
