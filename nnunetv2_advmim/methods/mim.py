@@ -236,7 +236,8 @@ ANATOMASK_RANKINGS = ("normalised", "variance_weighted", "raw")
 
 def block_ranking_errors(pred: torch.Tensor, x: torch.Tensor, block: Sequence[int], ranking: str = "normalised",
                          eps: float = 1e-6) -> torch.Tensor:
-    """Per-block error ``(B, *grid)`` by which AnatoMask ranks blocks (hardest = highest), one of ``ANATOMASK_RANKINGS``.
+    """Per-block error ``(B, *grid)`` by which AnatoMask ranks blocks (hardest = highest); ``ranking`` is one of
+    ``ANATOMASK_RANKINGS``.
 
     - ``normalised`` (default): ``per_block_reconstruction_error``, the error the loss uses:
       ``e_b = mean_c mean_v (pred - (x - mu_b) / sqrt(var_b + eps))^2``. In a nearly uniform block (background,
@@ -376,8 +377,9 @@ def lesion_candidate_blocks(x: torch.Tensor, block: Sequence[int], flat_std_frac
 
     A block is left out when (i) fewer than ``min_nonzero_fraction`` of its real voxels are nonzero (a voxel is
     zero when it is exactly 0 in every channel: nnU-Net sets everything outside the nonzero mask to 0 when it
-    normalises with the mask, and crops are padded with 0), or (ii) in every channel its standard deviation is at most ``flat_std_fraction`` times
-    the image's (population standard deviations over the real voxels of the block and over the whole image).
+    normalises with the mask, and crops are padded with 0), or (ii) in every channel its standard deviation is at
+    most ``flat_std_fraction`` times the image's (population standard deviations over the real voxels of the block
+    and over the whole image).
     Without this, the rarest k-means cluster of real scans is often padding, air or a constant background.
     """
     block = _check_image_block(x, block, "lesion_candidate_blocks")
