@@ -58,7 +58,11 @@ MIM_LOG_KEYS = ("mim_mask_ratio", "mim_hard_ratio")
 
 
 class nnUNetTrainerMIM(nnUNetTrainer):
-    """Random-block masked image modeling (SimMIM/SparK-style baseline): ratio 0.6, uniform blocks."""
+    """Random-block masked image modeling (SimMIM/SparK-style baseline): ratio 0.6, uniform blocks.
+
+    ``pretrain_intensity_augmentation`` (every MIM trainer; default True): False leaves nnU-Net's intensity
+    transforms out of the training pipeline (``pretraining_loader.pretraining_transforms``).
+    """
 
     hybrid = False  # True: pretrain the hybrid CNN-Transformer converted from the plans (``_Hybrid`` variants)
 
