@@ -58,7 +58,11 @@ MIM_LOG_KEYS = ("mim_mask_ratio", "mim_hard_ratio")
 
 
 class nnUNetTrainerMIM(nnUNetTrainer):
-    """Random-block masked image modeling (SimMIM/SparK-style baseline): ratio 0.6, uniform blocks."""
+    """Random-block masked image modeling (SimMIM/SparK-style baseline): ratio 0.6, uniform blocks.
+
+    ``pretrain_intensity_augmentation`` (every MIM trainer; default True): False leaves nnU-Net's intensity
+    transforms out of the training pipeline (``pretraining_loader.pretraining_transforms``).
+    """
 
     hybrid = False  # True: pretrain the hybrid CNN-Transformer converted from the plans (``_Hybrid`` variants)
 
@@ -72,6 +76,9 @@ class nnUNetTrainerMIM(nnUNetTrainer):
         self.enable_deep_supervision = False
         self.mask_ratio = 0.6
         self.val_mask_ratio = 0.6
+        # False: no intensity transforms (noise, blur, brightness, contrast, low resolution, gamma) in the training
+        # pipeline, so the reconstruction targets carry no augmentation noise; spatial transforms and mirroring stay
+        self.pretrain_intensity_augmentation = True
         self.mask_seed = 12345
         self.num_example_images = 4
         # one stream per DDP rank (rank 0 = mask_seed): ranks mask their different images with different blocks
@@ -139,6 +146,11 @@ class nnUNetTrainerMIM(nnUNetTrainer):
 
     def _autocast(self):
         return autocast(self.device.type, enabled=True) if self.device.type == 'cuda' else dummy_context()
+
+    def mim_settings(self) -> dict:
+        """The masking and data choices of this run, logged once at the start of training."""
+        return {'mask_ratio': self.mask_ratio, 'val_mask_ratio': self.val_mask_ratio,
+                'pretrain_intensity_augmentation': self.pretrain_intensity_augmentation}
 
     # ------------------------------------------------------------------------------ train / validate
     def on_train_epoch_start(self):
@@ -241,6 +253,8 @@ class nnUNetTrainerMIM(nnUNetTrainer):
             torch.backends.cudnn.deterministic = True
             torch.backends.cudnn.benchmark = False
         restore_pending_rng_states(self)
+        self.print_to_log_file(f"{self.__class__.__name__} settings: "
+                               + ", ".join(f"{k}={v}" for k, v in self.mim_settings().items()))
 
     def save_checkpoint(self, filename: str) -> None:
         """nnU-Net's checkpoint plus ``mim_state``, RNG states and the non-finite guard's counters, written
@@ -307,9 +321,10 @@ class nnUNetTrainerAnatoMask(nnUNetTrainerMIM):
     """AnatoMask (Li et al., ECCV 2024): the EMA teacher's errors on a random mask pick hard blocks.
 
     Per iteration: random M1 (ratio 0.6); ``n_hard = floor(n_masked * r(epoch))`` highest-error blocks of M1
-    (teacher, block-normalised targets), random others up to ``n_masked``; ``r`` = masking dynamics with
-    ``r_max`` (0.5) and ``hard_schedule`` ('easy_to_hard' or 'hard_to_easy'). The teacher is updated after every
-    optimizer step (decay 0.999 -> 0.9999 over the first quarter of all iterations).
+    (teacher's error scored by ``anatomask_ranking``: 'normalised' = block-normalised targets, the default;
+    'variance_weighted' or 'raw', see ``mim.block_ranking_errors``), random others up to ``n_masked``; ``r`` =
+    masking dynamics with ``r_max`` (0.5) and ``hard_schedule`` ('easy_to_hard' or 'hard_to_easy'). The teacher is
+    updated after every optimizer step (decay 0.999 -> 0.9999 over the first quarter of all iterations).
     """
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
@@ -317,12 +332,16 @@ class nnUNetTrainerAnatoMask(nnUNetTrainerMIM):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.r_max = 0.5
         self.hard_schedule = 'easy_to_hard'
+        self.anatomask_ranking = 'normalised'  # or 'variance_weighted', 'raw' (mim.ANATOMASK_RANKINGS)
         self.ema_decay_start = 0.999
         self.ema_decay_end = 0.9999
         self.ema_ramp_fraction = 0.25
         self.teacher = None
 
     def initialize(self):
+        if self.anatomask_ranking not in mim.ANATOMASK_RANKINGS:
+            raise ValueError(f"{self.__class__.__name__}.anatomask_ranking must be one of {mim.ANATOMASK_RANKINGS}, "
+                             f"got {self.anatomask_ranking!r}")
         super().initialize()
         self.teacher = EMATeacher(self.network, self.num_epochs * self.num_iterations_per_epoch, self.ema_decay_start,
                                   self.ema_decay_end, self.ema_ramp_fraction)
@@ -335,7 +354,12 @@ class nnUNetTrainerAnatoMask(nnUNetTrainerMIM):
                           data.device)
         with self._autocast():  # the teacher's extra forward; errors are computed in float32
             return mim.anatomask_select(self.teacher, data, base, block, self.current_epoch, self.num_epochs,
-                                        self.r_max, self.hard_schedule, generator)
+                                        self.r_max, self.hard_schedule, generator, ranking=self.anatomask_ranking)
+
+    def mim_settings(self) -> dict:
+        return {**super().mim_settings(), 'r_max': self.r_max, 'hard_schedule': self.hard_schedule,
+                'anatomask_ranking': self.anatomask_ranking, 'ema_decay_start': self.ema_decay_start,
+                'ema_decay_end': self.ema_decay_end}
 
     def after_optimizer_step(self) -> None:
         self.teacher.update(self.network)
@@ -361,7 +385,10 @@ class nnUNetTrainerMPSAMS(nnUNetTrainerMIM):
     Masked patches selection: per image, k-means on block intensity statistics; blocks of the rarest cluster
     (``n_lesion_clusters`` of ``n_clusters``) are lesion-like and masked first (up to ``lesion_fraction`` of
     the masked blocks), the rest at random. Adaptive masking: ratio rises linearly from ``ratio_start`` (0.25)
-    to ``ratio_end`` (0.75) over training. No label is used.
+    to ``ratio_end`` (0.75) over training. No label is used. ``mpsams_exclude_flat`` (off by default): only blocks
+    inside the foreground (at least ``mpsams_min_nonzero_fraction`` nonzero voxels) and not near-constant (std
+    above ``mpsams_flat_std_fraction`` of the image's) are clustered and can be lesion-like
+    (``mim.lesion_candidate_blocks``); the random part can still mask the others.
     """
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
@@ -373,6 +400,9 @@ class nnUNetTrainerMPSAMS(nnUNetTrainerMIM):
         self.n_lesion_clusters = 1
         self.kmeans_iters = 10
         self.lesion_fraction = 1.0
+        self.mpsams_exclude_flat = False
+        self.mpsams_flat_std_fraction = 0.05
+        self.mpsams_min_nonzero_fraction = 0.5
 
     def epoch_mask_ratio(self) -> float:
         return mim.adaptive_mask_ratio(self.current_epoch, self.num_epochs, self.ratio_start, self.ratio_end)
@@ -382,7 +412,16 @@ class nnUNetTrainerMPSAMS(nnUNetTrainerMIM):
 
     def select_mask(self, data, block, generator):
         return mim.mpsams_mask(data, block, self.epoch_mask_ratio(), generator, self.n_clusters,
-                               self.n_lesion_clusters, self.kmeans_iters, self.lesion_fraction)
+                               self.n_lesion_clusters, self.kmeans_iters, self.lesion_fraction,
+                               exclude_flat=self.mpsams_exclude_flat, flat_std_fraction=self.mpsams_flat_std_fraction,
+                               min_nonzero_fraction=self.mpsams_min_nonzero_fraction)
+
+    def mim_settings(self) -> dict:
+        return {**super().mim_settings(), 'ratio_start': self.ratio_start, 'ratio_end': self.ratio_end,
+                'n_clusters': self.n_clusters, 'n_lesion_clusters': self.n_lesion_clusters,
+                'lesion_fraction': self.lesion_fraction, 'mpsams_exclude_flat': self.mpsams_exclude_flat,
+                'mpsams_flat_std_fraction': self.mpsams_flat_std_fraction,
+                'mpsams_min_nonzero_fraction': self.mpsams_min_nonzero_fraction}
 
 
 # -------------------------------------------------------------------------------------------------- variants

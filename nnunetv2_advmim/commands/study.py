@@ -176,7 +176,8 @@ def _source_file(cls) -> str:
 def variants_source(variants: Sequence[tuple], threads: Optional[int] = None,
                     predicting: Sequence[tuple] = ()) -> str:
     """Source of a module with one schedule variant per ``(name, base class, epochs, iterations,
-    val_iterations)``. A base with ``warmup_epochs`` keeps its warm-up fraction of the schedule. ``threads`` sets
+    val_iterations)``. A base with ``warmup_epochs`` keeps its warm-up fraction of the schedule (``None``, a share
+    of ``num_epochs`` resolved later, is left alone). ``threads`` sets
     torch's CPU threads (``nnUNetv2_train -device cpu`` uses one per core). ``predicting``: ``(name, parent variant
     name, network)``: a subclass of a variant above that predicts with another AdvMIM network."""
     out = ['"""Trainer variants written by nnUNetv2_advmim_study: the study\'s schedule on each trainer."""\n',
@@ -189,7 +190,7 @@ def variants_source(variants: Sequence[tuple], threads: Optional[int] = None,
             f"    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,\n"
             f"                 device: torch.device = torch.device('cuda')):\n"
             f"        super().__init__(plans, configuration, fold, dataset_json, device)\n"
-            f"        if hasattr(self, 'warmup_epochs'):\n"
+            f"        if getattr(self, 'warmup_epochs', None) is not None:  # None: a share of num_epochs\n"
             f"            self.warmup_epochs = max(1, round(self.warmup_epochs * {epochs} / self.num_epochs))\n"
             f"        self.num_epochs = {epochs}\n"
             f"        self.num_iterations_per_epoch = {iterations}\n"

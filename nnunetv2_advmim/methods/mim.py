@@ -26,8 +26,9 @@ from nnunetv2_advmim.methods.masking import num_masked_blocks
 __all__ = [
     "grid_shape", "blockify", "unblockify", "normalised_targets", "per_block_reconstruction_error",
     "masked_reconstruction_loss", "masking_dynamics_ratio", "num_hard_blocks", "anatomask_mask",
-    "teacher_block_errors", "anatomask_select", "adaptive_mask_ratio", "block_statistics",
-    "kmeans", "lesion_like_blocks", "mpsams_mask",
+    "ANATOMASK_RANKINGS", "block_ranking_errors", "teacher_block_errors", "anatomask_select",
+    "adaptive_mask_ratio", "block_statistics", "kmeans", "lesion_candidate_blocks", "lesion_like_blocks",
+    "mpsams_mask",
 ]
 
 
@@ -124,8 +125,8 @@ def per_block_reconstruction_error(pred: torch.Tensor, x: torch.Tensor, block: S
     """Mean squared error of ``pred`` against the block-normalised targets of ``x``, per block: ``(B, *grid)``.
 
     Averaged over channels and the real voxels of each block. Used for the loss and, on the EMA teacher's
-    prediction, for AnatoMask's ranking of blocks (scored against the normalised targets the loss uses, not raw
-    intensities as in the official AnatoMask code).
+    prediction, for AnatoMask's default ranking of blocks (scored against the normalised targets the loss uses,
+    not raw intensities as in the official AnatoMask code; the alternatives are in ``block_ranking_errors``).
     """
     block = _check_image_block(x, block, "per_block_reconstruction_error")
     if pred.shape != x.shape:
@@ -133,9 +134,14 @@ def per_block_reconstruction_error(pred: torch.Tensor, x: torch.Tensor, block: S
                          f"shape {tuple(x.shape)} (network output channels = input channels)")
     target, valid = _normalised_blocks(x, block, eps)
     pb, _ = blockify(pred.float(), block)
-    w = valid.to(target.dtype)
-    err = (((pb - target) ** 2) * w).sum(-1) / w.sum(-1)  # (B, C, N)
+    err = _block_mse(pb, target, valid)  # (B, C, N)
     return err.mean(1).reshape(x.shape[0], *grid_shape(x.shape[2:], block))
+
+
+def _block_mse(pb: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference over the real voxels of every block: ``(B, C, N, V)`` pairs -> ``(B, C, N)``."""
+    w = valid.to(target.dtype)
+    return (((pb - target) ** 2) * w).sum(-1) / w.sum(-1)
 
 
 def masked_reconstruction_loss(pred: torch.Tensor, x: torch.Tensor, mask: torch.Tensor, block: Sequence[int],
@@ -225,30 +231,71 @@ def anatomask_mask(base_mask: torch.Tensor, block_errors: torch.Tensor, hard_rat
     return mask.reshape(base_mask.shape), hard.reshape(base_mask.shape)
 
 
+ANATOMASK_RANKINGS = ("normalised", "variance_weighted", "raw")
+
+
+def block_ranking_errors(pred: torch.Tensor, x: torch.Tensor, block: Sequence[int], ranking: str = "normalised",
+                         eps: float = 1e-6) -> torch.Tensor:
+    """Per-block error ``(B, *grid)`` by which AnatoMask ranks blocks (hardest = highest); ``ranking`` is one of
+    ``ANATOMASK_RANKINGS``.
+
+    - ``normalised`` (default): ``per_block_reconstruction_error``, the error the loss uses:
+      ``e_b = mean_c mean_v (pred - (x - mu_b) / sqrt(var_b + eps))^2``. In a nearly uniform block (background,
+      air, padding) the normalisation lifts noise to unit variance, so such blocks can rank as hardest.
+    - ``variance_weighted``: per channel the normalised error times the block's raw intensity variance,
+      ``e_b = mean_c var_bc * mean_v (pred - t)^2``, i.e. the error of the prediction rescaled to the block's own
+      intensity spread; flat blocks rank low.
+    - ``raw``: ``e_b = mean_c mean_v (pred - x)^2`` against the raw intensities (the official AnatoMask code's
+      scoring; the network still predicts normalised targets, so bright blocks weigh most).
+
+    Averaged over channels and the real voxels of each block, like ``per_block_reconstruction_error``.
+    """
+    if ranking == "normalised":
+        return per_block_reconstruction_error(pred, x, block, eps)
+    if ranking not in ANATOMASK_RANKINGS:
+        raise ValueError(f"block_ranking_errors: ranking must be one of {ANATOMASK_RANKINGS}, got '{ranking}'")
+    block = _check_image_block(x, block, "block_ranking_errors")
+    if pred.shape != x.shape:
+        raise ValueError(f"block_ranking_errors: prediction {tuple(pred.shape)} must have the image's shape "
+                         f"{tuple(x.shape)} (network output channels = input channels)")
+    xb, valid = blockify(x.float(), block)
+    pb, _ = blockify(pred.float(), block)
+    if ranking == "raw":
+        err = _block_mse(pb, xb, valid)
+    else:
+        mean, var = _block_mean_var(xb, valid)
+        err = _block_mse(pb, (xb - mean[..., None]) / torch.sqrt(var[..., None] + eps), valid) * var
+    return err.mean(1).reshape(x.shape[0], *grid_shape(x.shape[2:], block))
+
+
 @torch.no_grad()
 def teacher_block_errors(teacher: Callable, x: torch.Tensor, mask: torch.Tensor, block: Sequence[int],
-                         eps: float = 1e-6) -> torch.Tensor:
-    """Per-block reconstruction error ``(B, *grid)`` of ``teacher(x, mask=mask)`` (no gradients).
+                         eps: float = 1e-6, ranking: str = "normalised") -> torch.Tensor:
+    """Per-block error ``(B, *grid)`` of ``teacher(x, mask=mask)`` (no gradients), scored by ``block_ranking_errors``
+    with ``ranking``.
 
     Our networks' convention is ``forward(x, mask=None)``; a list/tuple output (deep
     supervision) uses its first, full-resolution entry.
     """
     _check_mask(mask, x, block, "teacher_block_errors")
+    if ranking not in ANATOMASK_RANKINGS:  # before the teacher's forward pass
+        raise ValueError(f"teacher_block_errors: ranking must be one of {ANATOMASK_RANKINGS}, got '{ranking}'")
     pred = teacher(x, mask=mask)
     if isinstance(pred, (list, tuple)):
         pred = pred[0]
-    return per_block_reconstruction_error(pred.float(), x, block, eps)
+    return block_ranking_errors(pred.float(), x, block, ranking, eps)
 
 
 def anatomask_select(teacher: Callable, x: torch.Tensor, base_mask: torch.Tensor, block: Sequence[int],
                      epoch: int, num_epochs: int, r_max: float = 0.5, schedule: str = "easy_to_hard",
-                     generator: Optional[torch.Generator] = None, eps: float = 1e-6
+                     generator: Optional[torch.Generator] = None, eps: float = 1e-6, ranking: str = "normalised"
                      ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """One AnatoMask selection: teacher errors on M1, masking dynamics ratio, hard + random blocks.
+    """One AnatoMask selection: teacher errors on M1 (scored by ``ranking``, see ``block_ranking_errors``),
+    masking dynamics ratio, hard + random blocks.
 
     Returns ``(mask, hard)`` as ``anatomask_mask``.
     """
-    errors = teacher_block_errors(teacher, x, base_mask, block, eps)
+    errors = teacher_block_errors(teacher, x, base_mask, block, eps, ranking)
     r = masking_dynamics_ratio(epoch, num_epochs, r_max, schedule)
     return anatomask_mask(base_mask, errors, r, generator)
 
@@ -285,37 +332,74 @@ def _multinomial(weights: torch.Tensor, generator: Optional[torch.Generator]) ->
     return torch.multinomial(w.to(generator.device), 1, generator=generator)[:, 0].to(weights.device)
 
 
-def kmeans(features: torch.Tensor, k: int, iters: int = 10, generator: Optional[torch.Generator] = None
-           ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def kmeans(features: torch.Tensor, k: int, iters: int = 10, generator: Optional[torch.Generator] = None,
+           valid: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Batched k-means per item: ``features`` ``(B, N, F)`` -> ``(assign (B, N), centers (B, k, F),
     counts (B, k))``.
 
     k-means++ seeding (first centre uniform, each next one drawn with probability proportional to the squared
     distance to the nearest chosen centre; seeded by ``generator``), then ``iters`` Lloyd iterations. An empty
     cluster keeps its previous centre and has count 0. ``k`` is capped at ``N``.
+
+    ``valid`` (optional bool ``(B, N)``): only these points seed, move and count in the clusters; the others are
+    still assigned to their nearest centre but never counted (``None`` = every point).
     """
     B, N, Fdim = features.shape
     k = max(1, min(int(k), N))
     features = features.float()
-    idx = _multinomial(torch.ones((B, N), device=features.device), generator)
+    w = None if valid is None else valid.to(features.dtype)
+    idx = _multinomial(torch.ones((B, N), device=features.device) if w is None else w, generator)
     centers = [features[torch.arange(B, device=features.device), idx]]
     d2 = ((features - centers[0][:, None]) ** 2).sum(-1)
+    if w is not None:
+        d2 = d2 * w
     for _ in range(1, k):
         idx = _multinomial(d2, generator)
         centers.append(features[torch.arange(B, device=features.device), idx])
         d2 = torch.minimum(d2, ((features - centers[-1][:, None]) ** 2).sum(-1))
+        if w is not None:
+            d2 = d2 * w
     centers = torch.stack(centers, 1)  # (B, k, F)
     for _ in range(max(int(iters), 0) + 1):
         assign = torch.cdist(features, centers).argmin(-1)  # (B, N)
         onehot = F.one_hot(assign, k).to(features.dtype)  # (B, N, k)
+        if w is not None:
+            onehot = onehot * w[..., None]
         counts = onehot.sum(1)  # (B, k)
         new_centers = onehot.transpose(1, 2) @ features / counts.clamp_min(1)[..., None]
         centers = torch.where(counts[..., None] > 0, new_centers, centers)
     return assign, centers, counts
 
 
+def lesion_candidate_blocks(x: torch.Tensor, block: Sequence[int], flat_std_fraction: float = 0.05,
+                            min_nonzero_fraction: float = 0.5) -> torch.Tensor:
+    """Blocks that may be lesion-like, ``(B, *grid)`` bool: inside the image's foreground and not near-constant.
+
+    A block is left out when (i) fewer than ``min_nonzero_fraction`` of its real voxels are nonzero (a voxel is
+    zero when it is exactly 0 in every channel: nnU-Net sets everything outside the nonzero mask to 0 when it
+    normalises with the mask, and crops are padded with 0), or (ii) in every channel its standard deviation is at
+    most ``flat_std_fraction`` times the image's (population standard deviations over the real voxels of the block
+    and over the whole image).
+    Without this, the rarest k-means cluster of real scans is often padding, air or a constant background.
+    """
+    block = _check_image_block(x, block, "lesion_candidate_blocks")
+    if not 0.0 <= min_nonzero_fraction <= 1.0 or flat_std_fraction < 0.0:
+        raise ValueError(f"lesion_candidate_blocks: min_nonzero_fraction must lie in [0, 1] and flat_std_fraction "
+                         f"be >= 0, got {min_nonzero_fraction}, {flat_std_fraction}")
+    xf = x.float()
+    xb, valid = blockify(xf, block)
+    _, var = _block_mean_var(xb, valid)  # (B, C, N)
+    image_std = xf.std(dim=tuple(range(2, x.ndim)), unbiased=False)  # (B, C)
+    flat = (var.sqrt() <= flat_std_fraction * image_std[..., None]).all(1)  # (B, N)
+    w = valid.to(xf.dtype)
+    nonzero = ((xb != 0).any(1).to(xf.dtype) * w).sum(-1) / w.sum(-1)  # (B, N) share of nonzero voxels
+    candidate = ~flat & (nonzero >= min_nonzero_fraction)
+    return candidate.reshape(x.shape[0], *grid_shape(x.shape[2:], block))
+
+
 def lesion_like_blocks(x: torch.Tensor, block: Sequence[int], n_clusters: int = 4, n_lesion_clusters: int = 1,
-                       kmeans_iters: int = 10, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+                       kmeans_iters: int = 10, generator: Optional[torch.Generator] = None,
+                       candidates: Optional[torch.Tensor] = None) -> torch.Tensor:
     """MPS-AMS's unsupervised masked-patch selection: lesion-like blocks ``(B, *grid)`` bool (no labels read).
 
     Reconstruction: per image, block features = per-channel mean and std
@@ -324,13 +408,23 @@ def lesion_like_blocks(x: torch.Tensor, block: Sequence[int], n_clusters: int = 
     real contrast); ``kmeans`` with ``n_clusters``; clusters are
     ranked rarest first (fewest blocks; ties: centre farthest from the image's mean feature, i.e. most
     atypical), empty clusters last; blocks of the first ``n_lesion_clusters`` clusters are lesion-like.
+
+    ``candidates`` (optional bool ``(B, *grid)``, e.g. ``lesion_candidate_blocks``): only these blocks are
+    clustered and can be lesion-like; ``None`` = every block.
     """
     block = _check_image_block(x, block, "lesion_like_blocks")
+    grid = grid_shape(x.shape[2:], block)
+    valid = None
+    if candidates is not None:
+        if tuple(candidates.shape) != (x.shape[0], *grid) or candidates.dtype != torch.bool:
+            raise ValueError(f"lesion_like_blocks: candidates must be bool (B, *grid) = {(x.shape[0], *grid)}, got "
+                             f"{candidates.dtype} {tuple(candidates.shape)}")
+        valid = candidates.reshape(x.shape[0], -1).to(x.device)
     xf = x.float()
     dims = tuple(range(2, x.ndim))
     scale = xf.std(dim=dims, unbiased=False, keepdim=True) + 1e-6  # (B, C, 1, ...) image intensity scale
     feats = block_statistics((xf - xf.mean(dim=dims, keepdim=True)) / scale, block)
-    assign, centers, counts = kmeans(feats, n_clusters, kmeans_iters, generator)
+    assign, centers, counts = kmeans(feats, n_clusters, kmeans_iters, generator, valid)
     atypical = torch.sort(centers.norm(dim=-1), dim=1, descending=True, stable=True).indices  # (B, k)
     size = torch.gather(torch.where(counts > 0, counts, torch.full_like(counts, float("inf"))), 1, atypical)
     order = torch.gather(atypical, 1, torch.sort(size, dim=1, stable=True).indices)  # rarest first
@@ -338,23 +432,30 @@ def lesion_like_blocks(x: torch.Tensor, block: Sequence[int], n_clusters: int = 
     rank.scatter_(1, order, torch.arange(order.shape[1], device=x.device).expand_as(order).contiguous())
     lesion_cluster = (rank < n_lesion_clusters) & (counts > 0)
     lesion = torch.gather(lesion_cluster, 1, assign)
-    return lesion.reshape(x.shape[0], *grid_shape(x.shape[2:], block))
+    if valid is not None:
+        lesion = lesion & valid
+    return lesion.reshape(x.shape[0], *grid)
 
 
 def mpsams_mask(x: torch.Tensor, block: Sequence[int], ratio: float, generator: Optional[torch.Generator] = None,
                 n_clusters: int = 4, n_lesion_clusters: int = 1, kmeans_iters: int = 10,
-                lesion_fraction: float = 1.0) -> Tuple[torch.Tensor, torch.Tensor]:
+                lesion_fraction: float = 1.0, exclude_flat: bool = False, flat_std_fraction: float = 0.05,
+                min_nonzero_fraction: float = 0.5) -> Tuple[torch.Tensor, torch.Tensor]:
     """MPS-AMS mask: lesion-like blocks first, then random fill, exactly ``round(ratio * n_blocks)`` per image.
 
     The count is ``nnunetv2_advmim.methods.masking.num_masked_blocks`` (Python's ``round``), as for every mask.
 
     Up to ``floor(lesion_fraction * n_masked)`` lesion-like blocks (``lesion_like_blocks``; a random subset if
     there are more) are masked first; the remaining masked blocks are drawn uniformly among all other blocks.
-    Use with ``adaptive_mask_ratio`` for the ratio. Returns ``(mask, lesion)``, both ``(B, *grid)`` bool.
+    ``exclude_flat``: only ``lesion_candidate_blocks(x, block, flat_std_fraction, min_nonzero_fraction)`` are
+    clustered and can be lesion-like (background/padding and near-constant blocks are not); they can still be
+    drawn by the random fill. Use with ``adaptive_mask_ratio`` for the ratio. Returns ``(mask, lesion)``, both
+    ``(B, *grid)`` bool.
     """
     if not 0.0 <= lesion_fraction <= 1.0:
         raise ValueError(f"mpsams_mask: lesion_fraction must lie in [0, 1], got {lesion_fraction}")
-    lesion = lesion_like_blocks(x, block, n_clusters, n_lesion_clusters, kmeans_iters, generator)
+    candidates = lesion_candidate_blocks(x, block, flat_std_fraction, min_nonzero_fraction) if exclude_flat else None
+    lesion = lesion_like_blocks(x, block, n_clusters, n_lesion_clusters, kmeans_iters, generator, candidates)
     B = x.shape[0]
     les = lesion.reshape(B, -1)
     n = les.shape[1]

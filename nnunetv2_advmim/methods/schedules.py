@@ -2,7 +2,8 @@
 the same schedule).
 
 - :func:`sigmoid_rampup`: the ramp-up of AdvMIM's cross-teaching weight ``lambda_ct``;
-- :func:`warmup_poly_lr` / :class:`EpochLR`: warm-up + poly decay of AdvMIM's hybrid branch;
+- :func:`warmup_poly_lr` / :class:`EpochLR`: warm-up + poly decay of AdvMIM's hybrid branch and of fine-tuning with
+  a warm-up (:func:`warmup_epochs_for` picks its length);
 - :func:`warmup_cosine_lr` / :class:`WarmupCosineLRScheduler`: warm-up + cosine decay of MIM pretraining.
 """
 import math
@@ -36,6 +37,13 @@ def warmup_poly_lr(epoch: int, num_epochs: int, initial_lr: float, warmup_epochs
         return initial_lr * (epoch + 1) / warmup_epochs
     span = max(1, num_epochs - warmup_epochs)
     return initial_lr * max(0.0, 1 - (epoch - warmup_epochs) / span) ** exponent
+
+
+def warmup_epochs_for(num_epochs: int, warmup_epochs: Optional[int] = None, fraction: float = 0.1) -> int:
+    """Warm-up length in epochs: ``warmup_epochs`` when given, else ``floor(fraction * num_epochs)``; at least 1
+    and at most ``num_epochs`` (1000 epochs, fraction 0.1 -> 100; 5 epochs -> 1)."""
+    w = int(warmup_epochs) if warmup_epochs is not None else int(math.floor(fraction * num_epochs + 1e-9))
+    return max(1, min(w, int(num_epochs)))
 
 
 class EpochLR:

@@ -69,6 +69,13 @@ def test_variant_source_sets_the_schedule_and_scales_warm_up():
     assert (trainer.num_epochs, trainer.num_iterations_per_epoch, trainer.num_val_iterations_per_epoch) == (50, 20, 3)
     assert trainer.warmup_epochs == 1  # 20 of 1000 epochs -> 1 of 50
 
+    def share_of_num_epochs(self, plans, configuration, fold, dataset_json, device=None):
+        self.num_epochs, self.warmup_epochs = 1000, None  # None: a share of num_epochs, resolved at optimizer set-up
+
+    Base.__init__ = share_of_num_epochs
+    trainer = namespace["nnUNetTrainer_study50x20"]({}, "2d", 0, {})
+    assert trainer.warmup_epochs is None and trainer.num_epochs == 50
+
 
 def test_aggregate_mean_and_sample_std_over_draws():
     def record(draw, dice_a, dice_b):
