@@ -2,6 +2,7 @@ import torch
 
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
+from nnunetv2_advmim.data.label_budget import refuse_fold_all_under_budget
 from nnunetv2_advmim.methods.schedules import EpochLR, warmup_epochs_for, warmup_poly_lr
 
 
@@ -29,3 +30,8 @@ class nnUNetTrainer_FinetuneWarmup(nnUNetTrainer):
                                f"{initial_lr / warmup:.2e} to initial_lr={initial_lr:.2e}), then poly decay over "
                                f"{num_epochs - warmup} epochs")
         return optimizer, EpochLR(optimizer, lambda epoch: warmup_poly_lr(epoch, num_epochs, initial_lr, warmup))
+
+    def on_train_start(self):
+        # stock fold 'all' ignores a label budget's split and would train on every labeled case
+        refuse_fold_all_under_budget(self.preprocessed_dataset_folder_base, self.fold, self.__class__.__name__)
+        super().on_train_start()

@@ -82,6 +82,7 @@ def test_our_label_trainers_refuse_fold_all_under_a_budget(planned_2d):
 
     from nnunetv2_advmim.data.label_budget import make_budget, training_cases, write_budget
     from nnunetv2_advmim.trainers.nnUNetTrainer_demo import nnUNetTrainer_demo
+    from nnunetv2_advmim.trainers.nnUNetTrainer_FinetuneWarmup import nnUNetTrainer_FinetuneWarmup
     from nnunetv2_advmim.trainers.nnUNetTrainerAdvMIM import nnUNetTrainerAdvMIM, nnUNetTrainerCTCT
 
     name, raw, pre = copy_planned(planned_2d, 880, "FoldAllBudget")
@@ -89,7 +90,7 @@ def test_our_label_trainers_refuse_fold_all_under_a_budget(planned_2d):
         plans = json.load(f)
     with open(os.path.join(pre, "dataset.json")) as f:
         dataset_json = json.load(f)
-    classes = (nnUNetTrainerAdvMIM, nnUNetTrainerCTCT, nnUNetTrainer_demo)
+    classes = (nnUNetTrainerAdvMIM, nnUNetTrainerCTCT, nnUNetTrainer_demo, nnUNetTrainer_FinetuneWarmup)
     # continue_training: what nnU-Net's get_trainer_from_args adds (the trainer pops it from the plans)
     make = lambda cls, fold: cls({**plans, "continue_training": False}, "2d", fold, dataset_json,  # noqa: E731
                                  device=torch.device("cpu"))
