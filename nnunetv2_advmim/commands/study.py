@@ -660,7 +660,8 @@ def plot_study(rows: Sequence[dict], arm_order: Sequence[str], png_file: str, ti
         pts = sorted((int(r["n"]), *r["Dice_mean"]) for r in rows if r["arm"] == arm and r["n"] != "all")
         if pts:
             x, mu, sd = map(np.array, zip(*pts))
-            ax.errorbar(x, mu, yerr=np.nan_to_num(sd), marker="o", capsize=3, color=c, label=arm)
+            dodge = 2.0 ** (0.04 * (i - (len(arm_order) - 1) / 2))  # arms side by side at each count, not on top
+            ax.errorbar(x * dodge, mu, yerr=np.nan_to_num(sd), marker="o", capsize=3, color=c, label=arm)
         for r in rows:
             if r["arm"] == arm and r["n"] == "all":
                 ax.axhline(r["Dice_mean"][0], color=c, linestyle="--", linewidth=1,
