@@ -201,6 +201,11 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
                                f"mask block {self.mask_block_size or 'network downsampling'}; discriminator real maps "
                                f"{self.disc_real}, optimizer {self.disc_optimizer} lr {self.disc_lr}; unlabeled crops on pseudo-label "
                                f"foreground {self.unlabeled_oversample_foreground:.0%}")
+        self.print_to_log_file(
+            "Note: in this package's own label-efficiency study (synthetic scarce-label data, 2D, 4 labeled cases, "
+            "1000 iterations for every arm) AdvMIM has not yet beaten stock nnU-Net trained on the same cases: "
+            "predicting with S it stayed about 6 Dice points below, with C about 1 (docs/study.md). Compare both "
+            "on your data with nnUNetv2_advmim_study before relying on it.")
         self.logger.update_config({"hparas": {"advmim": {k: getattr(self, k) for k in (
             "masked_domain", "adversarial", "mask_ratio", "lambda_u", "lambda_ct", "ct_rampup_fraction", "lambda_adv",
             "u_rampup_fraction", "adv_rampup_fraction", "unlabeled_batch_dice", "mask_block_size", "disc_real",

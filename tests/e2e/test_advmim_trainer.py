@@ -329,6 +329,9 @@ def test_pseudo_label_locations_refresh_in_a_real_trainer(advmim_2d, monkeypatch
     batch = next(t.dataloader_train)
     assert batch["data_unlabeled"].shape[0] == t.batch_size
     t.dataloader_train._finish()
+    log = open(t.log_file).read()
+    assert "Pseudo-label locations of 2 unlabeled cases" in log
+    assert "AdvMIM has not yet beaten stock nnU-Net" in log  # the measured status, said where users look
 
 
 # ----------------------------------------------------------------------------------------------- end to end
