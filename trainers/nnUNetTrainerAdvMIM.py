@@ -204,7 +204,7 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
         self.print_to_log_file(
             "Note: in this package's own label-efficiency study (synthetic scarce-label data, 2D, 4 labeled cases, "
             "1000 iterations for every arm) AdvMIM has not yet beaten stock nnU-Net trained on the same cases: "
-            "predicting with S it stayed about 6 Dice points below, with C about 1 (docs/study.md). Compare both "
+            "predicting with S it stayed about 6 Dice points below, with C within the spread (docs/study.md). Compare both "
             "on your data with nnUNetv2_advmim_study before relying on it.")
         self.logger.update_config({"hparas": {"advmim": {k: getattr(self, k) for k in (
             "masked_domain", "adversarial", "mask_ratio", "lambda_u", "lambda_ct", "ct_rampup_fraction", "lambda_adv",
