@@ -311,10 +311,10 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
             predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False,
                                         perform_everything_on_device=True, device=self.device, verbose=False,
                                         verbose_preprocessing=False, allow_tqdm=False)
-            predictor.manual_initialization(AdvMIMEnsemble(nets["hybrid"], nets["cnn"]), self.plans_manager,
-                                            self.configuration_manager, None, self.dataset_json,
-                                            self.__class__.__name__, None)
-            predictor.network = AdvMIMEnsemble(nets["hybrid"], nets["cnn"])  # the branches as they run (no recompile)
+            ensemble = AdvMIMEnsemble(nets["hybrid"], nets["cnn"])
+            predictor.manual_initialization(ensemble, self.plans_manager, self.configuration_manager, None,
+                                            self.dataset_json, self.__class__.__name__, None)
+            predictor.network = ensemble  # the branches as they run: undo the predictor's own torch.compile wrap
             found = predict_locations(predictor, loader.unlabeled_loader._data, mine,
                                       self.label_manager.foreground_labels, seed=self.current_epoch)
         finally:
