@@ -32,7 +32,7 @@ from batchgeneratorsv2.transforms.utils.random import OneOfTransform, RandomTran
 from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 
-from nnunetv2_advmim.data.semisup_loader import make_augmenter, nnUNetUnlabeledDataLoader
+from nnunetv2_advmim.data.semisup_loader import make_augmenter, nnUNetUnlabeledDataLoader, timing_free_transforms
 from nnunetv2_advmim.data.unlabeled import UnlabeledDataset, find_unlabeled_cases
 
 
@@ -75,12 +75,14 @@ def pretraining_transforms(trainer, patch_size, rotation_for_DA, mirror_axes, do
     """The training transforms of pretraining: the trainer's ``get_training_transforms`` (no deep-supervision
     targets, no cascade), without the intensity transforms when ``trainer.pretrain_intensity_augmentation`` is
     False (the reconstruction targets then carry no augmentation noise; crops, spatial transforms and mirroring
-    stay)."""
+    stay). A seeded trainer (``deterministic_seed``) gets them through ``timing_free_transforms``."""
     cm, lm = trainer.configuration_manager, trainer.label_manager
     transforms = trainer.get_training_transforms(
         patch_size, rotation_for_DA, None, mirror_axes, do_dummy_2d_data_aug, use_mask_for_norm=cm.use_mask_for_norm,
         is_cascaded=False, foreground_labels=lm.foreground_labels,
         regions=lm.foreground_regions if lm.has_regions else None, ignore_label=lm.ignore_label)
+    if getattr(trainer, "deterministic_seed", None) is not None:
+        transforms = timing_free_transforms(transforms)
     if getattr(trainer, "pretrain_intensity_augmentation", True):
         return transforms
     return without_intensity_transforms(transforms)

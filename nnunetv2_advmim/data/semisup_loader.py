@@ -14,6 +14,11 @@ mirrors ``nnUNetTrainer.get_dataloaders`` (2.8.1) step by step:
 - both through ``NonDetMultiThreadedAugmenter`` (``SingleThreadedAugmenter`` when ``nnUNet_n_proc_DA=0``);
 - validation: exactly nnU-Net's validation loader.
 
+With a seeded trainer (``trainer.deterministic_seed`` set, ``nnUNet_advmim_seed``), :func:`timing_free_transforms`
+fixes the one timing-dependent choice of nnU-Net's pipeline: ``GaussianBlurTransform(benchmark=True)`` times FFT
+against direct convolution and keeps the faster, so under a different machine load the same seed blurs with
+another implementation and gives slightly different floats.
+
 :class:`SemiSupervisedLoader` yields ``{'data', 'target', 'keys'}`` (the labeled batch, as nnU-Net's
 ``train_step`` expects) plus ``{'data_unlabeled', 'keys_unlabeled'}``. Its worker processes start at the first
 ``next``; call ``_finish()`` at the end of training (nnU-Net's ``on_train_end`` only stops its own augmenter
@@ -25,6 +30,9 @@ import torch
 from acvl_utils.cropping_and_padding.bounding_boxes import crop_and_pad_nd
 from batchgenerators.dataloading.nondet_multi_threaded_augmenter import NonDetMultiThreadedAugmenter
 from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
+from batchgeneratorsv2.transforms.noise.gaussian_blur import GaussianBlurTransform
+from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
+from batchgeneratorsv2.transforms.utils.random import OneOfTransform, RandomTransform
 from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
 from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
@@ -91,6 +99,23 @@ class nnUNetUnlabeledDataLoader(nnUNetDataLoader):
                         data_all = torch.empty((self.batch_size, *image.shape), dtype=torch.float32)
                     data_all[j] = image
         return {"data": data_all, "keys": selected_keys}
+
+
+def timing_free_transforms(transform):
+    """``transform`` (changed in place and returned) with every ``GaussianBlurTransform`` inside ``ComposeTransforms``,
+    ``OneOfTransform`` and ``RandomTransform`` set to ``benchmark=False``: blurring then always uses the same
+    implementation, whatever the machine load when the first batches are drawn."""
+    if isinstance(transform, GaussianBlurTransform):
+        transform.benchmark = False
+    elif isinstance(transform, RandomTransform):
+        timing_free_transforms(transform.transform)
+    elif isinstance(transform, ComposeTransforms):
+        for t in transform.transforms:
+            timing_free_transforms(t)
+    elif isinstance(transform, OneOfTransform):
+        for t in transform.list_of_transforms:
+            timing_free_transforms(t)
+    return transform
 
 
 def make_augmenter(data_loader, num_processes: int, num_cached: int, pin_memory: bool):
@@ -206,6 +231,8 @@ def get_semisup_dataloaders(trainer, unlabeled_batch_size: Optional[int] = None,
                                                     do_dummy_2d_data_aug, **common)
     unlabeled_transforms = trainer.get_training_transforms(patch_size, rotation_for_DA, None, mirror_axes,
                                                            do_dummy_2d_data_aug, **common)
+    if getattr(trainer, "deterministic_seed", None) is not None:
+        tr_transforms, unlabeled_transforms = map(timing_free_transforms, (tr_transforms, unlabeled_transforms))
     val_transforms = trainer.get_validation_transforms(deep_supervision_scales, is_cascaded=False,
                                                        foreground_labels=lm.foreground_labels,
                                                        regions=common["regions"], ignore_label=lm.ignore_label)

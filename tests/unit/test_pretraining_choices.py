@@ -338,3 +338,39 @@ def test_trainer_defaults_are_the_earlier_behaviour_and_are_logged(tmp_path, mon
     with pytest.raises(ValueError, match="anatomask_ranking"):
         anatomask.initialize()  # checked before anything is built
     assert math.isclose(warmup_poly_lr(0, 1000, 1e-2, warmup_epochs_for(1000)), 1e-4)
+
+
+# ----------------------------------------------------------------------------- seeded runs: no timing-dependent blur
+def _blurs(transform):
+    if isinstance(transform, RandomTransform):
+        return _blurs(transform.transform)
+    if isinstance(transform, ComposeTransforms):
+        return [b for t in transform.transforms for b in _blurs(t)]
+    if isinstance(transform, OneOfTransform):
+        return [b for t in transform.list_of_transforms for b in _blurs(t)]
+    return [transform] if type(transform).__name__ == "GaussianBlurTransform" else []
+
+
+def test_timing_free_transforms_turns_off_the_blur_benchmark():
+    """nnU-Net's blur picks FFT or convolution by timing them; a seeded run must not depend on machine load."""
+    from batchgeneratorsv2.transforms.noise.gaussian_blur import GaussianBlurTransform
+
+    from nnunetv2_advmim.data.semisup_loader import timing_free_transforms
+    from nnunetv2_advmim.runtime.numerics import seed_everything
+
+    full = nnUNetTrainer.get_training_transforms(
+        np.array([32, 32]), (-0.5, 0.5), None, (0, 1), False, use_mask_for_norm=[False], is_cascaded=False,
+        foreground_labels=[1], regions=None, ignore_label=None)
+    assert [b.benchmark for b in _blurs(full)] == [True]  # stock 2.8.1 benchmarks its one blur
+    assert timing_free_transforms(full) is full
+    assert [b.benchmark for b in _blurs(full)] == [False]
+    nested = ComposeTransforms([OneOfTransform([RandomTransform(GaussianBlurTransform((0.5, 1.0), benchmark=True), 0.5),
+                                                MirrorTransform(allowed_axes=(0,))]),
+                                GaussianBlurTransform((0.5, 1.0), benchmark=True)])
+    assert [b.benchmark for b in _blurs(timing_free_transforms(nested))] == [False, False]
+    x = torch.randn(1, 40, 40)
+    outputs = []
+    for _ in range(2):
+        seed_everything(0)
+        outputs.append(full(image=x.clone(), segmentation=torch.zeros(1, 40, 40))["image"])
+    assert torch.equal(*outputs)
