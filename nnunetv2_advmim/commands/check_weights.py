@@ -9,8 +9,9 @@ The target network is built exactly as training would build it: the trainer clas
 
     nnUNetv2_advmim_check_weights CKPT -d D -c C [-p nnUNetPlans] [-tr nnUNetTrainer]
 
-Fine-tuning routes: the plan's CNN with ``-tr nnUNetTrainer``; the hybrid (AdvMIM's primary network) with
-``-p nnUNetPlans_hybrid`` (from ``nnUNetv2_advmim_plan_hybrid``) or ``-tr nnUNetTrainerAdvMIM``.
+Fine-tuning routes: the plan's CNN with ``-tr nnUNetTrainer`` (or ``-tr nnUNetTrainerAdvMIM``, whose inference
+network is the CNN); the hybrid (AdvMIM's S) with ``-p nnUNetPlans_hybrid`` (from ``nnUNetv2_advmim_plan_hybrid``)
+or ``-tr nnUNetTrainerAdvMIM_Hybrid``.
 """
 import argparse
 import os

@@ -10,7 +10,7 @@ Stages, each a stock nnU-Net command or one of ours, exactly what a user types:
    ``nnUNetv2_advmim_preprocess_unlabeled`` for ``imagesUnlabeled``,
 4. ``nnUNetv2_advmim_study`` at ``--labeled`` labeled cases and ``--draws`` draws of them, every arm on the same
    labeled cases, the same unlabeled pool and the same number of iterations: stock ``nnUNetTrainer``,
-   ``nnUNetTrainerAdvMIM`` (predicting with S, its default, and with C from the same training) and stock
+   ``nnUNetTrainerAdvMIM`` (predicting with C, its default, and with S from the same training) and stock
    fine-tuning from ``nnUNetTrainerAnatoMask`` pretraining on every image (labels never read). Each arm trains
    with ``nnUNetv2_train``, predicts ``imagesTs`` with ``nnUNetv2_predict`` and is evaluated on ``labelsTs``;
 5. ``nnunetv2_advmim.evaluation.compare.compare_runs`` on the first draw: Dice, HD95, ASD and NSD per label, and
@@ -36,7 +36,7 @@ from nnunetv2_advmim.data.synthetic import dataset_folder_name, make_synthetic_d
 from nnunetv2_advmim.evaluation.compare import compare_runs
 
 PATH_VARS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
-ARMS = ("nnUNetTrainer", "nnUNetTrainerAdvMIM", "nnUNetTrainerAdvMIM:cnn")
+ARMS = ("nnUNetTrainer", "nnUNetTrainerAdvMIM", "nnUNetTrainerAdvMIM:hybrid")
 PRETRAINER = "nnUNetTrainerAnatoMask"
 SMALL_PLANS = "nnUNetPlans_small"
 # the CPU study plan of docs/study.md; the 3D preset keeps its planned stages

@@ -76,7 +76,7 @@ def load_branch_weights(module: nn.Module, filename: str, branch: str) -> None:
                          + "\n".join(lines[:50]) + ("\n  ..." if len(lines) > 50 else "") +
                          f"\nTrain the checkpoint with the same plans and network class; the full list: "
                          f"nnUNetv2_advmim_check_weights {filename} -d DATASET -c CONFIGURATION -tr "
-                         f"{'nnUNetTrainerAdvMIM' if branch == 'hybrid' else 'nnUNetTrainer'}")
+                         f"{'nnUNetTrainerAdvMIM_Hybrid' if branch == 'hybrid' else 'nnUNetTrainer'}")
     own.update({k: v for k, v in source.items() if k in own and ".seg_layers." not in k})
     module.load_state_dict(own)
 

@@ -128,7 +128,7 @@ def test_each_optimizer_changes_only_its_own_parameters(advmim_2d):
     for name, opt in owned.items():
         ids = {id(p) for g in opt.param_groups for p in g["params"]}
         assert ids == {id(p) for p in modules[name].parameters()}, name
-    assert t.network is t.branches["hybrid"]
+    assert t.network is t.branches["cnn"]  # the default predicts with C
 
     before = {k: _params(m) for k, m in modules.items()}
     seen = {}
@@ -216,7 +216,7 @@ def test_checkpoint_round_trip_restores_every_state(advmim_2d, tmp_path):
     ckpt = str(tmp_path / "ckpt.pth")
     t.save_checkpoint(ckpt)
     saved = torch.load(ckpt, map_location="cpu", weights_only=False)
-    # stock layout: network_weights is S and loads strictly into what nnUNetv2_predict builds
+    # stock layout: network_weights is C (the default's network) and loads strictly into what nnUNetv2_predict builds
     net = type(t).build_network_architecture(t.plans_manager, t.configuration_manager, 1,
                                              t.label_manager.num_segmentation_heads, False)
     net.load_state_dict(saved["network_weights"])
@@ -263,9 +263,9 @@ def test_partner_checkpoint_loads_into_c_through_the_environment(advmim_2d, tmp_
 
 
 @pytest.mark.parametrize("name, predicts, n_disc, masked", [
-    ("nnUNetTrainerAdvMIM_noAdv", "HybridTransformerUNet", 0, True),
-    ("nnUNetTrainerCTCT", "HybridTransformerUNet", 0, False),
-    ("nnUNetTrainerAdvMIM_CNN", "MaskablePlainConvUNet", 2, True),
+    ("nnUNetTrainerAdvMIM_noAdv", "MaskablePlainConvUNet", 0, True),
+    ("nnUNetTrainerCTCT", "MaskablePlainConvUNet", 0, False),
+    ("nnUNetTrainerAdvMIM_Hybrid", "HybridTransformerUNet", 2, True),
 ])
 def test_variants_train_step_and_inference_network(advmim_2d, tmp_path, name, predicts, n_disc, masked):
     torch.manual_seed(3)

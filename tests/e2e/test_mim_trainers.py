@@ -181,15 +181,18 @@ def test_pretraining_stock_command(mim_env, dataset_id, name, configuration, tra
 
 
 def test_hybrid_pretraining_finetunes_advmim(mim_env):
-    """AnatoMask_Hybrid's checkpoint loads into AdvMIM's primary (hybrid) branch with stock -pretrained_weights."""
+    """AnatoMask_Hybrid's checkpoint loads into AdvMIM's S through $nnUNet_advmim_pretrained_hybrid (stock
+    -pretrained_weights goes to the network the trainer predicts with, C by default)."""
     _train(mim_env, 960, "3d_fullres", "nnUNetTrainerAnatoMask_Hybrid_t")
     ckpt = os.path.join(_fold_dir(mim_env, 960, "MIM3D", "nnUNetTrainerAnatoMask_Hybrid_t", "3d_fullres"),
                         "checkpoint_final.pth")
     assert any(".blocks." in k for k in _load(ckpt)["network_weights"])  # transformer blocks were pretrained
     with open(os.path.join(mim_env["ext"], "advmim_short.py"), "w") as f:
         f.write(textwrap.dedent(ADVMIM_SHORT))
-    proc = _train(mim_env, 960, "3d_fullres", "nnUNetTrainerAdvMIM_ft", "-pretrained_weights", ckpt)
-    assert "Loading pretrained weights from file" in proc.stdout
+    _train(dict(mim_env, nnUNet_advmim_pretrained_hybrid=ckpt), 960, "3d_fullres", "nnUNetTrainerAdvMIM_ft")
+    fold = _fold_dir(mim_env, 960, "MIM3D", "nnUNetTrainerAdvMIM_ft", "3d_fullres")
+    logs = [f for f in os.listdir(fold) if f.startswith("training_log_")]
+    assert any(f"Loaded hybrid branch weights from {ckpt}" in open(os.path.join(fold, f)).read() for f in logs)
 
 
 # ------------------------------------------------------------------------------------- no labels read

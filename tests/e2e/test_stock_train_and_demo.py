@@ -60,13 +60,14 @@ def test_demo_runs_end_to_end_in_2d(tmp_path, monkeypatch, capsys):
                   "nnUNetv2_advmim_preprocess_unlabeled", "nnUNetv2_advmim_study"):
         assert "$ " + stage in out, stage
     records = result["study"]["records"]
-    arms = ["nnUNetTrainer", "nnUNetTrainerAdvMIM", "nnUNetTrainerAdvMIM:cnn", "nnUNetTrainer_from_nnUNetTrainerAnatoMask"]
+    arms = ["nnUNetTrainer", "nnUNetTrainerAdvMIM", "nnUNetTrainerAdvMIM:hybrid",
+            "nnUNetTrainer_from_nnUNetTrainerAnatoMask"]
     assert sorted((r["arm"], r["draw"]) for r in records) == sorted((a, d) for a in arms for d in (0, 1))
     for d in (0, 1):  # every arm of a draw: the same labeled cases, the same iterations
         same_draw = [r for r in records if r["draw"] == d]
         assert len({tuple(r["labeled"]) for r in same_draw}) == 1 and {r["iterations"] for r in same_draw} == {2}
     table = result["table"]
-    assert "| 2 | nnUNetTrainerAdvMIM:cnn | 2 | 2 |" in table and "organ" in table and "vs nnUNetTrainer" in table
+    assert "| 2 | nnUNetTrainerAdvMIM:hybrid | 2 | 2 |" in table and "organ" in table and "vs nnUNetTrainer" in table
     assert table in out
     comparison = result["comparison"]
     assert os.path.isfile(comparison["png"]) and set(comparison["n_labeled"].values()) == {2}

@@ -103,3 +103,12 @@ def test_discriminator_optimizers():
     assert opt.param_groups[0]["lr"] == pytest.approx(1e-2 * (1 - 5 / 10) ** 0.9)
     with pytest.raises(ValueError, match="sgd"):
         discriminator_optimizer(params, "rmsprop", 1e-4, 10)
+
+
+def test_inference_network_of_each_variant():
+    """C is the default inference network of the whole AdvMIM family (measured ahead of S); `_Hybrid` keeps the
+    paper's S, `_Ensemble` averages both, and `_CNN` is the default under its older name."""
+    expected = {"nnUNetTrainerAdvMIM": "cnn", "nnUNetTrainerAdvMIM_noAdv": "cnn", "nnUNetTrainerCTCT": "cnn",
+                "nnUNetTrainerAdvMIM_CNN": "cnn", "nnUNetTrainerAdvMIM_Hybrid": "hybrid",
+                "nnUNetTrainerAdvMIM_Ensemble": "ensemble"}
+    assert {name: find_trainer(name).predict_with for name in expected} == expected
