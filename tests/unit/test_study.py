@@ -202,3 +202,27 @@ def test_ablation_examples_change_one_known_choice_each(monkeypatch):
         for attr, value in cls.choice.items():
             assert attr in defaults, (name, attr)
             assert repr(value) != defaults[attr], (name, attr)
+
+
+def test_pretraining_ablation_examples_change_one_known_choice_each(monkeypatch):
+    """docs/examples/pretraining_ablations.py: found by nnU-Net's lookup through nnUNet_extTrainer; each pretrainer
+    sets attributes its parent's __init__ defines, away from their defaults."""
+    import inspect
+    import re
+    examples = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "examples")
+    monkeypatch.setenv("nnUNet_extTrainer", os.path.abspath(examples))
+    names = {"nnUNetTrainerAnatoMask_varianceWeighted": "nnUNetTrainerAnatoMask",
+             "nnUNetTrainerAnatoMask_raw": "nnUNetTrainerAnatoMask",
+             "nnUNetTrainerMPSAMS_excludeFlat": "nnUNetTrainerMPSAMS",
+             "nnUNetTrainerMIM_noIntensityAug": "nnUNetTrainerMIM",
+             "nnUNetTrainerAnatoMask_noIntensityAug": "nnUNetTrainerAnatoMask"}
+    for name, parent in names.items():
+        cls, base = find_trainer(name), find_trainer(parent)
+        assert issubclass(cls, base) and cls.choice
+        defaults = {}
+        for c in reversed([c for c in base.__mro__ if "__init__" in vars(c) and c.__module__ != "nnunetv2.training."
+                           "nnUNetTrainer.nnUNetTrainer" and c is not object]):
+            defaults.update(re.findall(r"self\.(\w+) = ([^#\n]+?)\s*(?:#|\n)", inspect.getsource(c.__init__)))
+        for attr, value in cls.choice.items():
+            assert attr in defaults, (name, attr)
+            assert repr(value) != defaults[attr] and repr(value).replace('"', "'") != defaults[attr], (name, attr)
