@@ -11,46 +11,31 @@ defaults, so each arm differs from its parent trainer by exactly that choice. Th
 fine-tuner, not a pretrainer: ``--finetuner nnUNetTrainer_FinetuneWarmup`` (in a study folder of its own, since
 the fine-tuner is one of a study's fixed settings).
 """
-import torch
-
 from nnunetv2_advmim.trainers.nnUNetTrainerMIM import nnUNetTrainerAnatoMask, nnUNetTrainerMIM, nnUNetTrainerMPSAMS
+from nnunetv2_advmim.trainers.one_choice import OneChoice
 
 
-class _OneChoice:
-    """Sets ``choice`` after the pretrainer's ``__init__``; refuses attributes the pretrainer lacks."""
-    choice = {}
-
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device('cuda')):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        for name, value in self.choice.items():
-            if not hasattr(self, name):
-                raise AttributeError(f"{type(self).__name__}: {type(self).__mro__[2].__name__} has no attribute "
-                                     f"{name!r}")
-            setattr(self, name, value)
-
-
-class nnUNetTrainerAnatoMask_varianceWeighted(_OneChoice, nnUNetTrainerAnatoMask):
+class nnUNetTrainerAnatoMask_varianceWeighted(OneChoice, nnUNetTrainerAnatoMask):
     """Hard blocks ranked by the teacher's normalised error times the block's intensity variance (nearly uniform
     background blocks rank low)."""
     choice = {"anatomask_ranking": "variance_weighted"}
 
 
-class nnUNetTrainerAnatoMask_raw(_OneChoice, nnUNetTrainerAnatoMask):
+class nnUNetTrainerAnatoMask_raw(OneChoice, nnUNetTrainerAnatoMask):
     """Hard blocks ranked by the teacher's error against raw intensities."""
     choice = {"anatomask_ranking": "raw"}
 
 
-class nnUNetTrainerMPSAMS_excludeFlat(_OneChoice, nnUNetTrainerMPSAMS):
+class nnUNetTrainerMPSAMS_excludeFlat(OneChoice, nnUNetTrainerMPSAMS):
     """Only blocks inside the foreground that are not near-constant are clustered and can be lesion-like."""
     choice = {"mpsams_exclude_flat": True}
 
 
-class nnUNetTrainerMIM_noIntensityAug(_OneChoice, nnUNetTrainerMIM):
+class nnUNetTrainerMIM_noIntensityAug(OneChoice, nnUNetTrainerMIM):
     """Random-block MIM without nnU-Net's intensity transforms."""
     choice = {"pretrain_intensity_augmentation": False}
 
 
-class nnUNetTrainerAnatoMask_noIntensityAug(_OneChoice, nnUNetTrainerAnatoMask):
+class nnUNetTrainerAnatoMask_noIntensityAug(OneChoice, nnUNetTrainerAnatoMask):
     """AnatoMask without nnU-Net's intensity transforms."""
     choice = {"pretrain_intensity_augmentation": False}

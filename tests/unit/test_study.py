@@ -226,3 +226,22 @@ def test_pretraining_ablation_examples_change_one_known_choice_each(monkeypatch)
         for attr, value in cls.choice.items():
             assert attr in defaults, (name, attr)
             assert repr(value) != defaults[attr] and repr(value).replace('"', "'") != defaults[attr], (name, attr)
+
+
+def test_one_choice_sets_known_attributes_and_refuses_unknown_ones():
+    from nnunetv2_advmim.trainers.one_choice import OneChoice
+
+    class Parent:
+        def __init__(self, plans, configuration, fold, dataset_json, device=None):
+            self.lambda_u, self.other = 1.0, "kept"
+
+    class Good(OneChoice, Parent):
+        choice = {"lambda_u": 0.5}
+
+    class Typo(OneChoice, Parent):
+        choice = {"lamda_u": 0.5}
+
+    t = Good({}, "2d", 0, {})
+    assert (t.lambda_u, t.other) == (0.5, "kept")
+    with pytest.raises(AttributeError, match="Typo: Parent has no attribute 'lamda_u'"):
+        Typo({}, "2d", 0, {})
