@@ -164,12 +164,20 @@ def _import_lines(cls, alias: str) -> str:
 
 def _source_file(cls) -> str:
     """The file that defines ``cls``; nnU-Net's lookup drops external trainer modules from ``sys.modules``, so
-    ``inspect.getfile`` cannot be used for them: the file is read off the code of a method the class defines."""
+    ``inspect.getfile`` cannot be used for them: the file is read off the code of a method the class defines, or,
+    for a class without methods of its own (an ablation arm that only sets attributes), found the way nnU-Net's
+    lookup named its module: relative to an ``nnUNet_extTrainer`` folder."""
     for value in vars(cls).values():
         func = getattr(value, "__func__", value)
         code = getattr(func, "__code__", None)
         if code is not None:
             return code.co_filename
+    parts = cls.__module__.split(".")
+    for root in os.environ.get("nnUNet_extTrainer", "").split(os.pathsep):
+        if root.strip():
+            for candidate in (os.path.join(root, *parts) + ".py", os.path.join(root, *parts, "__init__.py")):
+                if os.path.isfile(candidate):
+                    return candidate
     return inspect.getfile(cls)
 
 

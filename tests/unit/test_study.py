@@ -245,3 +245,20 @@ def test_one_choice_sets_known_attributes_and_refuses_unknown_ones():
     assert (t.lambda_u, t.other) == (0.5, "kept")
     with pytest.raises(AttributeError, match="Typo: Parent has no attribute 'lamda_u'"):
         Typo({}, "2d", 0, {})
+
+
+@pytest.mark.parametrize("name", ["nnUNetTrainerAdvMIM_rampups", "nnUNetTrainerAnatoMask_varianceWeighted"])
+def test_study_variant_of_an_ablation_arm_loads_its_file(monkeypatch, name):
+    """An arm defined in an nnUNet_extTrainer folder, with no method of its own: the study's variant source finds
+    its file (nnU-Net's lookup leaves no module behind) and the variant keeps the arm's choice."""
+    import sys
+    examples = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "docs", "examples"))
+    monkeypatch.setenv("nnUNet_extTrainer", examples)
+    cls = find_trainer(name)
+    assert cls.__module__ not in sys.modules  # what made inspect.getfile fail for these arms
+    source = variants_source([(variant_name(name, 5, 2), cls, 5, 2, 1)])
+    assert os.path.join(examples, cls.__module__ + ".py") in source
+    namespace = {}
+    exec(compile(source, "study_trainers.py", "exec"), namespace)
+    variant = namespace[variant_name(name, 5, 2)]
+    assert variant.__mro__[1].__name__ == name and variant.choice == cls.choice
