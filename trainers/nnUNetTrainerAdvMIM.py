@@ -211,8 +211,9 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
         self.print_to_log_file(
             "Note: in this package's own label-efficiency study (synthetic scarce-label data, 2D, 4 labeled cases, "
             "1000 iterations for every arm, 3 draws) AdvMIM has not yet beaten stock nnU-Net trained on the same "
-            "cases: predicting with C (the default) it was 0.4 +- 1.8 Dice points below, with S 5.7 below "
-            "(docs/study.md). Compare it with stock training on your data (nnUNetv2_advmim_study) before relying on it.")
+            "cases: predicting with C (the default) it was 0.4 +- 1.8 Dice points below, with S 5.7 below; without "
+            "the adversarial loss (nnUNetTrainerAdvMIM_noAdv) 1.9 +- 0.8 above (docs/study.md). Compare them with "
+            "stock training on your data (nnUNetv2_advmim_study) before relying on one.")
         self.logger.update_config({"hparas": {"advmim": {k: getattr(self, k) for k in (
             "masked_domain", "adversarial", "mask_ratio", "lambda_u", "lambda_ct", "ct_rampup_fraction", "lambda_adv",
             "u_rampup_fraction", "adv_rampup_fraction", "unlabeled_batch_dice", "mask_block_size", "disc_real",
