@@ -4,7 +4,7 @@ Put this folder on ``nnUNet_extTrainer`` and name the classes as pretrainers of 
 
     export nnUNet_extTrainer=$PWD/docs/examples
     nnUNetv2_advmim_study -d 970 -c 2d -p nnUNetPlans_small -n 4 --draws 3 --epochs 50 --iterations 20 \
-        -tr nnUNetTrainer --pretrainer nnUNetTrainerAnatoMask nnUNetTrainerAnatoMask_varianceWeighted
+        -tr nnUNetTrainer --pretrainer nnUNetTrainerAnatoMask nnUNetTrainerAnatoMask_normalised
 
 Every class sets one attribute (docs/pretraining.md, "Choices and their defaults") and keeps the others at their
 defaults, so each arm differs from its parent trainer by exactly that choice. The fine-tuning warm-up is a
@@ -15,10 +15,10 @@ from nnunetv2_advmim.trainers.nnUNetTrainerMIM import nnUNetTrainerAnatoMask, nn
 from nnunetv2_advmim.trainers.one_choice import OneChoice
 
 
-class nnUNetTrainerAnatoMask_varianceWeighted(OneChoice, nnUNetTrainerAnatoMask):
-    """Hard blocks ranked by the teacher's normalised error times the block's intensity variance (nearly uniform
-    background blocks rank low)."""
-    choice = {"anatomask_ranking": "variance_weighted"}
+class nnUNetTrainerAnatoMask_normalised(OneChoice, nnUNetTrainerAnatoMask):
+    """Hard blocks ranked by the teacher's error against the block-normalised targets alone (the ranking before
+    variance weighting became the default; nearly uniform background blocks can rank hardest)."""
+    choice = {"anatomask_ranking": "normalised"}
 
 
 class nnUNetTrainerAnatoMask_raw(OneChoice, nnUNetTrainerAnatoMask):

@@ -322,7 +322,7 @@ def test_trainer_defaults_are_the_earlier_behaviour_and_are_logged(tmp_path, mon
 
     anatomask, mpsams, warm = make("nnUNetTrainerAnatoMask"), make("nnUNetTrainerMPSAMS"), \
         make("nnUNetTrainer_FinetuneWarmup")
-    assert anatomask.anatomask_ranking == "normalised" and anatomask.pretrain_intensity_augmentation is True
+    assert anatomask.anatomask_ranking == "variance_weighted" and anatomask.pretrain_intensity_augmentation is True
     assert mpsams.mpsams_exclude_flat is False and mpsams.pretrain_intensity_augmentation is True
     assert mpsams.mpsams_flat_std_fraction == 0.05 and mpsams.mpsams_min_nonzero_fraction == 0.5
     assert warm.warmup_epochs is None and warm.warmup_fraction == 0.1 and isinstance(warm, nnUNetTrainer)
@@ -333,7 +333,7 @@ def test_trainer_defaults_are_the_earlier_behaviour_and_are_logged(tmp_path, mon
     anatomask.print_to_log_file = lambda *a, **k: lines.append(" ".join(str(v) for v in a))
     monkeypatch.setattr(nnUNetTrainer, "on_train_start", lambda self: None)
     anatomask.on_train_start()
-    assert any("anatomask_ranking=normalised" in ln and "pretrain_intensity_augmentation=True" in ln for ln in lines)
+    assert any("anatomask_ranking=variance_weighted" in ln and "pretrain_intensity_augmentation=True" in ln for ln in lines)
     anatomask.anatomask_ranking = "entropy"
     with pytest.raises(ValueError, match="anatomask_ranking"):
         anatomask.initialize()  # checked before anything is built

@@ -211,7 +211,7 @@ def test_pretraining_ablation_examples_change_one_known_choice_each(monkeypatch)
     import re
     examples = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "examples")
     monkeypatch.setenv("nnUNet_extTrainer", os.path.abspath(examples))
-    names = {"nnUNetTrainerAnatoMask_varianceWeighted": "nnUNetTrainerAnatoMask",
+    names = {"nnUNetTrainerAnatoMask_normalised": "nnUNetTrainerAnatoMask",
              "nnUNetTrainerAnatoMask_raw": "nnUNetTrainerAnatoMask",
              "nnUNetTrainerMPSAMS_excludeFlat": "nnUNetTrainerMPSAMS",
              "nnUNetTrainerMIM_noIntensityAug": "nnUNetTrainerMIM",
@@ -247,7 +247,7 @@ def test_one_choice_sets_known_attributes_and_refuses_unknown_ones():
         Typo({}, "2d", 0, {})
 
 
-@pytest.mark.parametrize("name", ["nnUNetTrainerAdvMIM_rampups", "nnUNetTrainerAnatoMask_varianceWeighted"])
+@pytest.mark.parametrize("name", ["nnUNetTrainerAdvMIM_rampups", "nnUNetTrainerAnatoMask_normalised"])
 def test_study_variant_of_an_ablation_arm_loads_its_file(monkeypatch, name):
     """An arm defined in an nnUNet_extTrainer folder, with no method of its own: the study's variant source finds
     its file (nnU-Net's lookup leaves no module behind) and the variant keeps the arm's choice."""
