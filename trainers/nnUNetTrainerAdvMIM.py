@@ -1,9 +1,9 @@
 """AdvMIM semi-supervised training and its ablations inside nnU-Net.
 
 ``nnUNetv2_train D C F -tr nnUNetTrainerAdvMIM`` trains S (the hybrid CNN-Transformer) and C (the plan's CNN,
-maskable subclass) on one labeled and one unlabeled batch per iteration; C is ``self.network``, saved as
-``network_weights`` and used by ``nnUNetv2_predict`` (``predict_with``; the paper predicts with S, which was
-behind C in every measured draw, docs/advmim.md) (``nnunetv2_advmim.data.semisup_loader``). The math is in
+maskable subclass) on one labeled and one unlabeled batch per iteration (``nnunetv2_advmim.data.semisup_loader``).
+C is ``self.network``, saved as ``network_weights`` and used by ``nnUNetv2_predict`` (``predict_with``; the paper
+predicts with S, which was behind C in every measured draw, docs/advmim.md). The math is in
 ``nnunetv2_advmim.methods.advmim``;
 ``train_step`` below reads as the algorithm:
 
