@@ -21,12 +21,19 @@ against ``labelsTs``. The protocol:
   ``<study>/predictions``, command output in ``<study>/logs``. A finished arm is recorded in
   ``<study>/arms/<id>.json`` and never trained again: killing the study and starting it again continues (an
   unfinished training resumes with ``--c``). A failed arm is reported with its log and the others go on.
+- **Postprocessing** (``--postprocess``): nnU-Net's own postprocessing (keep the largest foreground component,
+  overall and per label, only where it raises Dice) is determined per arm and draw with
+  ``nnUNetv2_determine_postprocessing`` on that arm's predictions of the validation cases and applied to its test
+  predictions with ``nnUNetv2_apply_postprocessing``; the result is the arm ``<arm>+pp`` (no extra training).
+- **One study process per folder**: ``<study>/study.lock`` holds the running study's process id; a second study
+  on the same folder is refused while that process lives (it would rewrite the study's trainer variants).
 - **Outputs**: ``study.md`` and ``study.csv`` (per arm and count: Dice/HD95/NSD per label, mean and spread over
   draws, iterations, training time), ``study_runs.csv`` (one row per draw) and ``study.png`` (mean foreground
   Dice versus labeled cases, one line per arm with the spread over draws, ``all`` as reference lines).
 """
 import argparse
 import contextlib
+import copy
 import csv
 import importlib.util
 import inspect
@@ -44,6 +51,7 @@ import matplotlib
 import numpy as np
 import torch
 from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
 
 matplotlib.use("agg")  # figures go to files; no display is needed
 import matplotlib.pyplot as plt  # noqa: E402
@@ -56,6 +64,8 @@ from nnunetv2_advmim.runtime.checkpointing import atomic_save, safe_load
 from nnunetv2_advmim.runtime.weights import ADVMIM_NETWORKS, advmim_network_weights
 
 STUDY_FILE = "study.json"
+LOCK_FILE = "study.lock"
+PP_SUFFIX = "+pp"  # the arm of an arm's test predictions after nnU-Net's postprocessing
 VARIANTS_MODULE = "study_trainers"
 OUTPUTS = ("study.md", "study.csv", "study_runs.csv", "study.png")
 METRIC_NAMES = ("Dice", "HD95", "NSD")
@@ -232,7 +242,7 @@ class Study:
                  n_val: Optional[int] = None, seed: int = 0, pretrainers: Sequence[str] = (),
                  finetuner: str = "nnUNetTrainer", pretrain_epochs: Optional[int] = None,
                  match_time: Optional[str] = None, device: str = "cpu", output_folder: Optional[str] = None,
-                 threads: Optional[int] = None, npp: Optional[int] = None, log=print):
+                 threads: Optional[int] = None, npp: Optional[int] = None, postprocess: bool = False, log=print):
         self.counts = [parse_count(c) for c in counts]
         if not self.counts:
             raise ValueError("give at least one labeled count (-n)")
@@ -266,6 +276,7 @@ class Study:
             if n != "all":
                 labeled_cases(self.pool, n, 0, seed)  # range check before any training
         self.draws, self.seed, self.device, self.log, self.threads = draws, seed, device, log, threads
+        self.postprocess = postprocess
         # 0 = nnU-Net's sequential prediction: no worker start-up, the faster choice for small test sets on a CPU
         self.npp = (0 if device == "cpu" else 3) if npp is None else npp
         self.epochs, self.iterations, self.val_iterations = epochs, iterations, val_iterations
@@ -437,34 +448,50 @@ class Study:
             self.epochs_of[trainer] = max(1, int(round(ref / calib[trainer])))
         self.calibration = calib
 
+    def _record_file(self, key: str, arm: str) -> str:
+        return os.path.join(self.folder, "arms", f"{key}__{arm_file_id(arm)}.json")
+
+    def _arm_setup(self, arm: str, n, draw: int) -> tuple:
+        """(labeled cases, results root, environment, log file) of one arm run."""
+        key = split_key(n, draw)
+        labeled = labeled_cases(self.pool, n, draw, self.seed)
+        results = os.path.join(self.folder, "results", key, arm_parts(arm)[0])  # Trainer:network shares Trainer's
+        env = self._env(self._split_folder(key, labeled), results)
+        return labeled, results, env, os.path.join(self.folder, "logs", f"{key}__{arm_file_id(arm)}.log")
+
+    def _trainer_of(self, arm: str) -> tuple:
+        """(trainer that trains the arm, its pretrainer or None)."""
+        pretrainer = next((p for p in self.pretrainers if arm == self._finetune_arm(p)), None)
+        return (self.finetuner if pretrainer else arm_parts(arm)[0]), pretrainer
+
+    def _predictor(self, arm: str, results: str) -> str:
+        """The ``-tr`` name ``nnUNetv2_predict`` uses for the arm (a derived model for ``Trainer:network``)."""
+        return self._derive_model(results, arm) if arm_parts(arm)[1] else self._variant(self._trainer_of(arm)[0])
+
+    def _predict(self, predictor: str, images: str, output: str, env: dict, log_file: str):
+        if os.path.isdir(output):
+            shutil.rmtree(output)  # derived from the checkpoint; predicted again
+        _run(["nnUNetv2_predict", "-i", images, "-o", output, "-d", self.dataset_name, "-c", self.configuration,
+              "-f", "0", "-tr", predictor, "-p", self.plans, "-device", self.device, "-npp", str(self.npp),
+              "-nps", str(self.npp), "--disable_progress_bar"], env, log_file)
+
     def _arm(self, arm: str, n, draw: int, pretrained: Dict[str, str]) -> Optional[dict]:
         key = split_key(n, draw)
-        base, network = arm_parts(arm)
-        record_file = os.path.join(self.folder, "arms", f"{key}__{arm_file_id(arm)}.json")
+        record_file = self._record_file(key, arm)
         record = _read_json(record_file)
         if record is not None:
             return record
-        labeled = labeled_cases(self.pool, n, draw, self.seed)
-        results = os.path.join(self.folder, "results", key, base)  # Trainer:network shares Trainer's training
-        env = self._env(self._split_folder(key, labeled), results)
-        log_file = os.path.join(self.folder, "logs", f"{key}__{arm_file_id(arm)}.log")
-        pretrainer = next((p for p in self.pretrainers if arm == self._finetune_arm(p)), None)
-        trainer = self.finetuner if pretrainer else base
+        labeled, results, env, log_file = self._arm_setup(arm, n, draw)
+        trainer, pretrainer = self._trainer_of(arm)
         extra = ["-pretrained_weights", pretrained[pretrainer]] if pretrainer else []
         wall = self._train(trainer, env, log_file, extra)
         model = self._model_folder(results, trainer)
-        predictor = self._derive_model(results, arm) if network else self._variant(trainer)
         pred = os.path.join(self.folder, "predictions", key, arm_file_id(arm))
-        if os.path.isdir(pred):
-            shutil.rmtree(pred)  # derived from the checkpoint; predicted again
-        _run(["nnUNetv2_predict", "-i", os.path.join(self.raw, "imagesTs"), "-o", pred, "-d", self.dataset_name,
-              "-c", self.configuration, "-f", "0", "-tr", predictor, "-p", self.plans,
-              "-device", self.device, "-npp", str(self.npp), "-nps", str(self.npp), "--disable_progress_bar"],
-             env, log_file)
+        self._predict(self._predictor(arm, results), os.path.join(self.raw, "imagesTs"), pred, env, log_file)
         result = evaluate_folders(os.path.join(self.raw, "labelsTs"), pred, require_all=True)
         seconds = _epoch_seconds(model)
-        record = {"arm": arm, "trainer": trainer, "predicts_with": network, "pretrainer": pretrainer, "n": n, "draw": draw,
-                  "n_labeled": len(labeled), "labeled": labeled, "epochs": len(seconds),
+        record = {"arm": arm, "trainer": trainer, "predicts_with": arm_parts(arm)[1], "pretrainer": pretrainer,
+                  "n": n, "draw": draw, "n_labeled": len(labeled), "labeled": labeled, "epochs": len(seconds),
                   "iterations": len(seconds) * self.iterations, "train_s": float(sum(seconds)),
                   "wall_s": wall, "labels": {str(k): v for k, v in result["labels"].items()},
                   "mean": {str(k): v for k, v in result["mean"].items()},
@@ -472,12 +499,73 @@ class Study:
         write_json_atomic(record_file, record)
         return record
 
+    def _validation_folders(self) -> tuple:
+        """(images, labels): links to the raw files of the study's validation cases, made once per study."""
+        root = os.path.join(self.folder, "validation")
+        images, labels = os.path.join(root, "imagesTr"), os.path.join(root, "labelsTr")
+        ending = self.dataset_json["file_ending"]
+        files = get_filenames_of_train_images_and_targets(self.raw, copy.deepcopy(self.dataset_json))
+        for folder in (images, labels):
+            os.makedirs(folder, exist_ok=True)
+        for case in self.val:
+            if case not in files:
+                raise FileNotFoundError(f"validation case {case} has no image in {os.path.join(self.raw, 'imagesTr')}"
+                                        f" (the raw dataset no longer matches its preprocessed data); restore it")
+            links = [(os.path.join(images, f"{case}_{c:04d}{ending}"), f) for c, f in enumerate(files[case]["images"])]
+            links.append((os.path.join(labels, case + ending), files[case]["label"]))
+            for link, target in links:
+                if not os.path.lexists(link):
+                    os.symlink(os.path.abspath(target), link)
+        return images, labels
+
+    def _postprocessed(self, record: dict) -> dict:
+        """The arm ``<arm>+pp``: nnU-Net's postprocessing, determined on the arm's predictions of the validation
+        cases, applied to its test predictions (module docstring). Recorded like an arm; no training."""
+        arm, n, draw = record["arm"], record["n"], record["draw"]
+        key = split_key(n, draw)
+        record_file = self._record_file(key, arm + PP_SUFFIX)
+        done = _read_json(record_file)
+        if done is not None:
+            return done
+        _, results, env, log_file = self._arm_setup(arm, n, draw)
+        images, labels = self._validation_folders()
+        val_pred = os.path.join(self.folder, "predictions", key, arm_file_id(arm) + "_validation")
+        self._predict(self._predictor(arm, results), images, val_pred, env, log_file)
+        _run(["nnUNetv2_determine_postprocessing", "-i", val_pred, "-ref", labels, "-np", "1",
+              "--remove_postprocessed"], env, log_file)
+        pred = os.path.join(self.folder, "predictions", key, arm_file_id(arm) + PP_SUFFIX)
+        if os.path.isdir(pred):
+            shutil.rmtree(pred)
+        _run(["nnUNetv2_apply_postprocessing", "-i", record["predictions"], "-o", pred, "-pp_pkl_file",
+              os.path.join(val_pred, "postprocessing.pkl"), "-np", "1"], env, log_file)
+        for f in ("dataset.json", "plans.json"):  # what nnUNetv2_predict leaves next to its predictions
+            if os.path.isfile(os.path.join(record["predictions"], f)):
+                shutil.copyfile(os.path.join(record["predictions"], f), os.path.join(pred, f))
+        result = evaluate_folders(os.path.join(self.raw, "labelsTs"), pred, require_all=True)
+        chosen = _read_json(os.path.join(val_pred, "postprocessing.json"))
+        steps = [{"function": fn, **{k: v for k, v in kw.items()}}
+                 for fn, kw in zip(chosen["postprocessing_fns"], chosen["postprocessing_kwargs"])]
+        record = dict(record, arm=arm + PP_SUFFIX, postprocessing=steps, predictions=pred,
+                      labels={str(k): v for k, v in result["labels"].items()},
+                      mean={str(k): v for k, v in result["mean"].items()},
+                      foreground_mean=result["foreground_mean"])
+        write_json_atomic(record_file, record)
+        return record
+
+    def _reported(self, arm: str) -> List[str]:
+        """The arm and, with postprocessing, its ``+pp`` twin."""
+        return [arm, arm + PP_SUFFIX] if self.postprocess else [arm]
+
     def jobs(self) -> List[tuple]:
         return [(arm, n, d) for n in self.counts for d in range(1 if n == "all" else self.draws)
                 for arm in self._arm_names(n)]
 
     def run(self) -> dict:
         """Train, predict and evaluate every missing arm, then write the outputs; returns them."""
+        with study_lock(self.folder):
+            return self._run_locked()
+
+    def _run_locked(self) -> dict:
         os.makedirs(os.path.join(self.folder, "logs"), exist_ok=True)
         self._write_variants()
         jobs = self.jobs()
@@ -508,12 +596,67 @@ class Study:
                 done_times.append(time.perf_counter() - t0)
             self.log(f"  mean foreground Dice {record['foreground_mean']['Dice']:.3f} "
                      f"({record['iterations']} iterations, {record['train_s']:.0f} s training)")
-        records = [r for r in (_read_json(os.path.join(self.folder, "arms",
-                                                        f"{split_key(n, d)}__{arm_file_id(a)}.json"))
-                               for a, n, d in jobs) if r is not None]
+            if not self.postprocess:
+                continue
+            try:
+                pp = self._postprocessed(record)
+            except (subprocess.CalledProcessError, FileNotFoundError, ValueError, RuntimeError) as e:
+                log_file = os.path.join(self.folder, "logs", f"{split_key(n, draw)}__{arm_file_id(arm)}.log")
+                failures.append({"arm": arm + PP_SUFFIX, "n": n, "draw": draw, "log": log_file, "error": str(e)})
+                self.log(f"  postprocessing FAILED ({e}); log: {log_file}")
+                continue
+            steps = ", ".join(f"{s['function']} {s['labels_or_regions']}" for s in pp["postprocessing"]) or "none"
+            self.log(f"  {arm + PP_SUFFIX}: mean foreground Dice {pp['foreground_mean']['Dice']:.3f} "
+                     f"(postprocessing chosen on the validation cases: {steps})")
+        records = [r for r in (_read_json(self._record_file(split_key(n, d), name)) for a, n, d in jobs
+                               for name in self._reported(a)) if r is not None]
         outputs = write_outputs(self, records, failures)
         self.log(f"Wrote {', '.join(outputs.values())}")
         return {"records": records, "failures": failures, "outputs": outputs}
+
+
+@contextlib.contextmanager
+def study_lock(folder: str):
+    """Hold ``<folder>/study.lock`` (this process's id) while a study runs in ``folder``; refuse when another living
+    process holds it. A lock left by a killed study is taken over."""
+    path = os.path.join(folder, LOCK_FILE)
+    while True:
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            break
+        except FileExistsError:
+            owner = _lock_owner(path)
+            if owner is not None and owner != os.getpid() and _process_alive(owner):
+                raise RuntimeError(f"another nnUNetv2_advmim_study (process {owner}) is running in {folder}; let it "
+                                   f"finish, or give this study another folder (-o). If no study is running there, "
+                                   f"delete {path}") from None
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)  # left by a study that was killed
+    with os.fdopen(fd, "w") as f:
+        f.write(str(os.getpid()))
+    try:
+        yield path
+    finally:
+        if _lock_owner(path) == os.getpid():
+            os.remove(path)
+
+
+def _lock_owner(path: str) -> Optional[int]:
+    try:
+        with open(path) as f:
+            return int(f.read().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
 
 
 def _epoch_seconds(model_folder: str) -> List[float]:
@@ -604,7 +747,8 @@ def _sort_key(row, arm_order):
 
 
 def write_outputs(study: Study, records: Sequence[dict], failures: Sequence[dict]) -> Dict[str, str]:
-    arm_order = [t for t, _ in study.arms] + [study._finetune_arm(p) for p in study.pretrainers]
+    arm_order = [name for arm in [t for t, _ in study.arms] + [study._finetune_arm(p) for p in study.pretrainers]
+                 for name in study._reported(arm)]
     rows = sorted(aggregate(records), key=lambda r: _sort_key(r, arm_order))
     out = {k: os.path.join(study.folder, k) for k in OUTPUTS}
     used_labels = list(records[0]["labels"].values()) if records else []
@@ -631,6 +775,10 @@ def write_outputs(study: Study, records: Sequence[dict], failures: Sequence[dict
           f"- Test set: `{os.path.join(study.raw, 'imagesTs')}` against `labelsTs`; values are mean ± standard "
           f"deviation over draws of the per-label mean over test cases; 'vs' is the difference of mean Dice to "
           f"{baseline} on the same draws (paired; ± over draws), in Dice points.",
+          *([f"- `ARM{PP_SUFFIX}`: ARM's test predictions after nnU-Net's postprocessing (keep the largest foreground "
+             f"component, overall or per label, where that raised Dice), chosen per draw on ARM's predictions of the "
+             f"validation cases (`nnUNetv2_determine_postprocessing`); the same training."] if study.postprocess
+            else []),
           "", *lines, ""]
     if failures:
         md += ["## Failed arms", ""] + [f"- n={f['n']} draw {f['draw']} {f['arm']}: {f['error']} (log: {f['log']})"
@@ -727,6 +875,10 @@ def main(argv=None) -> int:
                              "when other work shares the cores")
     parser.add_argument("-npp", type=int, default=None,
                         help="nnUNetv2_predict's -npp and -nps (default 0 = sequential on the CPU, 3 on a GPU)")
+    parser.add_argument("--postprocess", action="store_true",
+                        help="also report every arm after nnU-Net's postprocessing (keep the largest component where "
+                             "that raises Dice), determined on the arm's predictions of the validation cases: rows "
+                             "ARM+pp, no extra training; adds them to a finished study too")
     parser.add_argument("-o", default=None,
                         help="study folder (default $nnUNet_results/<Dataset>/study__<plans>__<configuration>)")
     args = parser.parse_args(argv)
@@ -736,7 +888,7 @@ def main(argv=None) -> int:
         study = Study(args.d, args.c, args.n, args.tr, args.draws, args.p, args.epochs, args.iterations,
                       args.val_iterations, args.n_val, args.seed, args.pretrainer, args.finetuner,
                       args.pretrain_epochs, args.match_time, args.device, args.o, args.threads,
-                      args.npp, log=lambda s: print(s, flush=True))
+                      args.npp, args.postprocess, log=lambda s: print(s, flush=True))
         result = study.run()
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         print(f"ERROR: {e}", file=sys.stderr)

@@ -3,6 +3,7 @@ import csv
 import hashlib
 import json
 import os
+from collections import Counter
 
 from helpers import run_cmd
 from nnunetv2_advmim.data.synthetic import make_synthetic_dataset
@@ -95,3 +96,26 @@ def test_study_command_end_to_end(nnunet_env, tmp_path, ext_trainers):
     changed[changed.index("--epochs") + 1] = "2"
     refused = run_cmd(changed, env=env, check=False)
     assert refused.returncode == 1 and "other settings" in refused.stdout
+
+    # --postprocess on the finished study: nnU-Net's postprocessing per arm and draw, chosen on the arm's predictions
+    # of the validation cases and applied to its test predictions; stock commands only, nothing trained again
+    pp_cmd = cmd[:cmd.index("-n")] + ["-n", "2", "--draws", "1", "-tr", "nnUNetTrainer", "nnUNetTrainerCTCT:cnn@2",
+                                      "--postprocess"] + cmd[cmd.index("--epochs"):]
+    out = run_cmd(pp_cmd, env=env, timeout=600).stdout
+    new = list((Counter(_commands_in_logs(study)) - Counter(commands_run)).elements())
+    assert sorted(c.split()[1] for c in new) == sorted(["nnUNetv2_predict", "nnUNetv2_determine_postprocessing",
+                                                        "nnUNetv2_apply_postprocessing"] * 2), new
+    md = open(os.path.join(study, "study.md")).read()
+    assert "| 2 | nnUNetTrainer+pp |" in md and "| 2 | nnUNetTrainerCTCT:cnn+pp |" in md, md
+    for arm in ("nnUNetTrainer", "nnUNetTrainerCTCT_as_cnn"):
+        raw = json.load(open(os.path.join(study, "arms", f"n2_d0__{arm}.json")))
+        pp = json.load(open(os.path.join(study, "arms", f"n2_d0__{arm}+pp.json")))
+        val = os.listdir(os.path.join(study, "predictions", "n2_d0", arm + "_validation"))
+        assert sorted(f[:-len(".nii.gz")] for f in val if f.endswith(".nii.gz")) == json.load(
+            open(os.path.join(study, "study.json")))["val_cases"]  # chosen on the validation cases only
+        assert pp["train_s"] == raw["train_s"] and len(os.listdir(pp["predictions"])) >= 2
+        if not pp["postprocessing"]:  # nothing raised validation Dice: the test predictions are unchanged
+            assert pp["foreground_mean"]["Dice"] == raw["foreground_mean"]["Dice"]
+    assert "postprocessing chosen on the validation cases" in out
+    run_cmd(pp_cmd, env=env)
+    assert len(_commands_in_logs(study)) == len(commands_run) + len(new)  # a second call predicts nothing again

@@ -8,8 +8,8 @@ import torch
 
 from nnunetv2_advmim.commands.small_plan import make_small_plans
 from nnunetv2_advmim.commands.study import (aggregate, arm_file_id, arm_parts, draw_order, find_trainer,
-                                            labeled_cases, parse_arm, split_validation, study_budget, variant_name,
-                                            variants_source)
+                                            labeled_cases, parse_arm, split_validation, study_budget, study_lock,
+                                            variant_name, variants_source)
 from nnunetv2_advmim.data.label_budget import budget_to_splits, budget_unlabeled_cases
 from nnunetv2_advmim.data.synthetic import SCARCE_LABELS, make_scarce_case, scarce_structures
 from nnunetv2_advmim.runtime.weights import advmim_network_weights
@@ -262,3 +262,28 @@ def test_study_variant_of_an_ablation_arm_loads_its_file(monkeypatch, name):
     exec(compile(source, "study_trainers.py", "exec"), namespace)
     variant = namespace[variant_name(name, 5, 2)]
     assert variant.__mro__[1].__name__ == name and variant.choice == cls.choice
+
+
+def test_study_lock_allows_one_process_per_folder(tmp_path):
+    """A living process's lock refuses a second study; a lock left by a killed study (its process gone) is taken
+    over; the lock is released when the study ends, also on an error."""
+    import subprocess
+    import sys
+    lock = tmp_path / "study.lock"
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock.write_text(str(other.pid))
+        with pytest.raises(RuntimeError, match=f"process {other.pid}.*another folder"):
+            with study_lock(str(tmp_path)):
+                pass
+        assert lock.read_text() == str(other.pid)  # the other study's lock is left alone
+    finally:
+        other.kill()
+        other.wait()
+    with study_lock(str(tmp_path)):  # its process is gone: a stale lock
+        assert lock.read_text() == str(os.getpid())
+    assert not lock.exists()
+    with pytest.raises(KeyError):
+        with study_lock(str(tmp_path)):
+            raise KeyError("a failing study")
+    assert not lock.exists()
