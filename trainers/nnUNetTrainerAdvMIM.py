@@ -609,9 +609,10 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
         if extra.get("predict_with", self.predict_with) != self.predict_with:
             raise RuntimeError(f"{filename_or_checkpoint} was written by a trainer predicting with "
                                f"{extra['predict_with']}, this one predicts with {self.predict_with}. Runs started "
-                               f"before C became the AdvMIM trainers' default predict with S (hybrid): continue one "
-                               f"with a trainer that sets predict_with = 'hybrid' (nnUNetTrainerAdvMIM_Hybrid for "
-                               f"nnUNetTrainerAdvMIM) after renaming its results folder to that trainer's name")
+                               f"before C became the AdvMIM trainers' default predict with S (hybrid): "
+                               f"`nnUNetv2_advmim_migrate -i <its model folder>` rewrites its checkpoints for "
+                               f"{self.predict_with} (both networks are kept; the originals stay as *.bak-"
+                               f"{extra['predict_with']}), then --c and nnUNetv2_predict work")
         for b, m in self.branches.items():
             unwrap_model(m).load_state_dict(strip_module_prefix(extra["weights"][b]))
             self.branch_optimizers[b].load_state_dict(extra["optimizers"][b])
