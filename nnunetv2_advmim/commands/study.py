@@ -543,8 +543,7 @@ class Study:
                 shutil.copyfile(os.path.join(record["predictions"], f), os.path.join(pred, f))
         result = evaluate_folders(os.path.join(self.raw, "labelsTs"), pred, require_all=True)
         chosen = _read_json(os.path.join(val_pred, "postprocessing.json"))
-        steps = [{"function": fn, **{k: v for k, v in kw.items()}}
-                 for fn, kw in zip(chosen["postprocessing_fns"], chosen["postprocessing_kwargs"])]
+        steps = [{"function": fn, **kw} for fn, kw in zip(chosen["postprocessing_fns"], chosen["postprocessing_kwargs"])]
         record = dict(record, arm=arm + PP_SUFFIX, postprocessing=steps, predictions=pred,
                       labels={str(k): v for k, v in result["labels"].items()},
                       mean={str(k): v for k, v in result["mean"].items()},
