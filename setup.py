@@ -93,7 +93,7 @@ setup(
         "matplotlib",  # comparison figure (nnunetv2_advmim.evaluation.compare)
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-timeout"],
+        "test": ["pytest>=7.3", "pytest-timeout"],
     },
     entry_points={
         "console_scripts": [
