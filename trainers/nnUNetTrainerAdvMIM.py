@@ -49,7 +49,8 @@ from nnunetv2_advmim.data.label_budget import refuse_fold_all_under_budget
 from nnunetv2_advmim.data.pseudo_sampling import next_cases, predict_locations, refresh_due
 from nnunetv2_advmim.data.semisup_loader import get_semisup_dataloaders
 from nnunetv2_advmim.evaluation.progress import plot_advmim_progress
-from nnunetv2_advmim.methods.adversarial import PatchDiscriminator, discriminator_optimizer
+from nnunetv2_advmim.methods.adversarial import (PatchDiscriminator, discriminator_optimizer,
+                                                   saved_discriminator_settings)
 from nnunetv2_advmim.methods.advmim import (AdvMIMWeights, advmim_generator_step, choose_step_mode,
                                             ddp_find_unused_parameters, discriminator_loss, full_resolution,
                                             most_memory_saving)
@@ -258,12 +259,31 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
             "cnn": PolyLRScheduler(cnn_opt, self.initial_lr, self.num_epochs)}
         if self.disc_real not in ("labeled", "unlabeled"):
             raise ValueError(f"disc_real must be 'labeled' or 'unlabeled', got {self.disc_real!r}")
+        self._build_disc_optimizers()
+        primary = "cnn" if self.predict_with == "cnn" else "hybrid"
+        return self.branch_optimizers[primary], self.branch_schedulers[primary]
+
+    def _build_disc_optimizers(self) -> None:
         made = {b: discriminator_optimizer(d.parameters(), self.disc_optimizer, self.disc_lr, self.num_epochs,
                                            betas=self.disc_betas) for b, d in self.discriminators.items()}
         self.disc_optimizers = {b: opt for b, (opt, _) in made.items()}
         self.disc_schedulers = {b: sched for b, (_, sched) in made.items() if sched is not None}
-        primary = "cnn" if self.predict_with == "cnn" else "hybrid"
-        return self.branch_optimizers[primary], self.branch_schedulers[primary]
+
+    def _disc_settings(self) -> dict:
+        return {"optimizer": self.disc_optimizer, "lr": self.disc_lr, "grad_clip": self.disc_grad_clip}
+
+    def _continue_with_saved_disc_settings(self, saved: dict, source: str) -> None:
+        """A resumed run keeps the discriminator optimizer it started with, also where this trainer's default has
+        changed since (a package update): its optimizer states only fit that one."""
+        now = self._disc_settings()
+        changed = {k: v for k, v in saved.items() if k in now and now[k] != v}
+        if not changed:
+            return
+        self.print_to_log_file(f"{source} was trained with discriminator settings {saved}; this trainer's are {now}. "
+                               f"The run continues with the ones it started with.")
+        for k, v in changed.items():
+            setattr(self, f"disc_{k}", v)
+        self._build_disc_optimizers()
 
     def set_deep_supervision_enabled(self, enabled: bool):
         for m in self.branches.values():
@@ -579,6 +599,7 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
                 "optimizers": {b: o.state_dict() for b, o in self.branch_optimizers.items()},
                 "discriminators": {b: unwrap_model(d).state_dict() for b, d in self.discriminators.items()},
                 "disc_optimizers": {b: o.state_dict() for b, o in self.disc_optimizers.items()},
+                "disc": self._disc_settings() if self.discriminators else None,
                 "disc_grad_scaler": self.disc_grad_scaler.state_dict() if self.disc_grad_scaler is not None else None,
                 # the schedules (poly, warm-up + poly, lambda_ct ramp-up) are functions of current_epoch
             },
@@ -615,6 +636,15 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
                                f"`nnUNetv2_advmim_migrate -i <its model folder>` rewrites its checkpoints for "
                                f"{self.predict_with} (both networks are kept; the originals stay as *.bak-"
                                f"{extra['predict_with']}), then --c and nnUNetv2_predict work")
+        saved_disc = saved_discriminator_settings(extra)
+        if bool(saved_disc) != bool(self.discriminators):
+            raise RuntimeError(f"{filename_or_checkpoint} was trained {'with' if saved_disc else 'without'} the "
+                               f"adversarial loss, {self.__class__.__name__} trains "
+                               f"{'with' if self.discriminators else 'without'} it; resume it with the trainer that "
+                               f"started it")
+        if saved_disc:
+            self._continue_with_saved_disc_settings(saved_disc, str(filename_or_checkpoint) if isinstance(
+                filename_or_checkpoint, str) else "The checkpoint")
         for b, m in self.branches.items():
             unwrap_model(m).load_state_dict(strip_module_prefix(extra["weights"][b]))
             self.branch_optimizers[b].load_state_dict(extra["optimizers"][b])

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from nnunetv2_advmim.commands.study import find_trainer
-from nnunetv2_advmim.methods.adversarial import PatchDiscriminator, discriminator_optimizer
+from nnunetv2_advmim.methods.adversarial import (PatchDiscriminator, discriminator_optimizer,
+                                                   saved_discriminator_settings)
 from nnunetv2_advmim.methods.advmim import MASKED_UNLABELED, AdvMIMWeights, part_loss
 from nnunetv2_advmim.methods.losses import cross_teaching_dice
 from nnunetv2_advmim.methods.masking import chosen_block_size
@@ -103,6 +104,41 @@ def test_discriminator_optimizers():
     assert opt.param_groups[0]["lr"] == pytest.approx(1e-2 * (1 - 5 / 10) ** 0.9)
     with pytest.raises(ValueError, match="sgd"):
         discriminator_optimizer(params, "rmsprop", 1e-4, 10)
+
+
+def test_saved_discriminator_settings_recorded_or_read_from_the_optimizer_states():
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    adam, _ = discriminator_optimizer(params, "adam", 1e-4, 10)
+    sgd, _ = discriminator_optimizer(params, "sgd", 1e-2, 10)
+    recorded = {"optimizer": "sgd", "lr": 1e-2, "grad_clip": 12.0}
+    assert saved_discriminator_settings({"disc": recorded, "disc_optimizers": {"cnn": adam.state_dict()}}) == recorded
+    # checkpoints written before the record: the kind from the parameter groups, Adam's constant lr with it
+    assert saved_discriminator_settings({"disc_optimizers": {"cnn": adam.state_dict()}}) == \
+        {"optimizer": "adam", "lr": 1e-4, "grad_clip": None}
+    assert saved_discriminator_settings({"disc_optimizers": {"cnn": sgd.state_dict()}}) == {"optimizer": "sgd"}
+    assert saved_discriminator_settings({"disc": None, "disc_optimizers": {}}) is None  # no adversarial loss
+
+
+def test_resumed_run_keeps_the_discriminator_optimizer_it_started_with():
+    trainer = find_trainer("nnUNetTrainerAdvMIM")
+    logged = []
+    fake = SimpleNamespace(disc_optimizer="sgd", disc_lr=1e-2, disc_grad_clip=12.0, disc_betas=(0.9, 0.99),
+                           num_epochs=10, print_to_log_file=logged.append,
+                           discriminators={b: PatchDiscriminator(2, torch.nn.Conv2d, features=(2, 2, 2, 2))
+                                           for b in ("hybrid", "cnn")})
+    fake._disc_settings = lambda: trainer._disc_settings(fake)
+    fake._build_disc_optimizers = lambda: trainer._build_disc_optimizers(fake)
+    fake._build_disc_optimizers()
+    trainer._continue_with_saved_disc_settings(fake, {"optimizer": "sgd"}, "ckpt.pth")
+    assert not logged and isinstance(fake.disc_optimizers["cnn"], torch.optim.SGD)  # same kind: nothing to do
+    trainer._continue_with_saved_disc_settings(fake, {"optimizer": "adam", "lr": 1e-4, "grad_clip": None}, "ckpt.pth")
+    assert (fake.disc_optimizer, fake.disc_lr, fake.disc_grad_clip) == ("adam", 1e-4, None)
+    assert all(isinstance(o, torch.optim.Adam) and o.param_groups[0]["lr"] == 1e-4
+               for o in fake.disc_optimizers.values())
+    assert fake.disc_schedulers == {} and "ckpt.pth" in logged[0] and "continues" in logged[0]
+    saved = {b: o.state_dict() for b, o in fake.disc_optimizers.items()}
+    for b, o in fake.disc_optimizers.items():  # the saved Adam states load into the rebuilt optimizers
+        o.load_state_dict(saved[b])
 
 
 def test_inference_network_of_each_variant():
