@@ -7,14 +7,16 @@ Put this folder on ``nnUNet_extTrainer`` and name the classes as study arms, e.g
         -tr nnUNetTrainer nnUNetTrainerAdvMIM nnUNetTrainerAdvMIM_rampups nnUNetTrainerAdvMIM_fgUnlabeled
 
 Every class sets one attribute (docs/advmim.md, "Choices the paper leaves open") and keeps the others at their
-defaults, so each arm differs from ``nnUNetTrainerAdvMIM`` by exactly that choice. Add ``:cnn`` or ``:ensemble``
-to an arm to predict with C or with both networks from the same training.
+defaults, so each arm differs from its parent by exactly that choice: ``nnUNetTrainerAdvMIM`` (no adversarial loss)
+for the choices that do not concern the discriminators, ``nnUNetTrainerAdvMIM_withAdv`` (the paper's adversarial
+loss) for those that do. Add ``:hybrid`` or ``:ensemble`` to an arm to predict with S or with both networks from the
+same training.
 """
-from nnunetv2_advmim.trainers.nnUNetTrainerAdvMIM import nnUNetTrainerAdvMIM
+from nnunetv2_advmim.trainers.nnUNetTrainerAdvMIM import nnUNetTrainerAdvMIM, nnUNetTrainerAdvMIM_withAdv
 from nnunetv2_advmim.trainers.one_choice import OneChoice
 
 
-class nnUNetTrainerAdvMIM_rampups(OneChoice, nnUNetTrainerAdvMIM):
+class nnUNetTrainerAdvMIM_rampups(OneChoice, nnUNetTrainerAdvMIM_withAdv):
     """lambda_u and lambda_adv ramp up like lambda_ct (sigmoid over the first 40 % of the iterations)."""
     choice = {"u_rampup_fraction": 0.4, "adv_rampup_fraction": 0.4}
 
@@ -24,7 +26,7 @@ class nnUNetTrainerAdvMIM_batchDice(OneChoice, nnUNetTrainerAdvMIM):
     choice = {"unlabeled_batch_dice": True}
 
 
-class nnUNetTrainerAdvMIM_discUnlabeled(OneChoice, nnUNetTrainerAdvMIM):
+class nnUNetTrainerAdvMIM_discUnlabeled(OneChoice, nnUNetTrainerAdvMIM_withAdv):
     """The discriminators' real maps come from the unlabeled crops (real and fake differ by the mask only)."""
     choice = {"disc_real": "unlabeled"}
 
@@ -34,7 +36,7 @@ class nnUNetTrainerAdvMIM_block16(OneChoice, nnUNetTrainerAdvMIM):
     choice = {"mask_block_size": 16}
 
 
-class nnUNetTrainerAdvMIM_sgdDisc(OneChoice, nnUNetTrainerAdvMIM):
+class nnUNetTrainerAdvMIM_sgdDisc(OneChoice, nnUNetTrainerAdvMIM_withAdv):
     """SGD discriminators with poly decay from 1e-2 and gradient clipping."""
     choice = {"disc_optimizer": "sgd", "disc_lr": 1e-2, "disc_grad_clip": 12.0}
 

@@ -6,7 +6,8 @@ read the figures):
 (a) ``stock``: the stock ``nnUNetTrainer.train_step`` (AMP and ``torch.compile`` as nnU-Net sets them);
 (b) ``S`` / ``C``: one forward + backward of the hybrid S alone and of the CNN C alone (the AdvMIM trainer's own
     branches) on the labeled batch, nnU-Net's DC+CE loss with deep supervision, AMP as the AdvMIM trainer uses it;
-(c) ``advmim_<mode>``: ``nnUNetTrainerAdvMIM.train_step`` in every execution mode of
+(c) ``advmim_<mode>``: ``nnUNetTrainerAdvMIM_withAdv.train_step`` (the full method, with the discriminators that
+    ``nnUNetTrainerAdvMIM`` leaves out by default) in every execution mode of
     ``nnunetv2_advmim.methods.advmim.STEP_MODES`` (``trainer.step_mode``);
 (d) the MIM pretraining steps (random, AnatoMask, MPS-AMS) through :func:`nnunetv2_advmim.benchmark.mim_steps.step_times`
     (its own interleaved run on real pretraining batches);
@@ -53,7 +54,7 @@ from nnunetv2_advmim.data.semisup_loader import get_semisup_dataloaders
 from nnunetv2_advmim.methods.advmim import STEP_MODES
 from nnunetv2_advmim.runtime.memory import reset_peak_rss, status_bytes
 from nnunetv2_advmim.runtime.precision import amp_dtype
-from nnunetv2_advmim.trainers.nnUNetTrainerAdvMIM import nnUNetTrainerAdvMIM
+from nnunetv2_advmim.trainers.nnUNetTrainerAdvMIM import nnUNetTrainerAdvMIM_withAdv
 
 # performance targets: (key, description, threshold, comparison, where the target applies)
 TARGETS = (
@@ -313,7 +314,7 @@ def run_benchmark(dataset: str, configuration: str, plans_name: str = "nnUNetPla
     step_modes = _step_modes(modes)
 
     stock = _build(nnUNetTrainer, plans, configuration, dataset_json, dev, fold)
-    adv = _build(nnUNetTrainerAdvMIM, plans, configuration, dataset_json, dev, fold)
+    adv = _build(nnUNetTrainerAdvMIM_withAdv, plans, configuration, dataset_json, dev, fold)
     if hasattr(adv, "amp"):
         adv.amp = amp
     adv.on_train_epoch_start()

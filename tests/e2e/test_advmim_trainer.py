@@ -77,7 +77,8 @@ def advmim_2d(nnunet_env):
 
 
 # ----------------------------------------------------------------------------------------------- in process
-def _trainer(ds, cls_name="nnUNetTrainerAdvMIM", fold=0, **attributes):
+def _trainer(ds, cls_name="nnUNetTrainerAdvMIM_withAdv", fold=0, **attributes):
+    """An initialised trainer; by default the one with every model (S, C and both discriminators)."""
     from nnunetv2_advmim.trainers import nnUNetTrainerAdvMIM as mod
     with open(os.path.join(ds.preprocessed, "nnUNetPlans.json")) as f:
         plans = json.load(f)
@@ -263,9 +264,11 @@ def test_partner_checkpoint_loads_into_c_through_the_environment(advmim_2d, tmp_
 
 
 @pytest.mark.parametrize("name, predicts, n_disc, masked", [
+    ("nnUNetTrainerAdvMIM", "MaskablePlainConvUNet", 0, True),  # the default: no adversarial loss
     ("nnUNetTrainerAdvMIM_noAdv", "MaskablePlainConvUNet", 0, True),
     ("nnUNetTrainerCTCT", "MaskablePlainConvUNet", 0, False),
-    ("nnUNetTrainerAdvMIM_Hybrid", "HybridTransformerUNet", 2, True),
+    ("nnUNetTrainerAdvMIM_Hybrid", "HybridTransformerUNet", 0, True),
+    ("nnUNetTrainerAdvMIM_withAdv", "MaskablePlainConvUNet", 2, True),
 ])
 def test_variants_train_step_and_inference_network(advmim_2d, tmp_path, name, predicts, n_disc, masked):
     torch.manual_seed(3)
@@ -331,7 +334,36 @@ def test_pseudo_label_locations_refresh_in_a_real_trainer(advmim_2d, monkeypatch
     t.dataloader_train._finish()
     log = open(t.log_file).read()
     assert "Pseudo-label locations of 2 unlabeled cases" in log
-    assert "AdvMIM has not yet beaten stock nnU-Net" in log  # the measured status, said where users look
+    assert "not below stock at any count" in log and "below stock from 4 labeled cases on" in log  # the measured
+    # status of the default and of the paper's adversarial loss, said where users look
+
+
+def test_run_started_with_the_adversarial_loss_resumes_with_it(advmim_2d, tmp_path):
+    """A checkpoint written with the adversarial loss (the default before it was turned off) resumes in the default
+    trainer with its discriminators, their optimizer and its states; the reverse is refused with the file named."""
+    torch.manual_seed(6)
+    t = _trainer(advmim_2d, "nnUNetTrainerAdvMIM_withAdv")
+    t.on_train_epoch_start()
+    t.train_step(_batch(t))
+    ckpt = str(tmp_path / "with_adv.pth")
+    t.save_checkpoint(ckpt)
+    resumed = _trainer(advmim_2d, "nnUNetTrainerAdvMIM")
+    assert resumed.discriminators == {} and not resumed.adversarial
+    resumed.load_checkpoint(ckpt)
+    assert resumed.adversarial and set(resumed.discriminators) == {"hybrid", "cnn"}
+    for b in ("hybrid", "cnn"):
+        assert _same(_params(t.discriminators[b]), _params(resumed.discriminators[b]))
+        assert resumed.disc_optimizers[b].state_dict()["param_groups"] == t.disc_optimizers[b].state_dict()["param_groups"]
+    resumed.on_train_epoch_start()
+    out = resumed.train_step(_batch(resumed, seed=2))
+    assert out["finite"] and resumed.step_terms(out)["cnn_disc_loss"] > 0
+    assert "continues with it as it started" in open(resumed.log_file).read()
+
+    plain = _trainer(advmim_2d, "nnUNetTrainerAdvMIM")
+    without = str(tmp_path / "without_adv.pth")
+    plain.save_checkpoint(without)
+    with pytest.raises(RuntimeError, match="without_adv.pth.*without the adversarial loss"):
+        _trainer(advmim_2d, "nnUNetTrainerAdvMIM_withAdv").load_checkpoint(without)
 
 
 # ----------------------------------------------------------------------------------------------- end to end
@@ -372,13 +404,15 @@ def _e2e(ds, ext_trainers, base, name, test_case_count=1):
 
 
 def test_e2e_3d_train_resume_predict(advmim_3d, ext_trainers):
-    ckpt = _e2e(advmim_3d, ext_trainers, "nnUNetTrainerAdvMIM", "nnUNetTrainerAdvMIM_t3d")
+    ckpt = _e2e(advmim_3d, ext_trainers, "nnUNetTrainerAdvMIM_withAdv", "nnUNetTrainerAdvMIM_withAdv_t3d")
     assert np.isfinite(ckpt["logging"]["advmim_hybrid_disc_loss"]).all()
+    assert all(v > 0 for v in ckpt["logging"]["advmim_hybrid_disc_loss"])
 
 
 def test_e2e_2d_ensemble_train_resume_predict(advmim_2d, ext_trainers):
     ckpt = _e2e(advmim_2d, ext_trainers, "nnUNetTrainerAdvMIM_Ensemble", "nnUNetTrainerAdvMIM_Ensemble_t2d")
     assert all(k.startswith(("hybrid.", "cnn.")) for k in ckpt["network_weights"])
+    assert ckpt["advmim"]["discriminators"] == {}  # the default's training: no adversarial loss
 
 
 def test_non_finite_step_is_skipped_counted_and_stops_training(advmim_2d):
