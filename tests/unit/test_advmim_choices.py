@@ -145,6 +145,7 @@ def test_inference_network_of_each_variant():
     """C is the default inference network of the whole AdvMIM family (measured ahead of S); `_Hybrid` keeps the
     paper's S, `_Ensemble` averages both, and `_CNN` is the default under its older name."""
     expected = {"nnUNetTrainerAdvMIM": "cnn", "nnUNetTrainerAdvMIM_noAdv": "cnn", "nnUNetTrainerCTCT": "cnn",
+                "nnUNetTrainerAdvMIM_withAdv": "cnn",
                 "nnUNetTrainerAdvMIM_CNN": "cnn", "nnUNetTrainerAdvMIM_Hybrid": "hybrid",
                 "nnUNetTrainerAdvMIM_Ensemble": "ensemble"}
     assert {name: find_trainer(name).predict_with for name in expected} == expected
