@@ -44,3 +44,14 @@ class nnUNetTrainerAdvMIM_sgdDisc(OneChoice, nnUNetTrainerAdvMIM_withAdv):
 class nnUNetTrainerAdvMIM_fgUnlabeled(OneChoice, nnUNetTrainerAdvMIM):
     """A third of the unlabeled crops centred on pseudo-label foreground (nnU-Net's labeled share)."""
     choice = {"unlabeled_oversample_foreground": 0.33}
+
+
+class nnUNetTrainerAdvMIM_uRampup(OneChoice, nnUNetTrainerAdvMIM):
+    """lambda_u (the masked-domain pseudo-label terms) ramps up like lambda_ct (sigmoid over the first 40 % of the
+    iterations) instead of starting at full weight while the partner's pseudo-labels are still noise."""
+    choice = {"u_rampup_fraction": 0.4}
+
+
+class nnUNetTrainerAdvMIM_ratio50(OneChoice, nnUNetTrainerAdvMIM):
+    """Half of the mask blocks masked instead of 70 %: a small structure is hidden less often in the masked domain."""
+    choice = {"mask_ratio": 0.5}

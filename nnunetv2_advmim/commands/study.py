@@ -21,6 +21,11 @@ against ``labelsTs``. The protocol:
   ``<study>/predictions``, command output in ``<study>/logs``. A finished arm is recorded in
   ``<study>/arms/<id>.json`` and never trained again: killing the study and starting it again continues (an
   unfinished training resumes with ``--c``). A failed arm is reported with its log and the others go on.
+- **Runs** (``--runs``): training is not deterministic, and on small data two trainings of the same arm on the same
+  labeled cases can differ by several Dice points (a small label found or missed). ``--runs ARM=R`` trains ARM R
+  times per (count, draw) (``--runs R``: every arm); its value for a draw is the mean over its runs, and spreads and
+  paired differences are taken over draws of those means. A cheap baseline with several runs makes every "vs" less
+  noisy. Run ``r > 0`` is kept under ``<key>_r<r>`` (results, predictions, records, logs).
 - **Postprocessing** (``--postprocess``): nnU-Net's own postprocessing (keep the largest foreground component,
   overall and per label, only where it raises Dice) is determined per arm and draw with
   ``nnUNetv2_determine_postprocessing`` on that arm's predictions of the validation cases and applied to its test
@@ -138,6 +143,33 @@ def split_key(n, draw: int) -> str:
     return f"n{n}_d{draw}"
 
 
+def run_key(n, draw: int, run: int = 0) -> str:
+    """The key of one training run of a (count, draw): the split's key, with ``_r<run>`` for every run but the first."""
+    return split_key(n, draw) + (f"_r{run}" if run else "")
+
+
+def parse_runs(specs: Sequence[str], arms: Sequence[str]) -> Dict[str, int]:
+    """``--runs``: ``["3"]`` -> every arm 3 runs; ``["nnUNetTrainer=4"]`` -> that arm 4, the others 1 (later entries
+    win)."""
+    runs = {arm: 1 for arm in arms}
+    for spec in specs:
+        name, sep, value = str(spec).rpartition("=")
+        try:
+            count = int(value)
+        except ValueError:
+            count = 0
+        if count < 1:
+            raise ValueError(f"--runs {spec!r}: the number of runs must be an integer of at least 1 (e.g. --runs 2 or "
+                             f"--runs nnUNetTrainer=4)")
+        if not sep:
+            runs = {arm: count for arm in arms}
+        elif name in runs:
+            runs[name] = count
+        else:
+            raise ValueError(f"--runs {spec!r}: {name!r} is not an arm of this study ({', '.join(arms)})")
+    return runs
+
+
 def variant_name(trainer: str, epochs: int, iterations: int) -> str:
     return f"{trainer}_study{epochs}x{iterations}"
 
@@ -242,7 +274,8 @@ class Study:
                  n_val: Optional[int] = None, seed: int = 0, pretrainers: Sequence[str] = (),
                  finetuner: str = "nnUNetTrainer", pretrain_epochs: Optional[int] = None,
                  match_time: Optional[str] = None, device: str = "cpu", output_folder: Optional[str] = None,
-                 threads: Optional[int] = None, npp: Optional[int] = None, postprocess: bool = False, log=print):
+                 threads: Optional[int] = None, npp: Optional[int] = None, postprocess: bool = False,
+                 runs: Sequence[str] = (), log=print):
         self.counts = [parse_count(c) for c in counts]
         if not self.counts:
             raise ValueError("give at least one labeled count (-n)")
@@ -255,6 +288,7 @@ class Study:
         self.finetuner = finetuner
         if not self.arms and not self.pretrainers:
             raise ValueError("give at least one trainer (-tr) or pretrainer (--pretrainer)")
+        self.runs = parse_runs(runs, [t for t, _ in self.arms] + [self._finetune_arm(p) for p in self.pretrainers])
         self.preprocessed = preprocessed_dataset_folder(dataset)
         self.dataset_name = os.path.basename(self.preprocessed)
         self.configuration, self.plans = configuration, plans
@@ -451,13 +485,17 @@ class Study:
     def _record_file(self, key: str, arm: str) -> str:
         return os.path.join(self.folder, "arms", f"{key}__{arm_file_id(arm)}.json")
 
-    def _arm_setup(self, arm: str, n, draw: int) -> tuple:
-        """(labeled cases, results root, environment, log file) of one arm run."""
-        key = split_key(n, draw)
+    def _arm_setup(self, arm: str, n, draw: int, run: int = 0) -> tuple:
+        """(labeled cases, results root, environment, log file) of one arm run; every run of a (count, draw) trains on
+        the same split."""
+        key = run_key(n, draw, run)
         labeled = labeled_cases(self.pool, n, draw, self.seed)
         results = os.path.join(self.folder, "results", key, arm_parts(arm)[0])  # Trainer:network shares Trainer's
-        env = self._env(self._split_folder(key, labeled), results)
-        return labeled, results, env, os.path.join(self.folder, "logs", f"{key}__{arm_file_id(arm)}.log")
+        env = self._env(self._split_folder(split_key(n, draw), labeled), results)
+        return labeled, results, env, self._log_file(key, arm)
+
+    def _log_file(self, key: str, arm: str) -> str:
+        return os.path.join(self.folder, "logs", f"{key}__{arm_file_id(arm)}.log")
 
     def _trainer_of(self, arm: str) -> tuple:
         """(trainer that trains the arm, its pretrainer or None)."""
@@ -475,13 +513,13 @@ class Study:
               "-f", "0", "-tr", predictor, "-p", self.plans, "-device", self.device, "-npp", str(self.npp),
               "-nps", str(self.npp), "--disable_progress_bar"], env, log_file)
 
-    def _arm(self, arm: str, n, draw: int, pretrained: Dict[str, str]) -> Optional[dict]:
-        key = split_key(n, draw)
+    def _arm(self, arm: str, n, draw: int, pretrained: Dict[str, str], run: int = 0) -> Optional[dict]:
+        key = run_key(n, draw, run)
         record_file = self._record_file(key, arm)
         record = _read_json(record_file)
         if record is not None:
             return record
-        labeled, results, env, log_file = self._arm_setup(arm, n, draw)
+        labeled, results, env, log_file = self._arm_setup(arm, n, draw, run)
         trainer, pretrainer = self._trainer_of(arm)
         extra = ["-pretrained_weights", pretrained[pretrainer]] if pretrainer else []
         wall = self._train(trainer, env, log_file, extra)
@@ -491,7 +529,7 @@ class Study:
         result = evaluate_folders(os.path.join(self.raw, "labelsTs"), pred, require_all=True)
         seconds = _epoch_seconds(model)
         record = {"arm": arm, "trainer": trainer, "predicts_with": arm_parts(arm)[1], "pretrainer": pretrainer,
-                  "n": n, "draw": draw, "n_labeled": len(labeled), "labeled": labeled, "epochs": len(seconds),
+                  "n": n, "draw": draw, "run": run, "n_labeled": len(labeled), "labeled": labeled, "epochs": len(seconds),
                   "iterations": len(seconds) * self.iterations, "train_s": float(sum(seconds)),
                   "wall_s": wall, "labels": {str(k): v for k, v in result["labels"].items()},
                   "mean": {str(k): v for k, v in result["mean"].items()},
@@ -521,13 +559,13 @@ class Study:
     def _postprocessed(self, record: dict) -> dict:
         """The arm ``<arm>+pp``: nnU-Net's postprocessing, determined on the arm's predictions of the validation
         cases, applied to its test predictions (module docstring). Recorded like an arm; no training."""
-        arm, n, draw = record["arm"], record["n"], record["draw"]
-        key = split_key(n, draw)
+        arm, n, draw, run = record["arm"], record["n"], record["draw"], record.get("run", 0)
+        key = run_key(n, draw, run)
         record_file = self._record_file(key, arm + PP_SUFFIX)
         done = _read_json(record_file)
         if done is not None:
             return done
-        _, results, env, log_file = self._arm_setup(arm, n, draw)
+        _, results, env, log_file = self._arm_setup(arm, n, draw, run)
         images, labels = self._validation_folders()
         val_pred = os.path.join(self.folder, "predictions", key, arm_file_id(arm) + "_validation")
         self._predict(self._predictor(arm, results), images, val_pred, env, log_file)
@@ -556,8 +594,8 @@ class Study:
         return [arm, arm + PP_SUFFIX] if self.postprocess else [arm]
 
     def jobs(self) -> List[tuple]:
-        return [(arm, n, d) for n in self.counts for d in range(1 if n == "all" else self.draws)
-                for arm in self._arm_names(n)]
+        return [(arm, n, d, r) for n in self.counts for d in range(1 if n == "all" else self.draws)
+                for arm in self._arm_names(n) for r in range(self.runs[arm])]
 
     def run(self) -> dict:
         """Train, predict and evaluate every missing arm, then write the outputs; returns them."""
@@ -578,17 +616,18 @@ class Study:
                      + ", ".join(f"{t} {self.epochs_of[t]}" for t, _ in self.arms))
         pretrained = {p: self._pretrain(p) for p in self.pretrainers}
         failures, t_start, done_times = [], time.perf_counter(), []
-        for i, (arm, n, draw) in enumerate(jobs, 1):
+        for i, (arm, n, draw, run) in enumerate(jobs, 1):
             t0 = time.perf_counter()
             eta = ""
             if done_times:
                 eta = f", about {np.mean(done_times) * (len(jobs) - i + 1) / 60:.0f} min left"
-            self.log(f"[{i}/{len(jobs)}] n={n} draw {draw} {arm} ({(t0 - t_start) / 60:.1f} min in{eta})")
+            of_runs = f" run {run + 1}/{self.runs[arm]}" if self.runs[arm] > 1 else ""
+            self.log(f"[{i}/{len(jobs)}] n={n} draw {draw} {arm}{of_runs} ({(t0 - t_start) / 60:.1f} min in{eta})")
+            log_file = self._log_file(run_key(n, draw, run), arm)
             try:
-                record = self._arm(arm, n, draw, pretrained)
+                record = self._arm(arm, n, draw, pretrained, run)
             except (subprocess.CalledProcessError, FileNotFoundError, ValueError, RuntimeError) as e:
-                log_file = os.path.join(self.folder, "logs", f"{split_key(n, draw)}__{arm_file_id(arm)}.log")
-                failures.append({"arm": arm, "n": n, "draw": draw, "log": log_file, "error": str(e)})
+                failures.append({"arm": arm, "n": n, "draw": draw, "run": run, "log": log_file, "error": str(e)})
                 self.log(f"  FAILED ({e}); log: {log_file}; the other arms go on")
                 continue
             if time.perf_counter() - t0 > 1:
@@ -600,14 +639,14 @@ class Study:
             try:
                 pp = self._postprocessed(record)
             except (subprocess.CalledProcessError, FileNotFoundError, ValueError, RuntimeError) as e:
-                log_file = os.path.join(self.folder, "logs", f"{split_key(n, draw)}__{arm_file_id(arm)}.log")
-                failures.append({"arm": arm + PP_SUFFIX, "n": n, "draw": draw, "log": log_file, "error": str(e)})
+                failures.append({"arm": arm + PP_SUFFIX, "n": n, "draw": draw, "run": run, "log": log_file,
+                                 "error": str(e)})
                 self.log(f"  postprocessing FAILED ({e}); log: {log_file}")
                 continue
             steps = ", ".join(f"{s['function']} {s['labels_or_regions']}" for s in pp["postprocessing"]) or "none"
             self.log(f"  {arm + PP_SUFFIX}: mean foreground Dice {pp['foreground_mean']['Dice']:.3f} "
                      f"(postprocessing chosen on the validation cases: {steps})")
-        records = [r for r in (_read_json(self._record_file(split_key(n, d), name)) for a, n, d in jobs
+        records = [r for r in (_read_json(self._record_file(run_key(n, d, run), name)) for a, n, d, run in jobs
                                for name in self._reported(a)) if r is not None]
         outputs = write_outputs(self, records, failures)
         self.log(f"Wrote {', '.join(outputs.values())}")
@@ -689,15 +728,41 @@ def _read_json(path: str):
 
 
 # ------------------------------------------------------------------------------------------------ outputs
+def per_draw(records: Sequence[dict]) -> List[dict]:
+    """Records of one arm at one count -> one record per draw, its metrics the mean over the draw's runs (``runs``:
+    how many; metrics that are NaN in a run are left out of that mean)."""
+    by_draw: Dict[int, List[dict]] = {}
+    for r in records:
+        by_draw.setdefault(r["draw"], []).append(r)
+    merged = []
+    for draw, rs in sorted(by_draw.items()):
+        if len(rs) == 1:
+            merged.append(dict(rs[0], runs=1))
+            continue
+        mean = {label: {m: _nanmean([r["mean"][label][m] for r in rs]) for m in rs[0]["mean"][label]}
+                for label in rs[0].get("mean", {})}
+        foreground = {m: _nanmean([r["foreground_mean"][m] for r in rs]) for m in rs[0]["foreground_mean"]}
+        merged.append(dict(rs[0], mean=mean, foreground_mean=foreground, runs=len(rs),
+                           **{k: float(np.mean([r[k] for r in rs])) for k in ("iterations", "train_s") if k in rs[0]}))
+    return merged
+
+
+def _nanmean(values) -> float:
+    v = [x for x in values if x is not None and not math.isnan(x)]
+    return float(np.mean(v)) if v else float("nan")
+
+
 def aggregate(records: Sequence[dict]) -> List[dict]:
-    """One row per (arm, count): mean and sample std over draws of every label's mean metric."""
+    """One row per (arm, count): mean and sample std over draws of every label's mean metric (a draw with several
+    runs enters with the mean over its runs)."""
     groups: Dict[tuple, List[dict]] = {}
     for r in records:
         groups.setdefault((r["arm"], str(r["n"])), []).append(r)
     rows = []
-    for (arm, n), rs in groups.items():
+    for (arm, n), runs in groups.items():
+        rs = per_draw(runs)
         labels = rs[0]["labels"]
-        row = {"arm": arm, "n": n, "n_labeled": rs[0]["n_labeled"], "draws": len(rs),
+        row = {"arm": arm, "n": n, "n_labeled": rs[0]["n_labeled"], "draws": len(rs), "runs": len(runs),
                "iterations": int(np.mean([r["iterations"] for r in rs])),
                "train_s": float(np.mean([r["train_s"] for r in rs]))}
         for m in METRIC_NAMES:
@@ -710,11 +775,12 @@ def aggregate(records: Sequence[dict]) -> List[dict]:
 
 def paired_difference(records: Sequence[dict], arm: str, n, baseline: str) -> Optional[tuple]:
     """Mean foreground Dice of ``arm`` minus ``baseline``'s on the same draws (paired): ``(mean, std, draws)`` over
-    the draws both have at count ``n``, None when they share none."""
+    the draws both have at count ``n``, None when they share none. A draw with several runs of an arm enters with
+    the mean over its runs."""
     dice = {}
-    for r in records:
-        if str(r["n"]) == str(n) and r["arm"] in (arm, baseline):
-            dice[(r["arm"], r["draw"])] = r["foreground_mean"]["Dice"]
+    for name in (arm, baseline):
+        for r in per_draw([r for r in records if str(r["n"]) == str(n) and r["arm"] == name]):
+            dice[(name, r["draw"])] = r["foreground_mean"]["Dice"]
     diffs = [dice[(arm, d)] - dice[(baseline, d)] for (a, d) in list(dice) if a == arm and (baseline, d) in dice]
     if not diffs:
         return None
@@ -753,14 +819,17 @@ def write_outputs(study: Study, records: Sequence[dict], failures: Sequence[dict
     used_labels = list(records[0]["labels"].values()) if records else []
     baseline = arm_order[0] if arm_order else None
 
-    header = (["labeled", "arm", "draws", "iterations", "train s"] + [f"Dice {n}" for n in used_labels]
+    several_runs = any(r["runs"] != r["draws"] for r in rows)
+    header = (["labeled", "arm", "draws"] + (["runs"] if several_runs else []) + ["iterations", "train s"]
+              + [f"Dice {n}" for n in used_labels]
               + ["mean Dice", f"vs {baseline}", "mean HD95", "mean NSD"])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         delta = paired_difference(records, r["arm"], r["n"], baseline) if r["arm"] != baseline else None
         lines.append("| " + " | ".join(
-            [str(r["n"]) if r["n"] != "all" else f"all ({r['n_labeled']})", r["arm"], str(r["draws"]),
-             str(r["iterations"]), f"{r['train_s']:.0f}"] + [_fmt(r[f"Dice_{n}"]) for n in used_labels]
+            [str(r["n"]) if r["n"] != "all" else f"all ({r['n_labeled']})", r["arm"], str(r["draws"])]
+            + ([str(r["runs"])] if several_runs else []) + [str(r["iterations"]), f"{r['train_s']:.0f}"]
+            + [_fmt(r[f"Dice_{n}"]) for n in used_labels]
             + [_fmt(r["Dice_mean"]), "" if delta is None else _fmt_delta(delta), _fmt(r["HD95_mean"], 2),
                _fmt(r["NSD_mean"])]) + " |")
     schedule = (f"{study.epochs} epochs x {study.iterations} iterations for every arm" if not study.match_time else
@@ -778,6 +847,8 @@ def write_outputs(study: Study, records: Sequence[dict], failures: Sequence[dict
              f"component, overall or per label, where that raised Dice), chosen per draw on ARM's predictions of the "
              f"validation cases (`nnUNetv2_determine_postprocessing`); the same training."] if study.postprocess
             else []),
+          *([f"- `runs`: trainings per arm over all draws (`--runs`); a draw with several runs of an arm enters the "
+             f"means, spreads and 'vs' with the mean over its runs."] if several_runs else []),
           "", *lines, ""]
     if failures:
         md += ["## Failed arms", ""] + [f"- n={f['n']} draw {f['draw']} {f['arm']}: {f['error']} (log: {f['log']})"
@@ -795,12 +866,13 @@ def write_outputs(study: Study, records: Sequence[dict], failures: Sequence[dict
             w.writerow([r["arm"], r["n"]] + [c for k in keys for c in (r[k] if isinstance(r[k], tuple) else (r[k],))])
     with open(out["study_runs.csv"], "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["arm", "n", "draw", "n_labeled", "iterations", "train_s"]
+        w.writerow(["arm", "n", "draw", "run", "n_labeled", "iterations", "train_s"]
                    + [f"{m}_{n}" for m in METRIC_NAMES for n in used_labels] + [f"{m}_mean" for m in METRIC_NAMES]
                    + ["labeled"])
-        for r in sorted(records, key=lambda r: (_sort_key(r, arm_order), r["draw"])):
+        for r in sorted(records, key=lambda r: (_sort_key(r, arm_order), r["draw"], r.get("run", 0))):
             by_name = {v: k for k, v in r["labels"].items()}
-            w.writerow([r["arm"], r["n"], r["draw"], r["n_labeled"], r["iterations"], round(r["train_s"], 1)]
+            w.writerow([r["arm"], r["n"], r["draw"], r.get("run", 0), r["n_labeled"], r["iterations"],
+                        round(r["train_s"], 1)]
                        + [r["mean"][by_name[n]][m] for m in METRIC_NAMES for n in used_labels]
                        + [r["foreground_mean"][m] for m in METRIC_NAMES] + [" ".join(r["labeled"])])
     plot_study(rows, arm_order, out["study.png"], f"{study.dataset_name} ({study.configuration}): {schedule}")
@@ -878,6 +950,10 @@ def main(argv=None) -> int:
                         help="also report every arm after nnU-Net's postprocessing (keep the largest component where "
                              "that raises Dice), determined on the arm's predictions of the validation cases: rows "
                              "ARM+pp, no extra training; adds them to a finished study too")
+    parser.add_argument("--runs", nargs="+", default=[], metavar="[ARM=]R",
+                        help="training runs per arm, count and draw (default 1): R for every arm, ARM=R for one "
+                             "(e.g. --runs nnUNetTrainer=4: a less noisy baseline); a draw's value is the mean over "
+                             "its runs; adds runs to a finished study")
     parser.add_argument("-o", default=None,
                         help="study folder (default $nnUNet_results/<Dataset>/study__<plans>__<configuration>)")
     args = parser.parse_args(argv)
@@ -887,7 +963,7 @@ def main(argv=None) -> int:
         study = Study(args.d, args.c, args.n, args.tr, args.draws, args.p, args.epochs, args.iterations,
                       args.val_iterations, args.n_val, args.seed, args.pretrainer, args.finetuner,
                       args.pretrain_epochs, args.match_time, args.device, args.o, args.threads,
-                      args.npp, args.postprocess, log=lambda s: print(s, flush=True))
+                      args.npp, args.postprocess, runs=args.runs, log=lambda s: print(s, flush=True))
         result = study.run()
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         print(f"ERROR: {e}", file=sys.stderr)

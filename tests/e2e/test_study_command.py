@@ -5,6 +5,8 @@ import json
 import os
 from collections import Counter
 
+import pytest
+
 from helpers import run_cmd
 from nnunetv2_advmim.data.synthetic import make_synthetic_dataset
 
@@ -28,6 +30,7 @@ class nnUNetTrainer_broken(nnUNetTrainer):
 """
 
 
+@pytest.mark.timeout(1500)  # 12 study calls, several with trainings
 def test_study_command_end_to_end(nnunet_env, tmp_path, ext_trainers):
     """2 counts x 2 draws, stock everywhere, CTCT (predicting with S, and with C from the same training) at one
     count and a failing trainer at the other: same cases and iterations per (count, draw), outputs written, failures
@@ -119,3 +122,25 @@ def test_study_command_end_to_end(nnunet_env, tmp_path, ext_trainers):
     assert "postprocessing chosen on the validation cases" in out
     run_cmd(pp_cmd, env=env)
     assert len(_commands_in_logs(study)) == len(commands_run) + len(new)  # a second call predicts nothing again
+
+    # --runs on the finished study: a second stock run at count 2, draw 0, on the same split; the draw's row and its
+    # 'vs' take the mean of both runs
+    runs_cmd = cmd[:cmd.index("-n")] + ["-n", "2", "--draws", "1", "-tr", "nnUNetTrainer", "nnUNetTrainerCTCT:cnn@2",
+                                        "--runs", "nnUNetTrainer=2"] + cmd[cmd.index("--epochs"):]
+    before = Counter(_commands_in_logs(study))
+    out = run_cmd(runs_cmd, env=env, timeout=600).stdout
+    new = list((Counter(_commands_in_logs(study)) - before).elements())
+    assert sorted(c.split()[1] for c in new) == ["nnUNetv2_predict", "nnUNetv2_train"], new
+    assert "nnUNetTrainer run 2/2" in out
+    first, second = (json.load(open(os.path.join(study, "arms", f"{key}__nnUNetTrainer.json")))
+                     for key in ("n2_d0", "n2_d0_r1"))
+    assert (first.get("run", 0), second["run"]) == (0, 1) and second["labeled"] == first["labeled"]
+    assert second["model"] != first["model"] and os.path.isfile(os.path.join(second["model"], "checkpoint_final.pth"))
+    with open(os.path.join(study, "study_runs.csv")) as f:
+        rows = [r for r in csv.DictReader(f) if r["arm"] == "nnUNetTrainer"]
+    assert [r["run"] for r in rows] == ["0", "1"]
+    md = open(os.path.join(study, "study.md")).read()
+    mean = (first["foreground_mean"]["Dice"] + second["foreground_mean"]["Dice"]) / 2
+    ctct = json.load(open(os.path.join(study, "arms", "n2_d0__nnUNetTrainerCTCT_as_cnn.json")))["foreground_mean"]
+    assert f"| 2 | nnUNetTrainer | 1 | 2 | 2 |" in md and f"| {mean:.3f} |" in md, md
+    assert f"{100 * (ctct['Dice'] - mean):+.1f}" in md  # CTCT:cnn against the mean of stock's two runs

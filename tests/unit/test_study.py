@@ -8,8 +8,9 @@ import torch
 
 from nnunetv2_advmim.commands.small_plan import make_small_plans
 from nnunetv2_advmim.commands.study import (aggregate, arm_file_id, arm_parts, draw_order, find_trainer,
-                                            labeled_cases, parse_arm, split_validation, study_budget, study_lock,
-                                            variant_name, variants_source)
+                                            labeled_cases, paired_difference, parse_arm, parse_runs, run_key,
+                                            split_validation, study_budget, study_lock, variant_name,
+                                            variants_source)
 from nnunetv2_advmim.data.label_budget import budget_to_splits, budget_unlabeled_cases
 from nnunetv2_advmim.data.synthetic import SCARCE_LABELS, make_scarce_case, scarce_structures
 from nnunetv2_advmim.runtime.weights import advmim_network_weights
@@ -173,8 +174,6 @@ def test_arms_that_predict_with_another_network_of_the_same_training():
 
 
 def test_vs_column_is_paired_on_the_draws_both_arms_have():
-    from nnunetv2_advmim.commands.study import paired_difference
-
     def rec(arm, draw, dice, n=4):
         return {"arm": arm, "n": n, "draw": draw, "foreground_mean": {"Dice": dice}}
 
@@ -195,7 +194,7 @@ def test_ablation_examples_change_one_known_choice_each(monkeypatch):
     monkeypatch.setenv("nnUNet_extTrainer", os.path.abspath(examples))
     base = find_trainer("nnUNetTrainerAdvMIM")
     defaults = dict(re.findall(r"self\.(\w+) = ([^#\n]+?)\s*(?:#|\n)", inspect.getsource(base.__init__)))
-    names = ["rampups", "batchDice", "discUnlabeled", "block16", "sgdDisc", "fgUnlabeled"]
+    names = ["rampups", "batchDice", "discUnlabeled", "block16", "sgdDisc", "fgUnlabeled", "uRampup", "ratio50"]
     for name in names:
         cls = find_trainer(f"nnUNetTrainerAdvMIM_{name}")
         assert issubclass(cls, base) and cls.choice
@@ -287,3 +286,40 @@ def test_study_lock_allows_one_process_per_folder(tmp_path):
         with study_lock(str(tmp_path)):
             raise KeyError("a failing study")
     assert not lock.exists()
+
+
+def test_runs_per_arm_from_the_command_line():
+    arms = ["nnUNetTrainer", "nnUNetTrainerAdvMIM", "nnUNetTrainerAdvMIM:hybrid"]
+    assert parse_runs([], arms) == {a: 1 for a in arms}
+    assert parse_runs(["nnUNetTrainer=4"], arms) == {"nnUNetTrainer": 4, "nnUNetTrainerAdvMIM": 1,
+                                                     "nnUNetTrainerAdvMIM:hybrid": 1}
+    assert parse_runs(["2", "nnUNetTrainer=3"], arms) == {"nnUNetTrainer": 3, "nnUNetTrainerAdvMIM": 2,
+                                                          "nnUNetTrainerAdvMIM:hybrid": 2}
+    with pytest.raises(ValueError, match="not an arm of this study"):
+        parse_runs(["nnUNetTrainerCTCT=2"], arms)
+    for bad in ("0", "nnUNetTrainer=x", "nnUNetTrainer="):
+        with pytest.raises(ValueError, match="at least 1"):
+            parse_runs([bad], arms)
+    assert (run_key(4, 2), run_key(4, 2, 0), run_key(4, 2, 3), run_key("all", 0, 1)) == (
+        "n4_d2", "n4_d2", "n4_d2_r3", "nall_d0_r1")
+
+
+def test_several_runs_of_a_draw_enter_with_their_mean():
+    """Two runs on draw 0 (Dice 0.4 and 0.6, HD95 NaN in one) and one on draw 1 (0.7): the row is over 2 draws of
+    0.5 and 0.7, and the paired difference takes each arm's mean over its runs of a draw."""
+    def record(arm, draw, run, dice, hd95):
+        return {"arm": arm, "n": 4, "draw": draw, "run": run, "n_labeled": 4, "iterations": 10, "train_s": 2.0 + run,
+                "labels": {"1": "a"}, "mean": {"1": {"Dice": dice, "HD95": hd95, "NSD": 0.5}},
+                "foreground_mean": {"Dice": dice, "HD95": hd95, "NSD": 0.5}}
+
+    records = [record("T", 0, 0, 0.4, float("nan")), record("T", 0, 1, 0.6, 3.0), record("T", 1, 0, 0.7, 5.0)]
+    (row,) = aggregate(records)
+    assert (row["draws"], row["runs"]) == (2, 3)
+    assert row["Dice_a"] == pytest.approx((0.6, np.std([0.5, 0.7], ddof=1)))
+    assert row["HD95_mean"] == pytest.approx((4.0, np.std([3.0, 5.0], ddof=1)))  # the NaN run is left out
+    assert row["train_s"] == pytest.approx(np.mean([2.5, 2.0]))
+    records += [record("S", 0, 0, 0.30, 1.0), record("S", 0, 1, 0.40, 1.0), record("S", 0, 2, 0.50, 1.0),
+                record("S", 1, 0, 0.70, 1.0)]
+    mean, std, count = paired_difference(records, "T", 4, "S")
+    assert count == 2 and mean == pytest.approx(np.mean([0.5 - 0.4, 0.0])) and std == pytest.approx(
+        np.std([0.1, 0.0], ddof=1))
