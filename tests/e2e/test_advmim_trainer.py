@@ -334,8 +334,8 @@ def test_pseudo_label_locations_refresh_in_a_real_trainer(advmim_2d, monkeypatch
     t.dataloader_train._finish()
     log = open(t.log_file).read()
     assert "Pseudo-label locations of 2 unlabeled cases" in log
-    assert "not below stock at any count" in log and "below stock from 4 labeled cases on" in log  # the measured
-    # status of the default and of the paper's adversarial loss, said where users look
+    # the measured status of the default and of the paper's adversarial loss, said where users look
+    assert "level with stock from 4 labeled cases" in log and "below stock from 4 labeled cases on" in log
 
 
 def test_run_started_with_the_adversarial_loss_resumes_with_it(advmim_2d, tmp_path):
