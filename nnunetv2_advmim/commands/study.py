@@ -529,8 +529,8 @@ class Study:
         result = evaluate_folders(os.path.join(self.raw, "labelsTs"), pred, require_all=True)
         seconds = _epoch_seconds(model)
         record = {"arm": arm, "trainer": trainer, "predicts_with": arm_parts(arm)[1], "pretrainer": pretrainer,
-                  "n": n, "draw": draw, "run": run, "n_labeled": len(labeled), "labeled": labeled, "epochs": len(seconds),
-                  "iterations": len(seconds) * self.iterations, "train_s": float(sum(seconds)),
+                  "n": n, "draw": draw, "run": run, "n_labeled": len(labeled), "labeled": labeled,
+                  "epochs": len(seconds), "iterations": len(seconds) * self.iterations, "train_s": float(sum(seconds)),
                   "wall_s": wall, "labels": {str(k): v for k, v in result["labels"].items()},
                   "mean": {str(k): v for k, v in result["mean"].items()},
                   "foreground_mean": result["foreground_mean"], "model": model, "predictions": pred}
