@@ -739,17 +739,12 @@ def per_draw(records: Sequence[dict]) -> List[dict]:
         if len(rs) == 1:
             merged.append(dict(rs[0], runs=1))
             continue
-        mean = {label: {m: _nanmean([r["mean"][label][m] for r in rs]) for m in rs[0]["mean"][label]}
+        mean = {label: {m: _mean_std([r["mean"][label][m] for r in rs])[0] for m in rs[0]["mean"][label]}
                 for label in rs[0].get("mean", {})}
-        foreground = {m: _nanmean([r["foreground_mean"][m] for r in rs]) for m in rs[0]["foreground_mean"]}
+        foreground = {m: _mean_std([r["foreground_mean"][m] for r in rs])[0] for m in rs[0]["foreground_mean"]}
         merged.append(dict(rs[0], mean=mean, foreground_mean=foreground, runs=len(rs),
                            **{k: float(np.mean([r[k] for r in rs])) for k in ("iterations", "train_s") if k in rs[0]}))
     return merged
-
-
-def _nanmean(values) -> float:
-    v = [x for x in values if x is not None and not math.isnan(x)]
-    return float(np.mean(v)) if v else float("nan")
 
 
 def aggregate(records: Sequence[dict]) -> List[dict]:
