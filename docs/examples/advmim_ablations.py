@@ -55,3 +55,9 @@ class nnUNetTrainerAdvMIM_uRampup(OneChoice, nnUNetTrainerAdvMIM):
 class nnUNetTrainerAdvMIM_ratio50(OneChoice, nnUNetTrainerAdvMIM):
     """Half of the mask blocks masked instead of 70 %: a small structure is hidden less often in the masked domain."""
     choice = {"mask_ratio": 0.5}
+
+
+class nnUNetTrainerAdvMIM_noMaskedUnlabeled(OneChoice, nnUNetTrainerAdvMIM):
+    """The masked domain on labeled crops only (lambda_u = 0): cross teaching plus the masked labeled term. Tells
+    whether the masked pseudo-label terms or the masking itself keep a small, late-learned class from emerging."""
+    choice = {"lambda_u": 0.0}

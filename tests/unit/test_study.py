@@ -194,7 +194,7 @@ def test_ablation_examples_change_one_known_choice_each(monkeypatch):
     monkeypatch.setenv("nnUNet_extTrainer", os.path.abspath(examples))
     base = find_trainer("nnUNetTrainerAdvMIM")
     defaults = dict(re.findall(r"self\.(\w+) = ([^#\n]+?)\s*(?:#|\n)", inspect.getsource(base.__init__)))
-    names = ["rampups", "batchDice", "discUnlabeled", "block16", "sgdDisc", "fgUnlabeled", "uRampup", "ratio50"]
+    names = ["rampups", "batchDice", "discUnlabeled", "block16", "sgdDisc", "fgUnlabeled", "uRampup", "ratio50", "noMaskedUnlabeled"]
     for name in names:
         cls = find_trainer(f"nnUNetTrainerAdvMIM_{name}")
         assert issubclass(cls, base) and cls.choice
