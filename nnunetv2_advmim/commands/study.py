@@ -33,7 +33,8 @@ against ``labelsTs``. The protocol:
 - **One study process per folder**: ``<study>/study.lock`` holds the running study's process id; a second study
   on the same folder is refused while that process lives (it would rewrite the study's trainer variants).
 - **Outputs**: ``study.md`` and ``study.csv`` (per arm and count: Dice/HD95/NSD per label, mean and spread over
-  draws, iterations, training time), ``study_runs.csv`` (one row per draw) and ``study.png`` (mean foreground
+  draws, iterations, training time, run-to-run spread with ``--runs``), ``study_runs.csv`` (one row per run) and
+  ``study.png`` (mean foreground
   Dice versus labeled cases, one line per arm with the spread over draws, ``all`` as reference lines).
 """
 import argparse
@@ -747,9 +748,25 @@ def per_draw(records: Sequence[dict]) -> List[dict]:
     return merged
 
 
+def run_to_run_sd(records: Sequence[dict]) -> float:
+    """Pooled standard deviation of the mean foreground Dice between runs of one arm on the same draw (records of one
+    arm at one count): ``sqrt(sum_d sum_r (x_dr - mean_d)^2 / sum_d (runs_d - 1))`` over the draws with at least two
+    runs; NaN when none has two. How far one training can land from the next on the same labeled cases."""
+    by_draw: Dict[int, List[float]] = {}
+    for r in records:
+        x = r["foreground_mean"]["Dice"]
+        if x is not None and not math.isnan(x):
+            by_draw.setdefault(r["draw"], []).append(x)
+    groups = [np.array(v) for v in by_draw.values() if len(v) > 1]
+    dof = sum(len(v) - 1 for v in groups)
+    if not dof:
+        return float("nan")
+    return float(math.sqrt(sum(((v - v.mean()) ** 2).sum() for v in groups) / dof))
+
+
 def aggregate(records: Sequence[dict]) -> List[dict]:
     """One row per (arm, count): mean and sample std over draws of every label's mean metric (a draw with several
-    runs enters with the mean over its runs)."""
+    runs enters with the mean over its runs; ``run_sd``: :func:`run_to_run_sd`)."""
     groups: Dict[tuple, List[dict]] = {}
     for r in records:
         groups.setdefault((r["arm"], str(r["n"])), []).append(r)
@@ -759,7 +776,7 @@ def aggregate(records: Sequence[dict]) -> List[dict]:
         labels = rs[0]["labels"]
         row = {"arm": arm, "n": n, "n_labeled": rs[0]["n_labeled"], "draws": len(rs), "runs": len(runs),
                "iterations": int(np.mean([r["iterations"] for r in rs])),
-               "train_s": float(np.mean([r["train_s"] for r in rs]))}
+               "train_s": float(np.mean([r["train_s"] for r in rs])), "run_sd": run_to_run_sd(runs)}
         for m in METRIC_NAMES:
             for label, name in labels.items():
                 row[f"{m}_{name}"] = _mean_std([r["mean"][label][m] for r in rs])
@@ -802,6 +819,10 @@ def _fmt_delta(delta: tuple) -> str:
     return f"{100 * mean:+.1f}" + (f" ± {100 * std:.1f}" if count > 1 else "")
 
 
+def _fmt_points(sd: float) -> str:
+    return "" if math.isnan(sd) else f"{100 * sd:.1f}"
+
+
 def _sort_key(row, arm_order):
     return (math.inf if row["n"] == "all" else int(row["n"]), arm_order.index(row["arm"]))
 
@@ -817,7 +838,8 @@ def write_outputs(study: Study, records: Sequence[dict], failures: Sequence[dict
     several_runs = any(r["runs"] != r["draws"] for r in rows)
     header = (["labeled", "arm", "draws"] + (["runs"] if several_runs else []) + ["iterations", "train s"]
               + [f"Dice {n}" for n in used_labels]
-              + ["mean Dice", f"vs {baseline}", "mean HD95", "mean NSD"])
+              + ["mean Dice", f"vs {baseline}"] + (["run-to-run sd"] if several_runs else [])
+              + ["mean HD95", "mean NSD"])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         delta = paired_difference(records, r["arm"], r["n"], baseline) if r["arm"] != baseline else None
@@ -825,8 +847,9 @@ def write_outputs(study: Study, records: Sequence[dict], failures: Sequence[dict
             [str(r["n"]) if r["n"] != "all" else f"all ({r['n_labeled']})", r["arm"], str(r["draws"])]
             + ([str(r["runs"])] if several_runs else []) + [str(r["iterations"]), f"{r['train_s']:.0f}"]
             + [_fmt(r[f"Dice_{n}"]) for n in used_labels]
-            + [_fmt(r["Dice_mean"]), "" if delta is None else _fmt_delta(delta), _fmt(r["HD95_mean"], 2),
-               _fmt(r["NSD_mean"])]) + " |")
+            + [_fmt(r["Dice_mean"]), "" if delta is None else _fmt_delta(delta)]
+            + ([_fmt_points(r["run_sd"])] if several_runs else []) + [_fmt(r["HD95_mean"], 2), _fmt(r["NSD_mean"])])
+            + " |")
     schedule = (f"{study.epochs} epochs x {study.iterations} iterations for every arm" if not study.match_time else
                 f"wall time matched to {study.match_time} ({study.epochs} x {study.iterations} iterations); the "
                 f"other trainers ran as many epochs of {study.iterations} iterations as fit into that time "
@@ -843,7 +866,10 @@ def write_outputs(study: Study, records: Sequence[dict], failures: Sequence[dict
              f"validation cases (`nnUNetv2_determine_postprocessing`); the same training."] if study.postprocess
             else []),
           *([f"- `runs`: trainings per arm over all draws (`--runs`); a draw with several runs of an arm enters the "
-             f"means, spreads and 'vs' with the mean over its runs."] if several_runs else []),
+             f"means, spreads and 'vs' with the mean over its runs. `run-to-run sd`: the pooled standard "
+             f"deviation of mean Dice between runs of the arm on the same draw, in Dice points (empty with one run "
+             f"per draw): one training of the arm can land about this far from the next on the same labeled cases, "
+             f"so a 'vs' of that size from one run per draw is noise."] if several_runs else []),
           "", *lines, ""]
     if failures:
         md += ["## Failed arms", ""] + [f"- n={f['n']} draw {f['draw']} {f['arm']}: {f['error']} (log: {f['log']})"

@@ -1,5 +1,6 @@
 """Label-efficiency study protocol on plain lists, small plans, and the scarce synthetic preset."""
 import json
+import math
 import os
 
 import numpy as np
@@ -9,7 +10,7 @@ import torch
 from nnunetv2_advmim.commands.small_plan import make_small_plans
 from nnunetv2_advmim.commands.study import (aggregate, arm_file_id, arm_parts, draw_order, find_trainer,
                                             labeled_cases, paired_difference, parse_arm, parse_runs, run_key,
-                                            split_validation, study_budget, study_lock, variant_name,
+                                            run_to_run_sd, split_validation, study_budget, study_lock, variant_name,
                                             variants_source)
 from nnunetv2_advmim.data.label_budget import budget_to_splits, budget_unlabeled_cases
 from nnunetv2_advmim.data.synthetic import SCARCE_LABELS, make_scarce_case, scarce_structures
@@ -318,8 +319,21 @@ def test_several_runs_of_a_draw_enter_with_their_mean():
     assert row["Dice_a"] == pytest.approx((0.6, np.std([0.5, 0.7], ddof=1)))
     assert row["HD95_mean"] == pytest.approx((4.0, np.std([3.0, 5.0], ddof=1)))  # the NaN run is left out
     assert row["train_s"] == pytest.approx(np.mean([2.5, 2.0]))
+    assert row["run_sd"] == pytest.approx(math.sqrt((0.1 ** 2 + 0.1 ** 2) / 1))  # draw 0 only: 0.4 and 0.6
     records += [record("S", 0, 0, 0.30, 1.0), record("S", 0, 1, 0.40, 1.0), record("S", 0, 2, 0.50, 1.0),
                 record("S", 1, 0, 0.70, 1.0)]
     mean, std, count = paired_difference(records, "T", 4, "S")
     assert count == 2 and mean == pytest.approx(np.mean([0.5 - 0.4, 0.0])) and std == pytest.approx(
         np.std([0.1, 0.0], ddof=1))
+
+
+def test_run_to_run_sd_pools_the_draws_with_several_runs():
+    """Draw 0: 0.30, 0.34 (squares 0.0004 + 0.0004), draw 1: 0.40, 0.44, 0.42 (0.0004 + 0.0004 + 0), draw 2: one run
+    (no degree of freedom): sqrt(0.0016 / 3) = 0.0231. One run per draw, or a NaN run as the second: NaN."""
+    def record(draw, dice):
+        return {"draw": draw, "foreground_mean": {"Dice": dice}}
+
+    records = [record(0, 0.30), record(0, 0.34), record(1, 0.40), record(1, 0.44), record(1, 0.42), record(2, 0.9)]
+    assert run_to_run_sd(records) == pytest.approx(math.sqrt(0.0016 / 3))
+    assert math.isnan(run_to_run_sd([record(0, 0.3), record(1, 0.5)]))
+    assert math.isnan(run_to_run_sd([record(0, 0.3), record(0, float("nan"))]))
