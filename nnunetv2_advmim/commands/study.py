@@ -34,8 +34,8 @@ against ``labelsTs``. The protocol:
   on the same folder is refused while that process lives (it would rewrite the study's trainer variants).
 - **Outputs**: ``study.md`` and ``study.csv`` (per arm and count: Dice/HD95/NSD per label, mean and spread over
   draws, iterations, training time, run-to-run spread with ``--runs``), ``study_runs.csv`` (one row per run) and
-  ``study.png`` (mean foreground
-  Dice versus labeled cases, one line per arm with the spread over draws, ``all`` as reference lines).
+  ``study.png`` (mean foreground Dice versus labeled cases, one line per arm with the spread over draws, ``all`` as
+  reference lines).
 """
 import argparse
 import contextlib
