@@ -61,3 +61,10 @@ class nnUNetTrainerAdvMIM_noMaskedUnlabeled(OneChoice, nnUNetTrainerAdvMIM):
     """The masked domain on labeled crops only (lambda_u = 0): cross teaching plus the masked labeled term. Tells
     whether the masked pseudo-label terms or the masking itself keep a small, late-learned class from emerging."""
     choice = {"lambda_u": 0.0}
+
+
+class nnUNetTrainerAdvMIM_halfLR(OneChoice, nnUNetTrainerAdvMIM):
+    """C's SGD learning rate 5e-3 instead of nnU-Net's 1e-2. C's loss adds the masked labeled term to the plain
+    supervised one (and the unlabeled terms), about twice the gradient of stock training's single term, so with SGD
+    the same learning rate takes steps about twice as large."""
+    choice = {"initial_lr": 5e-3}

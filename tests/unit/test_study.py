@@ -6,6 +6,7 @@ import os
 import numpy as np
 import pytest
 import torch
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunetv2_advmim.commands.small_plan import make_small_plans
 from nnunetv2_advmim.commands.study import (aggregate, arm_file_id, arm_parts, draw_order, find_trainer,
@@ -194,8 +195,11 @@ def test_ablation_examples_change_one_known_choice_each(monkeypatch):
     examples = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "examples")
     monkeypatch.setenv("nnUNet_extTrainer", os.path.abspath(examples))
     base = find_trainer("nnUNetTrainerAdvMIM")
-    defaults = dict(re.findall(r"self\.(\w+) = ([^#\n]+?)\s*(?:#|\n)", inspect.getsource(base.__init__)))
-    names = ["rampups", "batchDice", "discUnlabeled", "block16", "sgdDisc", "fgUnlabeled", "uRampup", "ratio50", "noMaskedUnlabeled"]
+    defaults = {}
+    for cls in (nnUNetTrainer, base):  # nnU-Net's own attributes (initial_lr), then AdvMIM's
+        defaults.update(re.findall(r"self\.(\w+) = ([^#\n]+?)\s*(?:#|\n)", inspect.getsource(cls.__init__)))
+    names = ["rampups", "batchDice", "discUnlabeled", "block16", "sgdDisc", "fgUnlabeled", "uRampup", "ratio50",
+             "noMaskedUnlabeled", "halfLR"]
     for name in names:
         cls = find_trainer(f"nnUNetTrainerAdvMIM_{name}")
         assert issubclass(cls, base) and cls.choice
