@@ -103,6 +103,7 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
         # saved and restored per rank with the RNG states (checkpointing.run_state)
         self.mask_generator = torch.Generator().manual_seed(rank_seed(self.mask_seed, self.local_rank))
         self.lambda_u = 1.0
+        self.lambda_masked_labeled = 1.0  # weight of the masked labeled term (nnU-Net's loss on masked x_l)
         self.lambda_ct = 0.1
         self.ct_rampup_fraction = 0.4  # sigmoid ramp-up of lambda_ct over the first 40 % of the iterations
         self.lambda_adv = 0.001
@@ -207,7 +208,8 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
         self.dataset_class = infer_dataset_class(self.preprocessed_dataset_folder)
         self.was_initialized = True
         self.print_to_log_file(f"AdvMIM: predicts with {self.predict_with}; masked domain {self.masked_domain} "
-                               f"(ratio {self.mask_ratio}), adversarial {bool(self.discriminators)}, lambda_u "
+                               f"(ratio {self.mask_ratio}, masked labeled term x{self.lambda_masked_labeled}), "
+                               f"adversarial {bool(self.discriminators)}, lambda_u "
                                f"{self.lambda_u} (ramp-up {self.u_rampup_fraction}), lambda_ct {self.lambda_ct} (ramp-up "
                                f"{self.ct_rampup_fraction} of training), lambda_adv {self.lambda_adv} (ramp-up "
                                f"{self.adv_rampup_fraction}); unlabeled Dice over the batch {self._unlabeled_batch_dice()}; "
@@ -225,7 +227,7 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
             "-2.2 +- 0.9, -4.0 +- 4.4, below stock from 4 labeled cases on (docs/study.md). Compare them with stock "
             "training on your data (nnUNetv2_advmim_study with --runs nnUNetTrainer=3) before relying on either.")
         self.logger.update_config({"hparas": {"advmim": {k: getattr(self, k) for k in (
-            "masked_domain", "adversarial", "mask_ratio", "lambda_u", "lambda_ct", "ct_rampup_fraction", "lambda_adv",
+            "masked_domain", "adversarial", "mask_ratio", "lambda_masked_labeled", "lambda_u", "lambda_ct", "ct_rampup_fraction", "lambda_adv",
             "u_rampup_fraction", "adv_rampup_fraction", "unlabeled_batch_dice", "mask_block_size", "disc_real",
             "disc_optimizer", "disc_grad_clip", "unlabeled_oversample_foreground", "pseudo_locations_every", "hybrid_lr", "hybrid_weight_decay", "disc_lr", "initial_lr",
             "num_epochs", "num_iterations_per_epoch")}}})
@@ -407,7 +409,7 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
         return AdvMIMWeights(lambda_u=self.lambda_u, lambda_ct=self.lambda_ct, lambda_adv=self.lambda_adv,
                              rampup=self._rampup(), rampup_u=self._rampup(self.u_rampup_fraction),
                              rampup_adv=self._rampup(self.adv_rampup_fraction),
-                             batch_dice=self._unlabeled_batch_dice())
+                             batch_dice=self._unlabeled_batch_dice(), lambda_ml=self.lambda_masked_labeled)
 
     def _masks(self, shape) -> dict:
         """Per network, the mask of ``[x_l; x_u]`` (``shape`` = that batch's input shape): a block mask on the

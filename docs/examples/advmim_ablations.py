@@ -68,3 +68,9 @@ class nnUNetTrainerAdvMIM_halfLR(OneChoice, nnUNetTrainerAdvMIM):
     supervised one (and the unlabeled terms), about twice the gradient of stock training's single term, so with SGD
     the same learning rate takes steps about twice as large."""
     choice = {"initial_lr": 5e-3}
+
+
+class nnUNetTrainerAdvMIM_noMaskedLabeled(OneChoice, nnUNetTrainerAdvMIM):
+    """The masked domain on unlabeled crops only (the masked labeled term weighted 0): tells whether asking for a small
+    structure hidden under a mask block on labeled crops keeps it from being learned."""
+    choice = {"lambda_masked_labeled": 0.0}

@@ -5,7 +5,7 @@ and certainty ``w_O = max p(O(x_u))`` (both detached, from O's *unmasked* logits
 
     L_N =   DCCE(N(x_l), y_l)                                      labeled            (nnU-Net's loss)
           + lambda_ct * r(t) * Dice(N(x_u), y_O)                   unlabeled          (cross teaching)
-          + DCCE(N^m(x_l), y_l)                                    masked_labeled
+          + lambda_ml * DCCE(N^m(x_l), y_l)                        masked_labeled     (lambda_ml = 1: the paper)
           + lambda_u * r_u(t) * [wCE + wDice](N^m(x_u), y_O; w_O)  masked_unlabeled
           + lambda_adv * r_adv(t) * mean((D_N(p(N^m(x_u))) - 1)^2) masked_unlabeled   (least-squares GAN)
     L_D_N = 0.1 * [mean((D_N(p(N(x_l))) - 1)^2) + mean(D_N(p(N^m(x_u)))^2)]   on detached maps
@@ -80,7 +80,7 @@ def _check_partner(logits_u: torch.Tensor, partner_logits_u: torch.Tensor) -> No
 class AdvMIMWeights:
     """The weights of ``L_N``. ``rampup``, ``rampup_u`` and ``rampup_adv`` multiply ``lambda_ct``, ``lambda_u`` and
     ``lambda_adv`` (ramp-ups of the training progress); ``batch_dice`` computes the Dice terms on ``x_u`` over the
-    whole batch instead of per sample."""
+    whole batch instead of per sample; ``lambda_ml`` weights the masked labeled term (1 in the paper)."""
     lambda_u: float = 1.0
     lambda_ct: float = 0.1
     lambda_adv: float = 0.001
@@ -88,6 +88,7 @@ class AdvMIMWeights:
     rampup_u: float = 1.0
     rampup_adv: float = 1.0
     batch_dice: bool = False
+    lambda_ml: float = 1.0
 
 
 @dataclass
@@ -123,7 +124,7 @@ def part_loss(part: str, output: Logits, target, supervised_loss: Callable,
         return PartLoss(sup, {"sup": sup}, real=torch.softmax(upcast(full_resolution(output).detach()), 1))
     if part == MASKED_LABELED:
         masked_sup = supervised_loss(output, target)
-        return PartLoss(masked_sup, {"masked_sup": masked_sup})
+        return PartLoss(weights.lambda_ml * masked_sup, {"masked_sup": masked_sup})
     if part not in PARTS:
         raise ValueError(f"unknown AdvMIM part {part!r}; expected one of {PARTS}")
     logits_u = full_resolution(output)

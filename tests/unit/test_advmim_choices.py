@@ -9,7 +9,7 @@ import torch
 from nnunetv2_advmim.commands.study import find_trainer
 from nnunetv2_advmim.methods.adversarial import (PatchDiscriminator, discriminator_optimizer,
                                                    saved_discriminator_settings)
-from nnunetv2_advmim.methods.advmim import MASKED_UNLABELED, AdvMIMWeights, part_loss
+from nnunetv2_advmim.methods.advmim import MASKED_LABELED, MASKED_UNLABELED, AdvMIMWeights, part_loss
 from nnunetv2_advmim.methods.losses import cross_teaching_dice
 from nnunetv2_advmim.methods.masking import chosen_block_size
 
@@ -77,10 +77,21 @@ def test_trainer_masks_follow_the_block_size_choice():
     assert [int(b.any(1).any(2).sum()) for b in blocks] == [2, 2, 2]
 
 
+def test_masked_labeled_weight_scales_that_term_only():
+    """lambda_ml multiplies the masked labeled term (nnU-Net's loss on masked x_l); the logged term stays unweighted."""
+    output, target = torch.tensor(3.0), torch.tensor(1.0)
+    supervised = lambda o, t: (o - t) ** 2  # 4.0
+    default = part_loss(MASKED_LABELED, output, target, supervised, None, None, AdvMIMWeights())
+    assert float(default.loss) == 4.0 and float(default.terms["masked_sup"]) == 4.0
+    quarter = part_loss(MASKED_LABELED, output, target, supervised, None, None, AdvMIMWeights(lambda_ml=0.25))
+    assert float(quarter.loss) == 1.0 and float(quarter.terms["masked_sup"]) == 4.0
+
+
 def test_trainer_loss_weights_ramp_each_term_over_its_own_fraction():
     trainer = find_trainer("nnUNetTrainerAdvMIM")
-    fake = SimpleNamespace(lambda_u=1.0, lambda_ct=0.1, lambda_adv=0.001, ct_rampup_fraction=0.4,
-                           u_rampup_fraction=0.2, adv_rampup_fraction=0.0, unlabeled_batch_dice=None,
+    fake = SimpleNamespace(lambda_u=1.0, lambda_masked_labeled=0.5, lambda_ct=0.1, lambda_adv=0.001,
+                           ct_rampup_fraction=0.4, u_rampup_fraction=0.2, adv_rampup_fraction=0.0,
+                           unlabeled_batch_dice=None,
                            configuration_manager=SimpleNamespace(batch_dice=True), num_epochs=10,
                            num_iterations_per_epoch=10, current_epoch=1, _epoch_iteration=0)
     fake._rampup = lambda fraction=None: trainer._rampup(fake, fraction)
@@ -89,6 +100,7 @@ def test_trainer_loss_weights_ramp_each_term_over_its_own_fraction():
     assert w.rampup == pytest.approx(np.exp(-5 * (1 - 10 / 40) ** 2))
     assert w.rampup_u == pytest.approx(np.exp(-5 * (1 - 10 / 20) ** 2))
     assert w.rampup_adv == 1.0 and w.batch_dice is True  # no ramp; None follows the plan's batch_dice
+    assert w.lambda_ml == 0.5
     fake.unlabeled_batch_dice, fake.current_epoch = False, 2
     w = trainer._loss_weights(fake)
     assert w.rampup_u == 1.0 and w.batch_dice is False

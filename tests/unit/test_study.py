@@ -199,7 +199,7 @@ def test_ablation_examples_change_one_known_choice_each(monkeypatch):
     for cls in (nnUNetTrainer, base):  # nnU-Net's own attributes (initial_lr), then AdvMIM's
         defaults.update(re.findall(r"self\.(\w+) = ([^#\n]+?)\s*(?:#|\n)", inspect.getsource(cls.__init__)))
     names = ["rampups", "batchDice", "discUnlabeled", "block16", "sgdDisc", "fgUnlabeled", "uRampup", "ratio50",
-             "noMaskedUnlabeled", "halfLR"]
+             "noMaskedUnlabeled", "halfLR", "noMaskedLabeled"]
     for name in names:
         cls = find_trainer(f"nnUNetTrainerAdvMIM_{name}")
         assert issubclass(cls, base) and cls.choice
