@@ -227,8 +227,8 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
             "-2.2 +- 0.9, -4.0 +- 4.4, below stock from 4 labeled cases on (docs/study.md). Compare them with stock "
             "training on your data (nnUNetv2_advmim_study with --runs nnUNetTrainer=3) before relying on either.")
         self.logger.update_config({"hparas": {"advmim": {k: getattr(self, k) for k in (
-            "masked_domain", "adversarial", "mask_ratio", "lambda_masked_labeled", "lambda_u", "lambda_ct", "ct_rampup_fraction", "lambda_adv",
-            "u_rampup_fraction", "adv_rampup_fraction", "unlabeled_batch_dice", "mask_block_size", "disc_real",
+            "masked_domain", "adversarial", "mask_ratio", "lambda_masked_labeled", "lambda_u", "lambda_ct",
+            "ct_rampup_fraction", "lambda_adv", "u_rampup_fraction", "adv_rampup_fraction", "unlabeled_batch_dice", "mask_block_size", "disc_real",
             "disc_optimizer", "disc_grad_clip", "unlabeled_oversample_foreground", "pseudo_locations_every", "hybrid_lr", "hybrid_weight_decay", "disc_lr", "initial_lr",
             "num_epochs", "num_iterations_per_epoch")}}})
 
