@@ -8,7 +8,8 @@ module derives:
 - the *hybrid* CNN-Transformer U-Net converted from a CNN plan (:func:`hybrid_arch_kwargs`: the plan's stages,
   features, kernels and strides plus the transformer settings);
 - AdvMIM's two branches (S = hybrid, C = maskable CNN) and their prediction ensemble (:func:`build_branch`);
-- the pretraining network (downstream network, maskable, outputs = input channels; :func:`build_pretraining_network`).
+- the pretraining network (downstream network, maskable, outputs = input channels; :func:`build_pretraining_network`)
+  and AdvMIM's two networks for their joint pretraining (:func:`build_pretraining_branch`).
 
 Classes are matched by their class name, so a plan may name them by any import path
 (``nnunetv2_advmim.architectures.MaskablePlainConvUNet`` or ``...architectures.maskable.MaskablePlainConvUNet``).
@@ -145,4 +146,15 @@ def build_pretraining_network(configuration_manager, num_input_channels: int, hy
     name, kwargs, req = pretraining_arch(cm.network_arch_class_name, cm.network_arch_init_kwargs,
                                          cm.network_arch_init_kwargs_req_import, hybrid, **transformer_kwargs)
     return get_network_from_plans(name, kwargs, req, num_input_channels, num_input_channels, allow_init=True,
+                                  deep_supervision=False)
+
+
+def build_pretraining_branch(kind: str, configuration_manager, num_input_channels: int) -> nn.Module:
+    """AdvMIM's network ``kind`` ('hybrid' = S, 'cnn' = C, as :func:`build_branch` builds it) for MIM pretraining:
+    ``num_input_channels`` outputs, no deep supervision. Its keys are those of AdvMIM's network but for
+    ``decoder.seg_layers.*``, which fine-tuning skips."""
+    cm = configuration_manager
+    name, kw, imp = branch_architecture(kind, cm.network_arch_class_name, cm.network_arch_init_kwargs,
+                                        cm.network_arch_init_kwargs_req_import)
+    return get_network_from_plans(name, kw, imp, num_input_channels, num_input_channels, allow_init=True,
                                   deep_supervision=False)

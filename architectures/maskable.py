@@ -9,7 +9,8 @@ state-dict keys are those of the stock network. Hence:
   extra ``mask_token`` key) and ``nnUNetv2_predict`` runs them;
 - ``forward(x)`` / ``forward(x, mask=None)`` runs exactly the stock forward.
 
-With a mask, the input is zeroed in masked blocks and the stem output (``PlainConvUNet``: first encoder
+With a mask, the input is zeroed in masked blocks (unless ``zero_masked_input`` is False: the official AdvMIM
+code leaves the input as it is and relies on the token alone) and the stem output (``PlainConvUNet``: first encoder
 stage; ``ResidualEncoderUNet``: ``encoder.stem``) is replaced by the token at masked positions.
 """
 from typing import Optional
@@ -27,8 +28,11 @@ class MaskTokenMixin:
 
     ``mask`` is either the block mask ``(B, *grid)`` of :mod:`nnunetv2_advmim.methods.masking` (block size from
     the encoder's total downsampling, capped at the input size) or an already voxel-level bool mask
-    ``(B, 1, *spatial)``.
+    ``(B, 1, *spatial)``. ``zero_masked_input`` (default True) zeroes the input in masked blocks before the stem; with
+    False only the stem features are replaced.
     """
+
+    zero_masked_input = True
 
     def _init_mask_token(self, channels: int, conv_op) -> None:
         dim = convert_conv_op_to_dim(conv_op)
@@ -55,9 +59,9 @@ class MaskTokenMixin:
         return upsample_mask(mask.to(x.device), spatial, self.mask_block_size(spatial))
 
     def _mask_input(self, x: torch.Tensor, mask: torch.Tensor):
-        """Return (input zeroed in masked blocks, voxel mask)."""
+        """Return (input, zeroed in masked blocks when ``zero_masked_input``; voxel mask)."""
         m = self._voxel_mask(x, mask)
-        return x.masked_fill(m, 0), m
+        return (x.masked_fill(m, 0) if self.zero_masked_input else x), m
 
     def _mask_stem(self, features: torch.Tensor, voxel_mask: torch.Tensor) -> torch.Tensor:
         return apply_mask_token(features, voxel_mask, self.mask_token)

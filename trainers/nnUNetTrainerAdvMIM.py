@@ -38,6 +38,7 @@ import torch.distributed as dist
 from batchgenerators.utilities.file_and_folder_operations import join
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
+from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 from nnunetv2.training.loss.dice import get_tp_fp_fn_tn
 from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
@@ -66,9 +67,18 @@ from nnunetv2_advmim.runtime.memory import cuda_step_peak_bytes
 from nnunetv2_advmim.runtime.numerics import NonFiniteGuard, discriminator_collapsed, enable_determinism, seed_from_env
 from nnunetv2_advmim.runtime.precision import amp_dtype, guarded_step, scaled_backward
 from nnunetv2_advmim.runtime.safety import refuse_finished_run
-from nnunetv2_advmim.runtime.weights import load_branch_weights
+from nnunetv2_advmim.runtime.weights import load_branch_weights, load_pretrained_branches, route_pretrained_weights
+from nnunetv2_advmim.trainers.one_choice import OneChoice
 
 PRETRAINED_ENV = {"hybrid": "nnUNet_advmim_pretrained_hybrid", "cnn": "nnUNet_advmim_pretrained_cnn"}
+# the settings logged at the start of training (the log file and the logger's config)
+SETTINGS = ("predict_with", "masked_domain", "adversarial", "mask_ratio", "zero_masked_input", "lambda_masked_labeled",
+            "masked_labeled_ce_only", "lambda_u", "masked_unlabeled_dice", "u_rampup_fraction", "lambda_ct",
+            "ct_rampup_fraction", "lambda_adv", "adv_rampup_fraction", "unlabeled_batch_dice", "mask_block_size",
+            "initial_lr", "weight_decay", "sgd_momentum", "sgd_nesterov", "hybrid_optimizer", "hybrid_lr",
+            "hybrid_weight_decay", "grad_clip", "disc_real", "disc_optimizer", "disc_lr", "disc_weight_decay",
+            "disc_grad_clip", "disc_kernel_size", "disc_head_stride", "unlabeled_oversample_foreground",
+            "num_epochs", "num_iterations_per_epoch", "step_mode")
 STEP_KEYS = ("sup", "cross_teaching", "masked_sup", "masked_ce", "masked_dice", "adversarial", "total", "certainty",
              "disc_loss", "disc_real", "disc_fake")
 
@@ -108,6 +118,12 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
         self.ct_rampup_fraction = 0.4  # sigmoid ramp-up of lambda_ct over the first 40 % of the iterations
         self.lambda_adv = 0.001
         self.disc_loss_weight = 0.1
+        # the official code's loss choices (nnUNetTrainerAdvMIM_paper): wDice in the masked unlabeled term (False: wCE
+        # only), the networks whose masked labeled term is nnU-Net's CE alone (the official code: S), and whether
+        # masked input voxels are zeroed before the stem (the official code only replaces the stem features)
+        self.masked_unlabeled_dice = True
+        self.masked_labeled_ce_only = ()
+        self.zero_masked_input = True
         # choices the paper leaves open or makes for other data; the defaults are the paper's (docs/advmim.md)
         self.u_rampup_fraction = 0.0  # sigmoid ramp-up of lambda_u over this fraction of the iterations (0: none)
         self.adv_rampup_fraction = 0.0  # the same for lambda_adv
@@ -128,10 +144,16 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
         self.hybrid_weight_decay = 5e-2
         self.hybrid_betas = (0.9, 0.98)
         self.hybrid_warmup_fraction = 0.05
+        self.hybrid_optimizer = "adamw"  # or "sgd": the same SGD and poly schedule as C (the official code)
+        self.sgd_momentum = 0.99  # C's SGD (and S's with hybrid_optimizer "sgd"): nnU-Net's momentum and Nesterov
+        self.sgd_nesterov = True
         self.disc_optimizer = "adam"  # "adam" (constant disc_lr) or "sgd" (momentum 0.9, poly decay of disc_lr)
         self.disc_lr = 1e-4
         self.disc_betas = (0.9, 0.99)
+        self.disc_weight_decay = 0.0
         self.disc_grad_clip = None  # gradient-norm clipping of the discriminators (None: none)
+        self.disc_kernel_size = 3  # 4 with disc_head_stride 2: the official discriminator (PatchDiscriminator)
+        self.disc_head_stride = 1
         self.grad_clip = 12.0
         # execution: pass scheduling, mixed precision, torch.compile (None: nnU-Net's rule). "auto": the fastest mode
         # whose estimated peak fits the GPU ('memory' on the CPU), chosen in initialize (_choose_step_mode)
@@ -187,6 +209,8 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
             if path:
                 load_branch_weights(nets[b], path, b)
                 self.print_to_log_file(f"Loaded {b} branch weights from {path} (${PRETRAINED_ENV[b]})")
+        for net in nets.values():
+            net.zero_masked_input = self.zero_masked_input
         self.discriminators = self._build_discriminators(nets["cnn"]) if self.masked_domain and self.adversarial \
             else {}
         self._choose_step_mode(nets["cnn"])  # before DDP wrapping (its settings depend on the mode) and compiling
@@ -205,32 +229,17 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
                 AdvMIMEnsemble(unwrap_model(nets["hybrid"]), unwrap_model(nets["cnn"]))
         self.branches = nets
         self.loss = self._build_loss()
+        self.masked_labeled_loss = {b: self._build_ce_loss() for b in self.masked_labeled_ce_only}
+        # nnUNetv2_train -pretrained_weights loads into self.network only; a checkpoint of both networks (joint MIM
+        # pretraining, nnUNetTrainerAnatoMask_AdvMIM) must reach S and C (load_pretrained_weights below)
+        route_pretrained_weights(self.network, self.load_pretrained_weights)
         self.dataset_class = infer_dataset_class(self.preprocessed_dataset_folder)
         self.was_initialized = True
-        self.print_to_log_file(f"AdvMIM: predicts with {self.predict_with}; masked domain {self.masked_domain} "
-                               f"(ratio {self.mask_ratio}, masked labeled term x{self.lambda_masked_labeled}), "
-                               f"adversarial {bool(self.discriminators)}, lambda_u "
-                               f"{self.lambda_u} (ramp-up {self.u_rampup_fraction}), lambda_ct {self.lambda_ct} (ramp-up "
-                               f"{self.ct_rampup_fraction} of training), lambda_adv {self.lambda_adv} (ramp-up "
-                               f"{self.adv_rampup_fraction}); unlabeled Dice over the batch {self._unlabeled_batch_dice()}; "
-                               f"mask block {self.mask_block_size or 'network downsampling'}; discriminator real maps "
-                               f"{self.disc_real}, optimizer {self.disc_optimizer} lr {self.disc_lr}; unlabeled crops on pseudo-label "
-                               f"foreground {self.unlabeled_oversample_foreground:.0%}")
-        self.print_to_log_file(
-            "Note: in this package's own label-efficiency study (synthetic scarce-label data, 2D, 32 training cases, "
-            "1000 iterations for every arm, 3 draws of the labeled cases, each compared with the mean of 3 to 4 stock "
-            "nnU-Net trainings on the same cases, because one stock training can differ from the next by several "
-            "Dice points) AdvMIM's default training (no adversarial loss, predicting with C) against stock nnU-Net: "
-            "+1.4 +- 3.0 Dice points at 2 labeled, -0.5 +- 1.5 at 4, -0.1 +- 2.6 at 8. It is level with stock from "
-            "4 labeled cases (1 in 8 of the training cases) on, where stock training is the better choice at a "
-            "tenth of the cost. With the paper's adversarial loss (nnUNetTrainerAdvMIM_withAdv): +1.1 +- 1.9, "
-            "-2.2 +- 0.9, -4.0 +- 4.4, below stock from 4 labeled cases on (docs/study.md). Compare them with stock "
-            "training on your data (nnUNetv2_advmim_study with --runs nnUNetTrainer=3) before relying on either.")
-        self.logger.update_config({"hparas": {"advmim": {k: getattr(self, k) for k in (
-            "masked_domain", "adversarial", "mask_ratio", "lambda_masked_labeled", "lambda_u", "lambda_ct",
-            "ct_rampup_fraction", "lambda_adv", "u_rampup_fraction", "adv_rampup_fraction", "unlabeled_batch_dice", "mask_block_size", "disc_real",
-            "disc_optimizer", "disc_grad_clip", "unlabeled_oversample_foreground", "pseudo_locations_every", "hybrid_lr", "hybrid_weight_decay", "disc_lr", "initial_lr",
-            "num_epochs", "num_iterations_per_epoch")}}})
+        settings = {k: getattr(self, k) for k in SETTINGS}
+        self.print_to_log_file(f"AdvMIM ({self.__class__.__name__}): "
+                               + ", ".join(f"{k}={v}" for k, v in settings.items())
+                               + f"; unlabeled Dice over the batch {self._unlabeled_batch_dice()}")
+        self.logger.update_config({"hparas": {"advmim": settings}})
 
     def _choose_step_mode(self, cnn: torch.nn.Module) -> None:
         """Resolve ``step_mode = "auto"`` (``methods.advmim.choose_step_mode``) and log the choice and why. On a GPU
@@ -255,17 +264,28 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
         self.print_to_log_file(f"step_mode 'auto' -> '{mode}': {reason}")
 
     def configure_optimizers(self, nets=None):
-        """C: nnU-Net's SGD + poly. S: AdamW + warm-up + poly. D: Adam, constant. Returns S's for nnU-Net's hooks."""
+        """C: nnU-Net's SGD + poly. S: AdamW + warm-up + poly (``hybrid_optimizer = "sgd"``: C's SGD and poly).
+        D: Adam, constant (or SGD + poly, ``disc_optimizer``). Returns the predicting network's for nnU-Net's hooks."""
+        if self.hybrid_optimizer not in ("adamw", "sgd"):
+            raise ValueError(f"hybrid_optimizer must be 'adamw' or 'sgd', got {self.hybrid_optimizer!r}")
         nets = nets or {b: unwrap_model(m) for b, m in self.branches.items()}
-        cnn_opt = torch.optim.SGD(nets["cnn"].parameters(), self.initial_lr, weight_decay=self.weight_decay,
-                                  momentum=0.99, nesterov=True)
-        hyb_opt = torch.optim.AdamW(nets["hybrid"].parameters(), self.hybrid_lr, betas=self.hybrid_betas,
-                                    weight_decay=self.hybrid_weight_decay)
-        warmup = max(1, int(round(self.hybrid_warmup_fraction * self.num_epochs)))
-        self.branch_optimizers = {"hybrid": hyb_opt, "cnn": cnn_opt}
-        self.branch_schedulers = {
-            "hybrid": EpochLR(hyb_opt, lambda e: warmup_poly_lr(e, self.num_epochs, self.hybrid_lr, warmup)),
-            "cnn": PolyLRScheduler(cnn_opt, self.initial_lr, self.num_epochs)}
+
+        def sgd(net):
+            opt = torch.optim.SGD(net.parameters(), self.initial_lr, weight_decay=self.weight_decay,
+                                  momentum=self.sgd_momentum, nesterov=self.sgd_nesterov)
+            return opt, PolyLRScheduler(opt, self.initial_lr, self.num_epochs)
+
+        made = {"cnn": sgd(nets["cnn"])}
+        if self.hybrid_optimizer == "sgd":
+            made["hybrid"] = sgd(nets["hybrid"])
+        else:
+            hyb_opt = torch.optim.AdamW(nets["hybrid"].parameters(), self.hybrid_lr, betas=self.hybrid_betas,
+                                        weight_decay=self.hybrid_weight_decay)
+            warmup = max(1, int(round(self.hybrid_warmup_fraction * self.num_epochs)))
+            made["hybrid"] = (hyb_opt, EpochLR(hyb_opt, lambda e: warmup_poly_lr(e, self.num_epochs, self.hybrid_lr,
+                                                                                 warmup)))
+        self.branch_optimizers = {b: opt for b, (opt, _) in made.items()}
+        self.branch_schedulers = {b: sched for b, (_, sched) in made.items()}
         if self.disc_real not in ("labeled", "unlabeled"):
             raise ValueError(f"disc_real must be 'labeled' or 'unlabeled', got {self.disc_real!r}")
         self._build_disc_optimizers()
@@ -274,8 +294,15 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
 
     def _build_discriminators(self, cnn: torch.nn.Module) -> dict:
         conv_op = unwrap_model(cnn).encoder.conv_op
-        return {b: PatchDiscriminator(self.label_manager.num_segmentation_heads, conv_op).to(self.device)
+        return {b: PatchDiscriminator(self.label_manager.num_segmentation_heads, conv_op,
+                                      kernel_size=self.disc_kernel_size, head_stride=self.disc_head_stride).to(self.device)
                 for b in BRANCHES}
+
+    def _build_ce_loss(self):
+        """nnU-Net's own loss (deep supervision and ignore label as ``_build_loss``) with the Dice weight 0: CE alone."""
+        loss = self._build_loss()
+        (loss.loss if isinstance(loss, DeepSupervisionWrapper) else loss).weight_dice = 0
+        return loss
 
     def _ddp_discriminator(self, d: torch.nn.Module) -> torch.nn.Module:
         return DDP(d, device_ids=[self.local_rank])
@@ -298,7 +325,8 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
 
     def _build_disc_optimizers(self) -> None:
         made = {b: discriminator_optimizer(d.parameters(), self.disc_optimizer, self.disc_lr, self.num_epochs,
-                                           betas=self.disc_betas) for b, d in self.discriminators.items()}
+                                           betas=self.disc_betas, weight_decay=self.disc_weight_decay)
+                for b, d in self.discriminators.items()}
         self.disc_optimizers = {b: opt for b, (opt, _) in made.items()}
         self.disc_schedulers = {b: sched for b, (_, sched) in made.items() if sched is not None}
 
@@ -409,7 +437,8 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
         return AdvMIMWeights(lambda_u=self.lambda_u, lambda_ct=self.lambda_ct, lambda_adv=self.lambda_adv,
                              rampup=self._rampup(), rampup_u=self._rampup(self.u_rampup_fraction),
                              rampup_adv=self._rampup(self.adv_rampup_fraction),
-                             batch_dice=self._unlabeled_batch_dice(), lambda_ml=self.lambda_masked_labeled)
+                             batch_dice=self._unlabeled_batch_dice(), lambda_ml=self.lambda_masked_labeled,
+                             masked_unlabeled_dice=self.masked_unlabeled_dice)
 
     def _masks(self, shape) -> dict:
         """Per network, the mask of ``[x_l; x_u]`` (``shape`` = that batch's input shape): a block mask on the
@@ -463,7 +492,8 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
         out = advmim_generator_step(
             self.branches, x_l, target, x_u, self.loss, masks,
             {b: unwrap_model(d) for b, d in self.discriminators.items()}, self.step_mode,
-            backward=self._backward, autocast=self._autocast, no_sync=_no_sync, ddp=self.is_ddp, weights=weights)
+            backward=self._backward, autocast=self._autocast, no_sync=_no_sync, ddp=self.is_ddp, weights=weights,
+            masked_labeled_loss=self.masked_labeled_loss)
         terms = out["terms"]
         real = out["real"] if self.disc_real == "labeled" else \
             {b: torch.softmax(logits, 1) for b, logits in out["logits_u"].items()}
@@ -650,6 +680,16 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
         now = ema[self.current_epoch]
         return now if self._best_ema is None or now > self._best_ema else self._best_ema
 
+    def load_pretrained_weights(self, filename: str) -> None:
+        """``nnUNetv2_train ... -pretrained_weights FILE``: a checkpoint that holds both networks (joint pretraining by
+        ``nnUNetTrainerMIM_AdvMIM``, ``nnUNetTrainerAnatoMask_AdvMIM``, ``nnUNetTrainerMPSAMS_AdvMIM``, or an AdvMIM
+        training) loads into S and C; a checkpoint of one network loads into the network it fits, the one this
+        trainer predicts with first. nnU-Net's rule for each: every key but ``.seg_layers.`` with equal shape."""
+        nets = {b: unwrap_model(m) for b, m in self.branches.items()}
+        primary = "cnn" if self.predict_with == "ensemble" else self.predict_with
+        for b in load_pretrained_branches(nets, filename, primary):
+            self.print_to_log_file(f"Loaded the {b} network's weights from {filename} (-pretrained_weights)")
+
     def load_checkpoint(self, filename_or_checkpoint: Union[dict, str]) -> None:
         # weights_only=True: a file carrying foreign pickled objects is refused (checkpointing.safe_load), before
         # anything is built
@@ -773,3 +813,66 @@ class nnUNetTrainerCTCT_demo(nnUNetTrainerCTCT):
         self.num_epochs = 10
         self.num_iterations_per_epoch = 10
         self.num_val_iterations_per_epoch = 2
+
+
+class nnUNetTrainerAdvMIM_paper(nnUNetTrainerAdvMIM):
+    """AdvMIM as the official code trains it, wherever an nnU-Net plan allows; predicts with S (docs/advmim.md lists
+    every difference): adversarial loss on both networks with the official discriminator (4x4 kernels, a 4x4
+    stride-2 head) and its SGD; S and C on SGD at lr 0.05, momentum 0.9, weight decay 1e-4, poly, clipping 5;
+    cross teaching at a constant 0.1; masked unlabeled term wCE only; S's masked labeled term CE only; masked input
+    voxels not zeroed; 120 epochs of 250 iterations (the official 30k iterations). Network, patch, batch size,
+    augmentation and supervised loss are the plan's and nnU-Net's. With ``-pretrained_weights`` of a joint
+    pretraining (``nnUNetTrainerAnatoMask_AdvMIM``), S starts pretrained, as the paper's S starts from ImageNet."""
+
+    predict_with = "hybrid"
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device('cuda')):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs = 120
+        self.adversarial = True
+        self.initial_lr = 0.05
+        self.weight_decay = 1e-4
+        self.sgd_momentum = 0.9
+        self.sgd_nesterov = False
+        self.hybrid_optimizer = "sgd"
+        self.grad_clip = 5.0
+        self.ct_rampup_fraction = 0.0
+        self.masked_unlabeled_dice = False
+        self.masked_labeled_ce_only = ("hybrid",)
+        self.zero_masked_input = False
+        self.disc_optimizer = "sgd"
+        self.disc_lr = 0.05
+        self.disc_weight_decay = 1e-4
+        self.disc_grad_clip = 5.0
+        self.disc_kernel_size = 4
+        self.disc_head_stride = 2
+
+
+# the official code's choices one at a time on top of the default (each the name of what it changes)
+class nnUNetTrainerAdvMIM_maskedCEOnly(OneChoice, nnUNetTrainerAdvMIM):
+    """The default with the masked unlabeled term wCE only (no wDice), as the official code."""
+    choice = {"masked_unlabeled_dice": False}
+
+
+class nnUNetTrainerAdvMIM_hybridMaskedCE(OneChoice, nnUNetTrainerAdvMIM):
+    """The default with S's masked labeled term nnU-Net's CE alone (C keeps CE + Dice), as the official code."""
+    choice = {"masked_labeled_ce_only": ("hybrid",)}
+
+
+class nnUNetTrainerAdvMIM_constantCT(OneChoice, nnUNetTrainerAdvMIM):
+    """The default with the cross-teaching weight 0.1 from the first iteration (no ramp-up), as the official code."""
+    choice = {"ct_rampup_fraction": 0.0}
+
+
+class nnUNetTrainerAdvMIM_officialDisc(OneChoice, nnUNetTrainerAdvMIM):
+    """The default with the adversarial loss and the official discriminator (4x4 kernels, 4x4 stride-2 head) on SGD
+    at lr 0.05, momentum 0.9, weight decay 1e-4, poly, clipping 5."""
+    choice = {"adversarial": True, "disc_kernel_size": 4, "disc_head_stride": 2, "disc_optimizer": "sgd",
+              "disc_lr": 0.05, "disc_weight_decay": 1e-4, "disc_grad_clip": 5.0}
+
+
+class nnUNetTrainerAdvMIM_unzeroedInput(OneChoice, nnUNetTrainerAdvMIM):
+    """The default with masked input voxels left as they are (only the stem features become the token), as the
+    official code."""
+    choice = {"zero_masked_input": False}

@@ -6,12 +6,14 @@ and certainty ``w_O = max p(O(x_u))`` (both detached, from O's *unmasked* logits
     L_N =   DCCE(N(x_l), y_l)                                      labeled            (nnU-Net's loss)
           + lambda_ct * r(t) * Dice(N(x_u), y_O)                   unlabeled          (cross teaching)
           + lambda_ml * DCCE(N^m(x_l), y_l)                        masked_labeled     (lambda_ml = 1: the paper)
-          + lambda_u * r_u(t) * [wCE + wDice](N^m(x_u), y_O; w_O)  masked_unlabeled
+          + lambda_u * r_u(t) * [wCE + wDice](N^m(x_u), y_O; w_O)  masked_unlabeled   (wDice off: the official code)
           + lambda_adv * r_adv(t) * mean((D_N(p(N^m(x_u))) - 1)^2) masked_unlabeled   (least-squares GAN)
     L_D_N = 0.1 * [mean((D_N(p(N(x_l))) - 1)^2) + mean(D_N(p(N^m(x_u)))^2)]   on detached maps
 
 ``r``, ``r_u``, ``r_adv`` are ramp-up factors in [0, 1] (:class:`AdvMIMWeights`; the paper ramps ``lambda_ct`` only,
-so ``r_u = r_adv = 1`` by default). The Dice terms on ``x_u`` are per sample unless ``batch_dice`` (then the sums
+so ``r_u = r_adv = 1`` by default). The official code differs in two terms, each a switch here: its masked
+unlabeled term is wCE only (``masked_unlabeled_dice=False``), and S's masked labeled term is CE only (a per-network
+``masked_labeled_loss`` of :func:`advmim_generator_step`). The Dice terms on ``x_u`` are per sample unless ``batch_dice`` (then the sums
 run over the batch too, as nnU-Net's supervised Dice where the plan says ``batch_dice``). The discriminator's
 "real" maps are ``p(N(x_l))`` as in the paper; the step also returns ``N(x_u)`` so a trainer can take "real"
 from the same unlabeled crops as "fake" (then real and fake differ by the mask only).
@@ -80,7 +82,9 @@ def _check_partner(logits_u: torch.Tensor, partner_logits_u: torch.Tensor) -> No
 class AdvMIMWeights:
     """The weights of ``L_N``. ``rampup``, ``rampup_u`` and ``rampup_adv`` multiply ``lambda_ct``, ``lambda_u`` and
     ``lambda_adv`` (ramp-ups of the training progress); ``batch_dice`` computes the Dice terms on ``x_u`` over the
-    whole batch instead of per sample; ``lambda_ml`` weights the masked labeled term (1 in the paper)."""
+    whole batch instead of per sample; ``lambda_ml`` weights the masked labeled term (1 in the paper);
+    ``masked_unlabeled_dice`` keeps wDice in the masked unlabeled term (the paper's equation; the official code
+    trains wCE only)."""
     lambda_u: float = 1.0
     lambda_ct: float = 0.1
     lambda_adv: float = 0.001
@@ -89,6 +93,7 @@ class AdvMIMWeights:
     rampup_adv: float = 1.0
     batch_dice: bool = False
     lambda_ml: float = 1.0
+    masked_unlabeled_dice: bool = True
 
 
 @dataclass
@@ -138,8 +143,12 @@ def part_loss(part: str, output: Logits, target, supervised_loss: Callable,
             loss = weights.lambda_ct * weights.rampup * terms["cross_teaching"]
         return PartLoss(loss, terms, logits_u=logits_u.detach())
     ce = certainty_weighted_ce(logits_u, labels, certainty, ddp=ddp)
-    dice = certainty_weighted_dice(logits_u, labels, certainty, batch_dice=weights.batch_dice)
-    loss = weights.lambda_u * weights.rampup_u * (ce + dice)
+    if weights.masked_unlabeled_dice:
+        dice = certainty_weighted_dice(logits_u, labels, certainty, batch_dice=weights.batch_dice)
+        loss = weights.lambda_u * weights.rampup_u * (ce + dice)
+    else:
+        dice = ce.new_zeros((), dtype=torch.float32)
+        loss = weights.lambda_u * weights.rampup_u * ce
     probs_u = torch.softmax(upcast(logits_u), 1)
     adv = ce.new_zeros((), dtype=torch.float32)
     if discriminator is not None and weights.lambda_adv != 0:
@@ -307,7 +316,8 @@ def advmim_generator_step(nets: Dict[str, nn.Module], x_l: torch.Tensor, target,
                           lambda_ct: float = 0.1, rampup: float = 1.0, lambda_u: float = 1.0,
                           lambda_adv: float = 0.001, backward: Callable[[torch.Tensor], None] = torch.Tensor.backward,
                           autocast: Callable = None, no_sync: Callable = None, ddp: bool = False,
-                          weights: Optional[AdvMIMWeights] = None) -> dict:
+                          weights: Optional[AdvMIMWeights] = None,
+                          masked_labeled_loss: Optional[Dict[str, Callable]] = None) -> dict:
     """Losses of S and C for one iteration and their gradients (accumulated in ``.grad``), in execution ``mode``.
 
     ``nets``: ``{"hybrid": S, "cnn": C}`` with ``forward(x, mask=None)``; ``masks``: per network the block mask of
@@ -317,7 +327,8 @@ def advmim_generator_step(nets: Dict[str, nn.Module], x_l: torch.Tensor, target,
     last backward of a network in ``memory`` mode; ``ddp``: the networks are DDP-wrapped and the batch is this
     rank's share (the weighted CE is then normalised over all ranks, so the averaged gradients equal those of one
     process on the concatenated batches). ``weights``: all of :class:`AdvMIMWeights` at once (replaces
-    ``lambda_ct``, ``rampup``, ``lambda_u``, ``lambda_adv``). Returns ``terms`` (per network, unweighted, detached,
+    ``lambda_ct``, ``rampup``, ``lambda_u``, ``lambda_adv``). ``masked_labeled_loss``: per network the loss of its
+    masked labeled part (default ``supervised_loss``; the official code uses CE alone for S). Returns ``terms`` (per network, unweighted, detached,
     plus ``total``), ``real`` (``p(N(x_l))``), ``fake`` (``p(N^m(x_u))``) and ``logits_u`` (``N(x_u)``, the partners' pseudo-label source), all
     detached, for the discriminators. Nothing here calls ``.item()``: no host synchronisation.
     """
@@ -336,8 +347,11 @@ def advmim_generator_step(nets: Dict[str, nn.Module], x_l: torch.Tensor, target,
     totals = {b: [] for b in BRANCHES}
     real, fake = {}, {}
 
+    masked_labeled_loss = masked_labeled_loss or {}
+
     def loss_of(b, part, output):
-        r = part_loss(part, output, target, supervised_loss, partner.get(b), discriminators.get(b), weights, ddp)
+        sup = masked_labeled_loss.get(b, supervised_loss) if part == MASKED_LABELED else supervised_loss
+        r = part_loss(part, output, target, sup, partner.get(b), discriminators.get(b), weights, ddp)
         terms[b].update(r.terms)
         if r.real is not None:
             real[b] = r.real

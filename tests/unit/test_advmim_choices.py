@@ -91,7 +91,7 @@ def test_trainer_loss_weights_ramp_each_term_over_its_own_fraction():
     trainer = find_trainer("nnUNetTrainerAdvMIM")
     fake = SimpleNamespace(lambda_u=1.0, lambda_masked_labeled=0.5, lambda_ct=0.1, lambda_adv=0.001,
                            ct_rampup_fraction=0.4, u_rampup_fraction=0.2, adv_rampup_fraction=0.0,
-                           unlabeled_batch_dice=None,
+                           unlabeled_batch_dice=None, masked_unlabeled_dice=False,
                            configuration_manager=SimpleNamespace(batch_dice=True), num_epochs=10,
                            num_iterations_per_epoch=10, current_epoch=1, _epoch_iteration=0)
     fake._rampup = lambda fraction=None: trainer._rampup(fake, fraction)
@@ -100,7 +100,7 @@ def test_trainer_loss_weights_ramp_each_term_over_its_own_fraction():
     assert w.rampup == pytest.approx(np.exp(-5 * (1 - 10 / 40) ** 2))
     assert w.rampup_u == pytest.approx(np.exp(-5 * (1 - 10 / 20) ** 2))
     assert w.rampup_adv == 1.0 and w.batch_dice is True  # no ramp; None follows the plan's batch_dice
-    assert w.lambda_ml == 0.5
+    assert w.lambda_ml == 0.5 and w.masked_unlabeled_dice is False
     fake.unlabeled_batch_dice, fake.current_epoch = False, 2
     w = trainer._loss_weights(fake)
     assert w.rampup_u == 1.0 and w.batch_dice is False
@@ -135,7 +135,7 @@ def test_resumed_run_keeps_the_discriminator_optimizer_it_started_with():
     trainer = find_trainer("nnUNetTrainerAdvMIM")
     logged = []
     fake = SimpleNamespace(disc_optimizer="sgd", disc_lr=1e-2, disc_grad_clip=12.0, disc_betas=(0.9, 0.99),
-                           num_epochs=10, print_to_log_file=logged.append,
+                           disc_weight_decay=0.0, num_epochs=10, print_to_log_file=logged.append,
                            discriminators={b: PatchDiscriminator(2, torch.nn.Conv2d, features=(2, 2, 2, 2))
                                            for b in ("hybrid", "cnn")})
     fake._disc_settings = lambda: trainer._disc_settings(fake)
@@ -159,5 +159,6 @@ def test_inference_network_of_each_variant():
     expected = {"nnUNetTrainerAdvMIM": "cnn", "nnUNetTrainerAdvMIM_noAdv": "cnn", "nnUNetTrainerCTCT": "cnn",
                 "nnUNetTrainerAdvMIM_withAdv": "cnn",
                 "nnUNetTrainerAdvMIM_CNN": "cnn", "nnUNetTrainerAdvMIM_Hybrid": "hybrid",
-                "nnUNetTrainerAdvMIM_Ensemble": "ensemble"}
+                "nnUNetTrainerAdvMIM_Ensemble": "ensemble", "nnUNetTrainerAdvMIM_paper": "hybrid",
+                "nnUNetTrainerAdvMIM_maskedCEOnly": "cnn"}
     assert {name: find_trainer(name).predict_with for name in expected} == expected
