@@ -33,9 +33,12 @@ against ``labelsTs``. The protocol:
 - **One study process per folder**: ``<study>/study.lock`` holds the running study's process id; a second study
   on the same folder is refused while that process lives (it would rewrite the study's trainer variants).
 - **Outputs**: ``study.md`` and ``study.csv`` (per arm and count: Dice/HD95/NSD per label, mean and spread over
-  draws, iterations, training time, run-to-run spread with ``--runs``), ``study_runs.csv`` (one row per run) and
-  ``study.png`` (mean foreground Dice versus labeled cases, one line per arm with the spread over draws, ``all`` as
-  reference lines).
+  draws, iterations, training time, run-to-run spread with ``--runs``, the paired difference to the first arm with
+  its standard error), ``study_runs.csv`` (one row per run) and ``study.png`` (mean foreground Dice versus labeled
+  cases, one line per arm with the spread over draws, ``all`` as reference lines).
+- **Planning** (``--plan-se TARGET``): no training; from the runs of a study folder (or a run-to-run and a
+  between-draw spread given on the command line), the cheapest number of draws and runs per draw whose paired
+  standard error reaches TARGET (:mod:`nnunetv2_advmim.commands.study_design`).
 """
 import argparse
 import contextlib
@@ -64,6 +67,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from nnunetv2_advmim.data.label_budget import (BUDGET_FILE, SPLITS_FILE, training_cases, write_budget,
                                                 write_json_atomic)
+from nnunetv2_advmim.commands.study_design import ADVMIM_COST_RATIO, between_draw_sd, cheapest_design
 from nnunetv2_advmim.data.paths import load_plans_and_dataset_json, preprocessed_dataset_folder
 from nnunetv2_advmim.evaluation.evaluate import evaluate_folders
 from nnunetv2_advmim.runtime.checkpointing import atomic_save, safe_load
@@ -323,7 +327,7 @@ class Study:
         if output_folder is None:
             if not results_root:
                 raise RuntimeError("nnUNet_results is not set; set it or pass -o STUDY_FOLDER")
-            output_folder = os.path.join(results_root, self.dataset_name, f"study__{plans}__{configuration}")
+            output_folder = default_study_folder(self.dataset_name, plans, configuration)
         self.folder = os.path.abspath(output_folder)
         self.settings = {"dataset": self.dataset_name, "configuration": configuration, "plans": plans,
                          "epochs": epochs, "iterations": iterations, "val_iterations": val_iterations, "seed": seed,
@@ -800,6 +804,54 @@ def paired_difference(records: Sequence[dict], arm: str, n, baseline: str) -> Op
     return mean, std, len(diffs)
 
 
+def paired_standard_error(delta: tuple) -> float:
+    """Standard error of the mean of a :func:`paired_difference` ``(mean, std, draws)``: ``std / sqrt(draws)``;
+    NaN with one draw."""
+    _, std, draws = delta
+    return std / math.sqrt(draws) if draws > 1 else float("nan")
+
+
+def plan_study(records: Sequence[dict], reference: str, target_se: float, cost_ratio: float = ADVMIM_COST_RATIO,
+               sigma: Optional[float] = None, tau: Optional[float] = None) -> List[dict]:
+    """``--plan-se``: for every arm and count that shares draws with ``reference``, the cheapest design
+    (:func:`~nnunetv2_advmim.commands.study_design.cheapest_design`) whose paired SE reaches ``target_se``, all in
+    Dice points. ``sigma``: the run-to-run sd of the arm and the reference pooled together (their draws with several
+    runs; the two are assumed equally noisy), unless given. ``tau``: from the per-draw differences, their variance
+    minus the noise of each draw's run counts (``between_draw_sd``), unless given; 0 (``tau_assumed``) when it cannot
+    be estimated (one draw). ``design`` is None when sigma is unknown (no draw with several runs)."""
+    plans = []
+    counts = sorted({str(r["n"]) for r in records}, key=lambda n: math.inf if n == "all" else int(n))
+    for n in counts:
+        at_n = [r for r in records if str(r["n"]) == n]
+        for arm in dict.fromkeys(r["arm"] for r in at_n):
+            delta = paired_difference(records, arm, n, reference) if arm != reference else None
+            if delta is None:
+                continue
+            pair = [dict(r, draw=(r["arm"], r["draw"])) for r in at_n if r["arm"] in (arm, reference)]
+            s = 100 * run_to_run_sd(pair) if sigma is None else sigma
+            runs = {name: {r["draw"]: r["runs"] for r in per_draw([r for r in at_n if r["arm"] == name])}
+                    for name in (arm, reference)}
+            noise = [s ** 2 * (1 / runs[arm][d] + 1 / runs[reference][d]) for d in runs[arm] if d in runs[reference]]
+            t = between_draw_sd(100 * delta[1], noise) if tau is None else tau
+            assumed = math.isnan(t) and not math.isnan(s)
+            t = 0.0 if assumed else t
+            plans.append({"arm": arm, "n": n, "delta": delta, "sigma": s, "tau": t, "tau_assumed": assumed,
+                          "design": None if math.isnan(s) else cheapest_design(target_se, s, t, cost_ratio)})
+    return plans
+
+
+def format_plan(plan: dict, reference: str, target_se: float) -> str:
+    """One line of ``--plan-se`` output."""
+    head = f"n={plan['n']} {plan['arm']}: vs {_fmt_delta(plan['delta'])}; " if "delta" in plan else ""
+    if plan["design"] is None:
+        return head + "no draw has several runs, so the run-to-run sd is unknown: give --sigma"
+    d = plan["design"]
+    tau = f"{plan['tau']:.1f}" + (" (assumed: one draw)" if plan.get("tau_assumed") else "")
+    return (head + f"run-to-run sd {plan['sigma']:.1f}, between-draw sd {tau} -> SE {target_se:g} needs {d['draws']} "
+            f"draws, each with {d['r_arm']} run(s) of the arm and {d['r_ref']} of {reference} (expected SE "
+            f"{d['se']:.2f}, cost {d['cost']:g} trainings of {reference})")
+
+
 def _mean_std(values) -> tuple:
     v = np.array([x for x in values if x is not None and not math.isnan(x)], dtype=np.float64)
     if v.size == 0:
@@ -815,8 +867,11 @@ def _fmt(ms: tuple, digits: int = 3) -> str:
 
 
 def _fmt_delta(delta: tuple) -> str:
+    """``+1.4 ± 3.0 (SE 1.7, 3 draws)`` in Dice points; ``+4.6 (1 draw)``."""
     mean, std, count = delta
-    return f"{100 * mean:+.1f}" + (f" ± {100 * std:.1f}" if count > 1 else "")
+    if count == 1:
+        return f"{100 * mean:+.1f} (1 draw)"
+    return f"{100 * mean:+.1f} ± {100 * std:.1f} (SE {100 * paired_standard_error(delta):.1f}, {count} draws)"
 
 
 def _fmt_points(sd: float) -> str:
@@ -841,8 +896,10 @@ def write_outputs(study: Study, records: Sequence[dict], failures: Sequence[dict
               + ["mean Dice", f"vs {baseline}"] + (["run-to-run sd"] if several_runs else [])
               + ["mean HD95", "mean NSD"])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    deltas = {(r["arm"], r["n"]): paired_difference(records, r["arm"], r["n"], baseline) if r["arm"] != baseline
+              else None for r in rows}
     for r in rows:
-        delta = paired_difference(records, r["arm"], r["n"], baseline) if r["arm"] != baseline else None
+        delta = deltas[(r["arm"], r["n"])]
         lines.append("| " + " | ".join(
             [str(r["n"]) if r["n"] != "all" else f"all ({r['n_labeled']})", r["arm"], str(r["draws"])]
             + ([str(r["runs"])] if several_runs else []) + [str(r["iterations"]), f"{r['train_s']:.0f}"]
@@ -860,7 +917,8 @@ def write_outputs(study: Study, records: Sequence[dict], failures: Sequence[dict
           f"every arm; {study.draws} draw(s) per count (seed {study.seed}), nested across counts.",
           f"- Test set: `{os.path.join(study.raw, 'imagesTs')}` against `labelsTs`; values are mean ± standard "
           f"deviation over draws of the per-label mean over test cases; 'vs' is the difference of mean Dice to "
-          f"{baseline} on the same draws (paired; ± over draws), in Dice points.",
+          f"{baseline} on the same draws, in Dice points: mean ± standard deviation of the per-draw differences "
+          f"(paired), SE = that standard deviation / sqrt(draws), the standard error of the mean difference.",
           *([f"- `ARM{PP_SUFFIX}`: ARM's test predictions after nnU-Net's postprocessing (keep the largest foreground "
              f"component, overall or per label, where that raised Dice), chosen per draw on ARM's predictions of the "
              f"validation cases (`nnUNetv2_determine_postprocessing`); the same training."] if study.postprocess
@@ -882,9 +940,13 @@ def write_outputs(study: Study, records: Sequence[dict], failures: Sequence[dict
     with open(out["study.csv"], "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["arm", "n"] + [c for k in keys for c in ((f"{k}_mean", f"{k}_std") if isinstance(
-            rows[0][k], tuple) else (k,))])
+            rows[0][k], tuple) else (k,))] + ["vs_reference", "vs_mean", "vs_std", "vs_se", "vs_draws"])
         for r in rows:
-            w.writerow([r["arm"], r["n"]] + [c for k in keys for c in (r[k] if isinstance(r[k], tuple) else (r[k],))])
+            delta = deltas[(r["arm"], r["n"])]
+            vs = ["", "", "", "", ""] if delta is None else [baseline, *delta[:2], paired_standard_error(delta),
+                                                            delta[2]]
+            w.writerow([r["arm"], r["n"]] + [c for k in keys for c in (r[k] if isinstance(r[k], tuple) else (r[k],))]
+                       + vs)
     with open(out["study_runs.csv"], "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["arm", "n", "draw", "run", "n_labeled", "iterations", "train_s"]
@@ -931,6 +993,41 @@ def plot_study(rows: Sequence[dict], arm_order: Sequence[str], png_file: str, ti
 
 
 # ----------------------------------------------------------------------------------------------------- CLI
+def default_study_folder(dataset_name: str, plans: str, configuration: str) -> str:
+    return os.path.join(os.environ["nnUNet_results"], dataset_name, f"study__{plans}__{configuration}")
+
+
+def _plan_main(args, parser) -> int:
+    """``--plan-se``: from the study folder's records, or from ``--sigma``/``--tau`` without one."""
+    folder = args.o
+    if folder is None and args.d is not None and args.c is not None:
+        if not os.environ.get("nnUNet_results"):
+            parser.error("nnUNet_results is not set; set it or pass -o STUDY_FOLDER")
+        folder = default_study_folder(os.path.basename(preprocessed_dataset_folder(args.d)), args.p, args.c)
+    records = []
+    if folder is not None:
+        arms = os.path.join(folder, "arms")
+        if not os.path.isdir(arms):
+            parser.error(f"{arms} does not exist: no study has run in {folder}")
+        records = [_read_json(os.path.join(arms, f)) for f in sorted(os.listdir(arms)) if f.endswith(".json")]
+    if not records:
+        if args.sigma is None:
+            parser.error("--plan-se needs a study folder with finished runs (-o) or --sigma (and --tau)")
+        design = cheapest_design(args.plan_se, args.sigma, args.tau or 0.0, args.cost_ratio)
+        print(format_plan({"sigma": args.sigma, "tau": args.tau or 0.0, "design": design}, "the reference",
+                          args.plan_se) + f"; one arm training = {args.cost_ratio:g} reference trainings")
+        return 0
+    reference = args.tr[0] if args.tr else "nnUNetTrainer"
+    plans = plan_study(records, reference, args.plan_se, args.cost_ratio, args.sigma, args.tau)
+    if not plans:
+        print(f"no arm shares a draw with the reference {reference} (the first -tr) in {folder}")
+        return 1
+    print(f"Study {folder}: reference {reference}; one arm training = {args.cost_ratio:g} reference trainings")
+    for plan in plans:
+        print(format_plan(plan, reference, args.plan_se))
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="nnUNetv2_advmim_study",
@@ -938,10 +1035,10 @@ def main(argv=None) -> int:
                     "cases on the same splits and schedule, predict imagesTs with nnUNetv2_predict, evaluate "
                     "against labelsTs, and write study.md/.csv/.png. Resumable; the dataset's own "
                     "splits_final.json is never touched.")
-    parser.add_argument("-d", required=True, help="dataset ID or DatasetXXX_Name (planned and preprocessed)")
-    parser.add_argument("-c", required=True, help="configuration, e.g. 2d or 3d_fullres")
+    parser.add_argument("-d", help="dataset ID or DatasetXXX_Name (planned and preprocessed); required")
+    parser.add_argument("-c", help="configuration, e.g. 2d or 3d_fullres; required")
     parser.add_argument("-p", default="nnUNetPlans", help="plans identifier (default nnUNetPlans)")
-    parser.add_argument("-n", nargs="+", required=True, help="labeled counts, e.g. 2 4 8 all")
+    parser.add_argument("-n", nargs="+", help="labeled counts, e.g. 2 4 8 all; required")
     parser.add_argument("--draws", type=int, default=3, help="draws of the labeled cases per count (default 3)")
     parser.add_argument("-tr", nargs="*", default=["nnUNetTrainer"],
                         help="trainers to compare; TRAINER@4,8 runs one only at those counts; TRAINER:cnn (or "
@@ -977,7 +1074,25 @@ def main(argv=None) -> int:
                              "its runs; adds runs to a finished study")
     parser.add_argument("-o", default=None,
                         help="study folder (default $nnUNet_results/<Dataset>/study__<plans>__<configuration>)")
+    parser.add_argument("--plan-se", type=float, default=None, metavar="TARGET",
+                        help="train nothing: print how many draws and runs per draw would bring the standard error "
+                             "of each 'vs' down to TARGET Dice points, estimated from the runs in the study folder "
+                             "(-o, or -d/-c/-p's default folder), or from --sigma and --tau (docs/study.md)")
+    parser.add_argument("--sigma", type=float, default=None,
+                        help="with --plan-se: run-to-run standard deviation of one training, in Dice points "
+                             "(default: pooled over the study's draws with several runs)")
+    parser.add_argument("--tau", type=float, default=None,
+                        help="with --plan-se: standard deviation of the true difference between draws, in Dice "
+                             "points (default: estimated from the study; 0 without one)")
+    parser.add_argument("--cost-ratio", type=float, default=ADVMIM_COST_RATIO,
+                        help=f"with --plan-se: one training of an arm costs this many trainings of the reference "
+                             f"(default {ADVMIM_COST_RATIO:g}, about AdvMIM against stock nnU-Net)")
     args = parser.parse_args(argv)
+    if args.plan_se is not None:
+        return _plan_main(args, parser)
+    missing = [flag for flag, value in (("-d", args.d), ("-c", args.c), ("-n", args.n)) if value is None]
+    if missing:
+        parser.error(f"the following arguments are required: {', '.join(missing)}")
     if args.device is None:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     try:

@@ -1,7 +1,9 @@
 """Label-efficiency study protocol on plain lists, small plans, and the scarce synthetic preset."""
+import csv
 import json
 import math
 import os
+import types
 
 import numpy as np
 import pytest
@@ -9,10 +11,12 @@ import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunetv2_advmim.commands.small_plan import make_small_plans
-from nnunetv2_advmim.commands.study import (aggregate, arm_file_id, arm_parts, draw_order, find_trainer,
-                                            labeled_cases, paired_difference, parse_arm, parse_runs, run_key,
+from nnunetv2_advmim.commands.study import (_fmt_delta, aggregate, arm_file_id, arm_parts, draw_order, find_trainer,
+                                            format_plan, labeled_cases, main, paired_difference,
+                                            paired_standard_error, parse_arm, parse_runs, plan_study, run_key,
                                             run_to_run_sd, split_validation, study_budget, study_lock, variant_name,
-                                            variants_source)
+                                            variants_source, write_outputs)
+from nnunetv2_advmim.commands.study_design import between_draw_sd, cheapest_design, expected_paired_se
 from nnunetv2_advmim.data.label_budget import budget_to_splits, budget_unlabeled_cases
 from nnunetv2_advmim.data.synthetic import SCARCE_LABELS, make_scarce_case, scarce_structures
 from nnunetv2_advmim.runtime.weights import advmim_network_weights
@@ -341,3 +345,132 @@ def test_run_to_run_sd_pools_the_draws_with_several_runs():
     assert run_to_run_sd(records) == pytest.approx(math.sqrt(0.0016 / 3))
     assert math.isnan(run_to_run_sd([record(0, 0.3), record(1, 0.5)]))
     assert math.isnan(run_to_run_sd([record(0, 0.3), record(0, float("nan"))]))
+
+
+def test_paired_standard_error_is_the_std_of_the_differences_over_sqrt_draws():
+    """Differences +0.03, 0.00, -0.03: mean 0, sample std 0.03, SE 0.03 / sqrt(3) = 0.01732 (1.7 Dice points)."""
+    def rec(arm, draw, dice):
+        return {"arm": arm, "n": 4, "draw": draw, "foreground_mean": {"Dice": dice}}
+
+    records = [rec("stock", 0, 0.30), rec("stock", 1, 0.40), rec("stock", 2, 0.50),
+               rec("semi", 0, 0.33), rec("semi", 1, 0.40), rec("semi", 2, 0.47)]
+    delta = paired_difference(records, "semi", 4, "stock")
+    assert delta == pytest.approx((0.0, 0.03, 3))
+    assert paired_standard_error(delta) == pytest.approx(0.03 / math.sqrt(3)) == pytest.approx(0.017320508)
+    assert _fmt_delta(delta) == "+0.0 ± 3.0 (SE 1.7, 3 draws)"
+    assert _fmt_delta((0.046, float("nan"), 1)) == "+4.6 (1 draw)"
+    assert math.isnan(paired_standard_error((0.046, float("nan"), 1)))
+
+
+def test_study_md_and_csv_give_the_paired_standard_error(tmp_path):
+    """Reference S on draws 0 and 1 (0.30, 0.40), arm T (0.35, 0.40): differences +0.05 and 0.00, mean 0.025,
+    std 0.035355, SE 0.025 (2.5 points); the reference's row has no 'vs'."""
+    def record(arm, draw, dice):
+        return {"arm": arm, "n": 4, "draw": draw, "run": 0, "n_labeled": 4, "iterations": 10, "train_s": 1.0,
+                "labels": {"1": "a"}, "mean": {"1": {"Dice": dice, "HD95": 1.0, "NSD": 0.5}},
+                "foreground_mean": {"Dice": dice, "HD95": 1.0, "NSD": 0.5}, "labeled": ["c0"]}
+
+    study = types.SimpleNamespace(arms=[("S", [4]), ("T", [4])], pretrainers=[], _finetune_arm=lambda p: p,
+                                  _reported=lambda arm: [arm], folder=str(tmp_path), epochs=1, iterations=10,
+                                  match_time=None, dataset_name="Dataset1_X", configuration="2d", plans="P",
+                                  pool=["c0"], val=["c1"], draws=2, seed=0, raw=str(tmp_path), postprocess=False)
+    write_outputs(study, [record("S", 0, 0.30), record("S", 1, 0.40), record("T", 0, 0.35), record("T", 1, 0.40)],
+                  [])
+    md = (tmp_path / "study.md").read_text()
+    assert "| +2.5 ± 3.5 (SE 2.5, 2 draws) |" in md and "SE = that standard deviation / sqrt(draws)" in md
+    with open(tmp_path / "study.csv") as f:
+        rows = {r["arm"]: r for r in csv.DictReader(f)}
+    assert [rows["S"][k] for k in ("vs_reference", "vs_mean", "vs_se", "vs_draws")] == ["", "", "", ""]
+    assert rows["T"]["vs_reference"] == "S" and rows["T"]["vs_draws"] == "2"
+    assert float(rows["T"]["vs_mean"]) == pytest.approx(0.025) and float(rows["T"]["vs_se"]) == pytest.approx(0.025)
+    assert float(rows["T"]["vs_std"]) == pytest.approx(math.sqrt(0.00125))
+    assert float(rows["T"]["Dice_mean_mean"]) == pytest.approx(0.375)  # the columns that were there stay
+
+
+def test_expected_paired_se():
+    # sqrt((0 + 2.3^2 / 1 + 2.3^2 / 1) / 3) = sqrt(10.58 / 3) = 1.8779: 3 draws x 1 run cannot reach SE 1
+    assert expected_paired_se(2.3, 0.0, 1, 1, 3) == pytest.approx(1.877942)
+    # sqrt((1^2 + 2^2 / 1 + 2^2 / 4) / 5) = sqrt(6 / 5) = 1.0954
+    assert expected_paired_se(2.0, 1.0, 1, 4, 5) == pytest.approx(math.sqrt(1.2))
+    with pytest.raises(ValueError):
+        expected_paired_se(2.0, 1.0, 0, 4, 5)
+
+
+def test_cheapest_design_reaches_the_target_at_the_least_cost():
+    """sigma 2.3 (5.29 per run), target SE 1, an arm run costs 10 reference runs. tau 0: 1 arm + 2 reference runs per
+    draw need 5.29 + 2.645 = 7.935 -> 8 draws, cost 8 x 12 = 96 (1 + 1: 11 draws, 121; 1 + 3: 8, 104; 1 + 4: 7, 98;
+    2 + 4 on 4 draws and 4 + 8 on 2 draws also cost 96 at the same SE: more draws win the tie).
+    tau 1.5: 2.25 + 5.29 + 1.3225 = 8.8625 -> 9 draws of 1 + 4, cost 126 (1 + 2: 11 draws, 132; 1 + 3: 10, 130).
+    tau 3: 9 + 7.935 = 16.935 -> 17 draws of 1 + 2, cost 204 (1 + 1: 20 draws, 220; 1 + 4: 16, 224)."""
+    d = cheapest_design(1.0, 2.3, 0.0, 10)
+    assert (d["draws"], d["r_arm"], d["r_ref"], d["cost"]) == (8, 1, 2, 96)
+    assert d["se"] == pytest.approx(math.sqrt(7.935 / 8))
+    d = cheapest_design(1.0, 2.3, 1.5, 10)
+    assert (d["draws"], d["r_arm"], d["r_ref"], d["cost"]) == (9, 1, 4, 126)
+    assert d["se"] == pytest.approx(math.sqrt(8.8625 / 9))
+    d = cheapest_design(1.0, 2.3, 3.0, 10)
+    assert (d["draws"], d["r_arm"], d["r_ref"], d["cost"]) == (17, 1, 2, 204)
+    # equal costs (ratio 1), sigma 2: 8 draws x (1 + 1), 4 x (2 + 2), 2 x (4 + 4) all cost 16 at SE 1: most draws
+    d = cheapest_design(1.0, 2.0, 0.0, 1)
+    assert (d["draws"], d["r_arm"], d["r_ref"], d["cost"], d["se"]) == (8, 1, 1, 16, pytest.approx(1.0))
+    # no noise at all: still two draws, an SE is not estimated from one
+    assert cheapest_design(1.0, 0.0, 0.0)["draws"] == 2
+    with pytest.raises(ValueError, match="positive"):
+        cheapest_design(0.0, 2.3, 0.0)
+
+
+def test_between_draw_sd_removes_the_run_noise():
+    assert between_draw_sd(3.0, [4.0, 2.0]) == pytest.approx(math.sqrt(9 - 3))
+    assert between_draw_sd(1.0, [4.0]) == 0.0  # noise larger than the spread: floored at 0
+    assert math.isnan(between_draw_sd(float("nan"), [4.0])) and math.isnan(between_draw_sd(1.0, []))
+
+
+def _dice_record(arm, draw, dice, n=4):
+    return {"arm": arm, "n": n, "draw": draw, "foreground_mean": {"Dice": dice}}
+
+
+def test_plan_study_estimates_sigma_and_tau_from_the_runs():
+    """Reference S: 0.30, 0.34 on draw 0, 0.40, 0.44 on draw 1; arm T one run each, 0.40 and 0.38. In Dice points:
+    sigma^2 = (2 x 2^2 + 2 x 2^2) / 2 = 8; differences +8 and -4 (mean +2, variance 72); noise per draw
+    8 x (1/1 + 1/2) = 12; tau^2 = 72 - 12 = 60. Target SE 5, arm 10x a reference run: every design needs 3 draws
+    (variance >= 68 > 2 x 25), the cheapest 1 + 2 runs (72 / 3 = 24 <= 25), cost 3 x 12 = 36."""
+    records = [_dice_record("S", 0, 0.30), _dice_record("S", 0, 0.34), _dice_record("S", 1, 0.40),
+               _dice_record("S", 1, 0.44), _dice_record("T", 0, 0.40), _dice_record("T", 1, 0.38)]
+    (plan,) = plan_study(records, "S", 5.0, 10.0)
+    assert (plan["arm"], plan["n"]) == ("T", "4")
+    assert plan["sigma"] == pytest.approx(math.sqrt(8)) and plan["tau"] == pytest.approx(math.sqrt(60))
+    assert not plan["tau_assumed"] and plan["delta"][0] == pytest.approx(0.02)
+    d = plan["design"]
+    assert (d["draws"], d["r_arm"], d["r_ref"], d["cost"]) == (3, 1, 2, 36)
+    assert d["se"] == pytest.approx(math.sqrt(72 / 3))
+    line = format_plan(plan, "S", 5.0)
+    assert line.startswith("n=4 T: vs +2.0 ± 8.5 (SE 6.0, 2 draws); run-to-run sd 2.8, between-draw sd 7.7 -> SE 5")
+    assert "3 draws, each with 1 run(s) of the arm and 2 of S (expected SE 4.90, cost 36 trainings of S)" in line
+    # given values replace the estimates: sigma 2, tau 0 -> 4 x (1 + 1) = 8 <= 2 x 25: 2 draws x (1 + 1), cost 22
+    (plan,) = plan_study(records, "S", 5.0, 10.0, sigma=2.0, tau=0.0)
+    assert (plan["design"]["draws"], plan["design"]["r_arm"], plan["design"]["r_ref"]) == (2, 1, 1)
+
+
+def test_plan_study_without_repeated_runs_or_with_one_draw():
+    one_run = [_dice_record("S", 0, 0.30), _dice_record("S", 1, 0.40), _dice_record("T", 0, 0.40),
+               _dice_record("T", 1, 0.38)]
+    (plan,) = plan_study(one_run, "S", 1.0)
+    assert plan["design"] is None and "give --sigma" in format_plan(plan, "S", 1.0)
+    one_draw = [_dice_record("S", 0, 0.30), _dice_record("S", 0, 0.34), _dice_record("T", 0, 0.40)]
+    (plan,) = plan_study(one_draw, "S", 1.0)
+    assert plan["tau_assumed"] and plan["tau"] == 0.0 and "(assumed: one draw)" in format_plan(plan, "S", 1.0)
+
+
+def test_plan_se_on_the_command_line(tmp_path, capsys):
+    assert main(["--plan-se", "1", "--sigma", "2.3", "--tau", "1.5"]) == 0
+    assert "9 draws, each with 1 run(s) of the arm and 4 of the reference" in capsys.readouterr().out
+    arms = tmp_path / "arms"
+    arms.mkdir()
+    records = [_dice_record("S", 0, 0.30), _dice_record("S", 0, 0.34), _dice_record("S", 1, 0.40),
+               _dice_record("S", 1, 0.44), _dice_record("T", 0, 0.40), _dice_record("T", 1, 0.38)]
+    for i, r in enumerate(records):
+        (arms / f"{i}.json").write_text(json.dumps(r))
+    assert main(["--plan-se", "5", "-o", str(tmp_path), "-tr", "S", "T"]) == 0
+    assert "3 draws, each with 1 run(s) of the arm and 2 of S" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["--plan-se", "1"])  # neither a study folder nor --sigma
