@@ -23,8 +23,9 @@ SHORT_TRAINERS = '''
 import os
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
-from nnunetv2_advmim.trainers.nnUNetTrainerMIM import (nnUNetTrainerAnatoMask, nnUNetTrainerAnatoMask_Hybrid,
-                                                      nnUNetTrainerMIM, nnUNetTrainerMPSAMS)
+from nnunetv2_advmim.trainers.nnUNetTrainerMIM import (nnUNetTrainerAnatoMask, nnUNetTrainerAnatoMask_AdvMIM,
+                                                      nnUNetTrainerAnatoMask_Hybrid, nnUNetTrainerMIM,
+                                                      nnUNetTrainerMPSAMS, nnUNetTrainerMPSAMS_AdvMIM)
 
 
 def _short(t, epochs):
@@ -48,11 +49,25 @@ def _short_variant(base, name, epochs):
 nnUNetTrainerMIM_t = _short_variant(nnUNetTrainerMIM, "nnUNetTrainerMIM_t", 1)
 nnUNetTrainerMPSAMS_t = _short_variant(nnUNetTrainerMPSAMS, "nnUNetTrainerMPSAMS_t", 1)
 nnUNetTrainerAnatoMask_Hybrid_t = _short_variant(nnUNetTrainerAnatoMask_Hybrid, "nnUNetTrainerAnatoMask_Hybrid_t", 1)
+nnUNetTrainerMPSAMS_AdvMIM_t = _short_variant(nnUNetTrainerMPSAMS_AdvMIM, "nnUNetTrainerMPSAMS_AdvMIM_t", 1)
 
 
 class nnUNetTrainerAnatoMask_t(nnUNetTrainerAnatoMask):
     """Two epochs; MIM_TEST_STOP_AFTER_EPOCH=k simulates a crash right after epoch k was checkpointed."""
 
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device('cuda')):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        _short(self, 2)
+
+    def on_epoch_end(self):
+        epoch = self.current_epoch
+        super().on_epoch_end()
+        if os.environ.get('MIM_TEST_STOP_AFTER_EPOCH') == str(epoch):
+            raise SystemExit(3)
+
+
+class nnUNetTrainerAnatoMask_AdvMIM_t(nnUNetTrainerAnatoMask_AdvMIM):
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device('cuda')):
         super().__init__(plans, configuration, fold, dataset_json, device)
@@ -193,6 +208,65 @@ def test_hybrid_pretraining_finetunes_advmim(mim_env):
     fold = _fold_dir(mim_env, 960, "MIM3D", "nnUNetTrainerAdvMIM_ft", "3d_fullres")
     logs = [f for f in os.listdir(fold) if f.startswith("training_log_")]
     assert any(f"Loaded hybrid branch weights from {ckpt}" in open(os.path.join(fold, f)).read() for f in logs)
+
+
+def _branch_equal(net, source):
+    """Every weight of ``net`` but the output layers equals the checkpoint's (nnU-Net's pretrained-weights rule)."""
+    return all(torch.equal(v.cpu(), source[k].cpu()) for k, v in net.state_dict().items() if ".seg_layers." not in k)
+
+
+def test_joint_pretraining_loads_both_advmim_networks(mim_env):
+    """One AnatoMask run pretrains C and S (resumed once with --c); -pretrained_weights of its checkpoint loads both
+    into AdvMIM through nnU-Net's own loading path, every weight equal; the stock commands fine-tune AdvMIM and the
+    plain nnUNetTrainer (C's weights) from the same file."""
+    from nnunetv2.run.run_training import maybe_load_checkpoint
+    from nnunetv2_advmim.runtime.checkpointing import unwrap_model
+    from nnunetv2_advmim.trainers import nnUNetTrainerAdvMIM as advmim
+
+    trainer = "nnUNetTrainerAnatoMask_AdvMIM_t"
+    env = dict(mim_env, MIM_TEST_STOP_AFTER_EPOCH="0")
+    assert _train(env, 961, "2d", trainer, check=False).returncode != 0  # "crash" after epoch 0
+    proc = _train(mim_env, 961, "2d", trainer, "--c")
+    assert "Epoch 1" in proc.stdout and "Epoch 0\n" not in proc.stdout
+    fold = _fold_dir(mim_env, 961, "MIM2D", trainer, "2d")
+    path = os.path.join(fold, "checkpoint_final.pth")
+    ckpt = _load(path)
+    hybrid = ckpt["branch_weights"]["hybrid"]
+    assert any(".blocks." in k for k in hybrid) and not any(".blocks." in k for k in ckpt["network_weights"])
+    assert ckpt["mim_state"]["hybrid"]["mim_state"]["teacher"]["step"] == 4  # S's own EMA teacher, 2 x 2 updates
+    for f in ("mim_examples.png", "mim_examples_hybrid.png", "progress.png"):
+        assert os.path.isfile(os.path.join(fold, f)), f
+    log = "".join(open(os.path.join(fold, f)).read() for f in os.listdir(fold) if f.startswith("training_log_"))
+    assert "reconstruction loss per network: C" in log
+
+    # in process: nnU-Net's own maybe_load_checkpoint, as nnUNetv2_train -pretrained_weights calls it
+    pre = os.path.join(mim_env["nnUNet_preprocessed"], dataset_folder_name(961, "MIM2D"))
+    plans, dataset_json = (json.load(open(os.path.join(pre, f))) for f in ("nnUNetPlans.json", "dataset.json"))
+    plans["continue_training"] = False  # what nnUNetv2_train passes on (each trainer pops it)
+    t = advmim.nnUNetTrainerAdvMIM(dict(plans), "2d", 0, dataset_json, device=torch.device("cpu"))
+    maybe_load_checkpoint(t, False, False, path)
+    assert _branch_equal(unwrap_model(t.branches["cnn"]), ckpt["network_weights"])
+    assert _branch_equal(unwrap_model(t.branches["hybrid"]), hybrid)
+    paper = advmim.nnUNetTrainerAdvMIM_paper(dict(plans), "2d", 0, dataset_json, device=torch.device("cpu"))
+    maybe_load_checkpoint(paper, False, False, path)  # predicts with S: S from the checkpoint too
+    assert _branch_equal(unwrap_model(paper.network), hybrid)
+
+    # stock commands: AdvMIM and plain nnU-Net fine-tuned from the joint checkpoint
+    with open(os.path.join(mim_env["ext"], "advmim_short.py"), "w") as f:
+        f.write(textwrap.dedent(ADVMIM_SHORT))
+    _train(mim_env, 961, "2d", "nnUNetTrainerAdvMIM_ft", "-pretrained_weights", path)
+    ft = _fold_dir(mim_env, 961, "MIM2D", "nnUNetTrainerAdvMIM_ft", "2d")
+    log = "".join(open(os.path.join(ft, f)).read() for f in os.listdir(ft) if f.startswith("training_log_"))
+    assert f"Loaded the hybrid network's weights from {path}" in log
+    assert f"Loaded the cnn network's weights from {path}" in log
+    _train(mim_env, 961, "2d", "nnUNetTrainer_ft", "-pretrained_weights", path)
+
+
+def test_joint_mpsams_pretraining_stock_command(mim_env):
+    _train(mim_env, 960, "3d_fullres", "nnUNetTrainerMPSAMS_AdvMIM_t")
+    ckpt = _load(os.path.join(_fold_dir(mim_env, 960, "MIM3D", "nnUNetTrainerMPSAMS_AdvMIM_t", "3d_fullres"),
+                              "checkpoint_final.pth"))
+    assert all(np.isfinite(ckpt["logging"]["train_losses"])) and "hybrid" in ckpt["branch_weights"]
 
 
 # ------------------------------------------------------------------------------------- no labels read
