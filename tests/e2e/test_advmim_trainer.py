@@ -415,6 +415,18 @@ def test_e2e_2d_ensemble_train_resume_predict(advmim_2d, ext_trainers):
     assert ckpt["advmim"]["discriminators"] == {}  # the default's training: no adversarial loss
 
 
+def test_e2e_2d_paper_train_resume_predict(advmim_2d, ext_trainers):
+    """The official configuration by name trains, resumes and predicts with S through the stock commands."""
+    ckpt = _e2e(advmim_2d, ext_trainers, "nnUNetTrainerAdvMIM_paper", "nnUNetTrainerAdvMIM_paper_t2d")
+    assert ckpt["advmim"]["predict_with"] == "hybrid"
+    assert any(".blocks." in k for k in ckpt["network_weights"])  # S is the network nnUNetv2_predict rebuilt
+    assert ckpt["advmim"]["disc"] == {"optimizer": "sgd", "lr": 0.05, "grad_clip": 5.0}
+    disc = ckpt["advmim"]["discriminators"]["hybrid"]
+    assert disc["layers.8.weight"].shape[-2:] == (4, 4)  # the official 4x4 head
+    assert all(v > 0 for v in ckpt["logging"]["advmim_cnn_disc_loss"])
+    assert all(v == 0 for v in ckpt["logging"]["advmim_hybrid_masked_dice"])  # masked unlabeled term: wCE only
+
+
 def test_non_finite_step_is_skipped_counted_and_stops_training(advmim_2d):
     """A NaN in the unlabeled batch makes the loss non-finite: the step leaves every network, discriminator and
     optimizer state untouched, is counted by term name and left out of the epoch means; N in a row stop training."""
