@@ -10,8 +10,10 @@ Stages, each a stock nnU-Net command or one of ours, exactly what a user types:
    ``nnUNetv2_advmim_preprocess_unlabeled`` for ``imagesUnlabeled``,
 4. ``nnUNetv2_advmim_study`` at ``--labeled`` labeled cases and ``--draws`` draws of them, every arm on the same
    labeled cases, the same unlabeled pool and the same number of iterations: stock ``nnUNetTrainer``,
-   ``nnUNetTrainerAdvMIM`` (predicting with C, its default, and with S from the same training) and stock
-   fine-tuning from ``nnUNetTrainerAnatoMask`` pretraining on every image (labels never read). Each arm trains
+   ``nnUNetTrainerAdvMIM`` (predicting with C, its default, and with S from the same training), and, after one
+   ``nnUNetTrainerAnatoMask_AdvMIM`` pretraining of both AdvMIM networks on every image (labels never read), stock
+   fine-tuning of its CNN and AdvMIM with both networks started from it (predicting with C and with S). Each arm
+   trains
    with ``nnUNetv2_train``, predicts ``imagesTs`` with ``nnUNetv2_predict`` and is evaluated on ``labelsTs``;
 5. ``nnunetv2_advmim.evaluation.compare.compare_runs`` on the first draw: Dice, HD95, ASD and NSD per label, and
    box plots.
@@ -37,7 +39,9 @@ from nnunetv2_advmim.evaluation.compare import compare_runs
 
 PATH_VARS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
 ARMS = ("nnUNetTrainer", "nnUNetTrainerAdvMIM", "nnUNetTrainerAdvMIM:hybrid")
-PRETRAINER = "nnUNetTrainerAnatoMask"
+PRETRAINER = "nnUNetTrainerAnatoMask_AdvMIM"  # pretrains C and S: stock fine-tuning takes C, AdvMIM both
+FINETUNERS = ("nnUNetTrainer", "nnUNetTrainerAdvMIM")
+FINETUNE_NETWORKS = ("hybrid",)
 SMALL_PLANS = "nnUNetPlans_small"
 # the CPU study plan of docs/study.md; the 3D preset keeps its planned stages
 SMALL_PLAN_ARGS = {2: ["--base-features", "16", "--max-features", "128", "--stages", "4", "--batch-size", "4"],
@@ -144,11 +148,14 @@ def run_demo(workdir, dataset_id=990, dim=2, device=None, arms=ARMS, pretrainer=
     t0 = time.perf_counter()
     print(f"$ nnUNetv2_advmim_study -d {dataset_id} -c {configuration} -p {SMALL_PLANS} -n {n_labeled} "
           f"--draws {draws} --epochs {epochs} --iterations {iterations} --val-iterations {val_iterations} "
-          f"-tr {' '.join(arms)}" + (f" --pretrainer {pretrainer}" if pretrainer else "")
+          f"-tr {' '.join(arms)}" + (f" --pretrainer {pretrainer} --finetuner {' '.join(FINETUNERS)} "
+                                     f"--finetune-networks {' '.join(FINETUNE_NETWORKS)}" if pretrainer else "")
           + f" -device {device} -o {study_folder}", flush=True)
     study = Study(dataset_id, configuration, [n_labeled], list(arms), draws=draws, plans=SMALL_PLANS, epochs=epochs,
                   iterations=iterations, val_iterations=val_iterations, seed=seed,
-                  pretrainers=[pretrainer] if pretrainer else [], device=device, output_folder=study_folder)
+                  pretrainers=[pretrainer] if pretrainer else [], finetuners=FINETUNERS,
+                  finetune_networks=FINETUNE_NETWORKS if pretrainer else (), device=device,
+                  output_folder=study_folder)
     result = study.run()
     timings["study (train, predict, evaluate)"] = time.perf_counter() - t0
     if result["failures"]:

@@ -81,7 +81,7 @@ OUTPUTS = ("study.md", "study.csv", "study_runs.csv", "study.png")
 METRIC_NAMES = ("Dice", "HD95", "NSD")
 # settings that fix what an arm's result means; a study folder refuses to continue with other values
 FIXED_SETTINGS = ("dataset", "configuration", "plans", "epochs", "iterations", "val_iterations", "seed", "n_val",
-                  "match_time", "finetuner", "pretrain_epochs")
+                  "match_time", "finetuners", "pretrain_epochs")
 
 
 # ------------------------------------------------------------------------------------------- protocol (pure)
@@ -277,10 +277,10 @@ class Study:
     def __init__(self, dataset, configuration: str, counts: Sequence, trainers: Sequence[str], draws: int = 3,
                  plans: str = "nnUNetPlans", epochs: int = 50, iterations: int = 50, val_iterations: int = 5,
                  n_val: Optional[int] = None, seed: int = 0, pretrainers: Sequence[str] = (),
-                 finetuner: str = "nnUNetTrainer", pretrain_epochs: Optional[int] = None,
+                 finetuners: Sequence[str] = ("nnUNetTrainer",), pretrain_epochs: Optional[int] = None,
                  match_time: Optional[str] = None, device: str = "cpu", output_folder: Optional[str] = None,
                  threads: Optional[int] = None, npp: Optional[int] = None, postprocess: bool = False,
-                 runs: Sequence[str] = (), log=print):
+                 runs: Sequence[str] = (), finetune_networks: Sequence[str] = (), log=print):
         self.counts = [parse_count(c) for c in counts]
         if not self.counts:
             raise ValueError("give at least one labeled count (-n)")
@@ -290,10 +290,14 @@ class Study:
             raise ValueError("--epochs, --iterations and --val-iterations must be at least 1")
         self.arms = [parse_arm(t, self.counts) for t in trainers]
         self.pretrainers = list(pretrainers)
-        self.finetuner = finetuner
+        self.finetuners = list(dict.fromkeys(finetuners))
+        if self.pretrainers and not self.finetuners:
+            raise ValueError("--pretrainer needs at least one --finetuner")
+        self.finetune_networks = list(finetune_networks)
+        if self.finetune_networks and not self.pretrainers:
+            raise ValueError("--finetune-networks names networks of fine-tuned trainings: give --pretrainer too")
         if not self.arms and not self.pretrainers:
             raise ValueError("give at least one trainer (-tr) or pretrainer (--pretrainer)")
-        self.runs = parse_runs(runs, [t for t, _ in self.arms] + [self._finetune_arm(p) for p in self.pretrainers])
         self.preprocessed = preprocessed_dataset_folder(dataset)
         self.dataset_name = os.path.basename(self.preprocessed)
         self.configuration, self.plans = configuration, plans
@@ -331,18 +335,24 @@ class Study:
         self.folder = os.path.abspath(output_folder)
         self.settings = {"dataset": self.dataset_name, "configuration": configuration, "plans": plans,
                          "epochs": epochs, "iterations": iterations, "val_iterations": val_iterations, "seed": seed,
-                         "n_val": n_val, "match_time": match_time, "finetuner": finetuner,
+                         "n_val": n_val, "match_time": match_time, "finetuners": self.finetuners,
                          "pretrain_epochs": self.pretrain_epochs, "val_cases": self.val, "pool": self.pool}
         self._check_settings()
         self.classes = {}
         bases = list(dict.fromkeys(arm_parts(t)[0] for t, _ in self.arms))
-        for trainer in bases + self.pretrainers + ([finetuner] if self.pretrainers else []):
+        for trainer in bases + self.pretrainers + (self.finetuners if self.pretrainers else []):
             self.classes[trainer] = find_trainer(trainer)
         for arm, _ in self.arms:
             base, network = arm_parts(arm)
             if network and not hasattr(self.classes[base], "predict_with"):
                 raise ValueError(f"-tr {arm}: {base} is not an AdvMIM-family trainer (no predict_with); "
                                  f"':{network}' needs a training that holds both networks")
+        if self.finetune_networks and not any(self._holds_both(f) for f in self.finetuners):
+            raise ValueError(f"--finetune-networks: no fine-tuner ({', '.join(self.finetuners)}) is an AdvMIM-family "
+                             f"trainer (predict_with); only a training that holds both networks can be predicted with "
+                             f"another network")
+        self.runs = parse_runs(runs, [t for t, _ in self.arms] + [a for p in self.pretrainers
+                                                                  for a in self._finetune_arms(p)])
         if match_time and arm_parts(match_time)[1]:
             raise ValueError(f"--match-time {match_time}: name the trainer without ':network'")
         self.epochs_of = {t: epochs for t in self.classes}  # replaced by calibration with --match-time
@@ -364,10 +374,20 @@ class Study:
 
     def _arm_names(self, n) -> List[str]:
         names = [t for t, at in self.arms if n in at]
-        return names + [self._finetune_arm(p) for p in self.pretrainers]
+        return names + [a for p in self.pretrainers for a in self._finetune_arms(p)]
 
-    def _finetune_arm(self, pretrainer: str) -> str:
-        return f"{self.finetuner}_from_{pretrainer}"
+    def _holds_both(self, trainer: str) -> bool:
+        return hasattr(self.classes.get(trainer), "predict_with")
+
+    def _finetune_arms(self, pretrainer: str) -> List[str]:
+        """Per fine-tuner the arm ``FINETUNER_from_PRETRAINER`` and, for AdvMIM-family fine-tuners, its predictions
+        with the ``--finetune-networks`` (the same training)."""
+        arms = []
+        for finetuner in self.finetuners:
+            arm = f"{finetuner}_from_{pretrainer}"
+            arms += [arm] + [f"{arm}:{network}" for network in self.finetune_networks
+                             if self._holds_both(finetuner)]
+        return arms
 
     def _variant(self, trainer: str) -> str:
         return variant_name(trainer, self.epochs_of[trainer], self.iterations)
@@ -380,23 +400,25 @@ class Study:
         calib = [(variant_name(t, 2, self.iterations), cls, 2, self.iterations, 1)
                  for t, cls in self.classes.items() if self.match_time and t not in self.pretrainers]
         unique = {v[0]: v for v in variants + calib}
-        predicting = [(self._predicting_variant(arm), self._variant(arm_parts(arm)[0]), arm_parts(arm)[1])
-                      for arm, _ in self.arms if arm_parts(arm)[1]]
+        networked = [arm for arm, _ in self.arms if arm_parts(arm)[1]] + \
+            [a for p in self.pretrainers for a in self._finetune_arms(p)[1:]]
+        predicting = list({self._predicting_variant(arm): (self._predicting_variant(arm),
+                                                           self._variant(self._trainer_of(arm)[0]), arm_parts(arm)[1])
+                           for arm in networked}.values())
         with open(os.path.join(folder, VARIANTS_MODULE + ".py"), "w") as f:
             f.write(variants_source(list(unique.values()), self.threads, predicting))
         return folder
 
     def _predicting_variant(self, arm: str) -> str:
-        base, network = arm_parts(arm)
-        return f"{self._variant(base)}_{network}"
+        return f"{self._variant(self._trainer_of(arm)[0])}_{arm_parts(arm)[1]}"
 
     def _derive_model(self, results_root: str, arm: str) -> str:
         """A model folder for arm ``Trainer:network`` next to the training of ``Trainer``: its plans and dataset.json
         and a ``checkpoint_final.pth`` whose ``network_weights`` are that network's (taken from the AdvMIM
         checkpoint). Returns the variant name ``nnUNetv2_predict -tr`` needs."""
-        base, network = arm_parts(arm)
+        network = arm_parts(arm)[1]
         name = self._predicting_variant(arm)
-        source = self._model_folder(results_root, base)
+        source = self._model_folder(results_root, self._trainer_of(arm)[0])
         target = os.path.join(results_root, self.dataset_name, f"{name}__{self.plans}__{self.configuration}", "fold_0")
         os.makedirs(target, exist_ok=True)
         for f in ("plans.json", "dataset.json", "dataset_fingerprint.json"):
@@ -504,8 +526,8 @@ class Study:
 
     def _trainer_of(self, arm: str) -> tuple:
         """(trainer that trains the arm, its pretrainer or None)."""
-        pretrainer = next((p for p in self.pretrainers if arm == self._finetune_arm(p)), None)
-        return (self.finetuner if pretrainer else arm_parts(arm)[0]), pretrainer
+        return next(((f, p) for p in self.pretrainers for f in self.finetuners
+                     if arm_parts(arm)[0] == f"{f}_from_{p}"), (arm_parts(arm)[0], None))
 
     def _predictor(self, arm: str, results: str) -> str:
         """The ``-tr`` name ``nnUNetv2_predict`` uses for the arm (a derived model for ``Trainer:network``)."""
@@ -883,7 +905,8 @@ def _sort_key(row, arm_order):
 
 
 def write_outputs(study: Study, records: Sequence[dict], failures: Sequence[dict]) -> Dict[str, str]:
-    arm_order = [name for arm in [t for t, _ in study.arms] + [study._finetune_arm(p) for p in study.pretrainers]
+    arm_order = [name for arm in [t for t, _ in study.arms] + [a for p in study.pretrainers
+                                                              for a in study._finetune_arms(p)]
                  for name in study._reported(arm)]
     rows = sorted(aggregate(records), key=lambda r: _sort_key(r, arm_order))
     out = {k: os.path.join(study.folder, k) for k in OUTPUTS}
@@ -1048,7 +1071,12 @@ def main(argv=None) -> int:
     parser.add_argument("--pretrainer", nargs="*", default=[],
                         help="pretraining trainers (e.g. nnUNetTrainerAnatoMask): pretrained once on every image, "
                              "then fine-tuned with --finetuner at every count and draw")
-    parser.add_argument("--finetuner", default="nnUNetTrainer", help="fine-tuning trainer (default nnUNetTrainer)")
+    parser.add_argument("--finetuner", nargs="+", default=["nnUNetTrainer"],
+                        help="fine-tuning trainers, each fine-tuned from every --pretrainer at every count and draw "
+                             "(default nnUNetTrainer)")
+    parser.add_argument("--finetune-networks", nargs="+", default=[], choices=("cnn", "hybrid", "ensemble"),
+                        help="with an AdvMIM-family --finetuner: also predict every fine-tuned training with these "
+                             "networks (arms FINETUNER_from_PRETRAINER:NETWORK; no extra training)")
     parser.add_argument("--epochs", type=int, default=50, help="epochs of every arm (default 50)")
     parser.add_argument("--iterations", type=int, default=50, help="iterations per epoch (default 50)")
     parser.add_argument("--val-iterations", type=int, default=5, help="validation iterations per epoch (default 5)")
@@ -1099,7 +1127,8 @@ def main(argv=None) -> int:
         study = Study(args.d, args.c, args.n, args.tr, args.draws, args.p, args.epochs, args.iterations,
                       args.val_iterations, args.n_val, args.seed, args.pretrainer, args.finetuner,
                       args.pretrain_epochs, args.match_time, args.device, args.o, args.threads,
-                      args.npp, args.postprocess, runs=args.runs, log=lambda s: print(s, flush=True))
+                      args.npp, args.postprocess, runs=args.runs, finetune_networks=args.finetune_networks,
+                      log=lambda s: print(s, flush=True))
         result = study.run()
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         print(f"ERROR: {e}", file=sys.stderr)

@@ -61,7 +61,8 @@ def test_demo_runs_end_to_end_in_2d(tmp_path, monkeypatch, capsys):
         assert "$ " + stage in out, stage
     records = result["study"]["records"]
     arms = ["nnUNetTrainer", "nnUNetTrainerAdvMIM", "nnUNetTrainerAdvMIM:hybrid",
-            "nnUNetTrainer_from_nnUNetTrainerAnatoMask"]
+            "nnUNetTrainer_from_nnUNetTrainerAnatoMask_AdvMIM", "nnUNetTrainerAdvMIM_from_nnUNetTrainerAnatoMask_AdvMIM",
+            "nnUNetTrainerAdvMIM_from_nnUNetTrainerAnatoMask_AdvMIM:hybrid"]
     assert sorted((r["arm"], r["draw"]) for r in records) == sorted((a, d) for a in arms for d in (0, 1))
     for d in (0, 1):  # every arm of a draw: the same labeled cases, the same iterations
         same_draw = [r for r in records if r["draw"] == d]
@@ -71,8 +72,10 @@ def test_demo_runs_end_to_end_in_2d(tmp_path, monkeypatch, capsys):
     assert table in out
     comparison = result["comparison"]
     assert os.path.isfile(comparison["png"]) and set(comparison["n_labeled"].values()) == {2}
-    log = open(tmp_path / "demo" / "study" / "logs" / "n2_d0__nnUNetTrainer_from_nnUNetTrainerAnatoMask.log").read()
-    assert "Loading pretrained weights from file" in log
+    logs_of = lambda arm: open(tmp_path / "demo" / "study" / "logs" / f"n2_d0__{arm}.log").read()
+    assert "Loading pretrained weights from file" in logs_of("nnUNetTrainer_from_nnUNetTrainerAnatoMask_AdvMIM")
+    advmim_log = logs_of("nnUNetTrainerAdvMIM_from_nnUNetTrainerAnatoMask_AdvMIM")
+    assert "Loaded the hybrid network's weights" in advmim_log and "Loaded the cnn network's weights" in advmim_log
     assert os.environ["nnUNet_results"] == str(tmp_path / "demo" / "nnUNet_results")
     logs = tmp_path / "demo" / "study" / "logs"
     sizes = {f: os.path.getsize(logs / f) for f in os.listdir(logs)}

@@ -148,3 +148,38 @@ def test_study_command_end_to_end(nnunet_env, tmp_path, ext_trainers):
     spread = 100 * abs(first["foreground_mean"]["Dice"] - second["foreground_mean"]["Dice"]) / 2 ** 0.5
     (row,) = [line for line in md.splitlines() if line.startswith("| 2 | nnUNetTrainer |")]
     assert f"| {spread:.1f} |" in row and "run-to-run sd" in md, md
+
+
+@pytest.mark.timeout(900)
+def test_study_pretrains_both_advmim_networks_and_predicts_with_each(nnunet_env, tmp_path):
+    """--pretrainer nnUNetTrainerAnatoMask_AdvMIM --finetuner nnUNetTrainerAdvMIM --finetune-networks hybrid: one joint
+    pretraining, one AdvMIM fine-tuning per draw that starts both networks from it, and two arms of that one training
+    (C, and S as FINETUNER_from_P:hybrid) with their own predictions."""
+    env = dict(nnunet_env)
+    make_synthetic_dataset(env["nnUNet_raw"], 978, "StudyJoint2D", dim=2, n_train=6, n_unlabeled=2, n_test=2,
+                           shape=(32, 32), seed=4, preset="scarce")
+    run_cmd(["nnUNetv2_plan_and_preprocess", "-d", "978", "-c", "2d", "-np", "1"], env=env)
+    run_cmd(["nnUNetv2_advmim_small_plan", "-d", "978", "-c", "2d", "--base-features", "4", "--max-features", "16",
+             "--stages", "3"], env=env)
+    study = str(tmp_path / "joint_study")
+    cmd = ["nnUNetv2_advmim_study", "-d", "978", "-c", "2d", "-p", "nnUNetPlans_small", "-n", "2", "--draws", "1",
+           "-tr", "--pretrainer", "nnUNetTrainerAnatoMask_AdvMIM", "--finetuner", "nnUNetTrainerAdvMIM",
+           "--finetune-networks", "hybrid", "--epochs", "1", "--iterations", "2", "--val-iterations", "1",
+           "--n-val", "2", "--threads", "1", "-device", "cpu", "-o", study]
+    run_cmd(cmd, env=dict(env, nnUNet_n_proc_DA="0"), timeout=900)  # planning needs workers, training does not
+    arm = "nnUNetTrainerAdvMIM_from_nnUNetTrainerAnatoMask_AdvMIM"
+    md = open(os.path.join(study, "study.md")).read()
+    assert f"| 2 | {arm} |" in md and f"| 2 | {arm}:hybrid |" in md, md
+    logs = os.path.join(study, "logs")
+    assert any("Loaded the hybrid network's weights" in open(os.path.join(logs, f)).read() for f in os.listdir(logs))
+    import torch
+    results = os.path.join(study, "results", "n2_d0", arm, "Dataset978_StudyJoint2D")
+    trained = torch.load(os.path.join(results, "nnUNetTrainerAdvMIM_study1x2__nnUNetPlans_small__2d", "fold_0",
+                                      "checkpoint_final.pth"), map_location="cpu", weights_only=False)
+    derived = torch.load(os.path.join(results, "nnUNetTrainerAdvMIM_study1x2_hybrid__nnUNetPlans_small__2d", "fold_0",
+                                      "checkpoint_final.pth"), map_location="cpu", weights_only=False)
+    hybrid = trained["advmim"]["weights"]["hybrid"]
+    assert all(torch.equal(derived["network_weights"][k], v) for k, v in hybrid.items())
+    predictions = [json.load(open(os.path.join(study, "arms", f)))["predictions"] for f in os.listdir(
+        os.path.join(study, "arms"))]
+    assert len(set(predictions)) == 2  # C and S predicted separately
