@@ -3,6 +3,7 @@ import json
 import os
 import shutil
 import subprocess
+from types import SimpleNamespace
 
 import numpy as np
 import SimpleITK as sitk
@@ -72,6 +73,18 @@ def short_trainer(module: str, base: str, name: str, final_validation: bool = Tr
 # a short stock-trainer variant most end-to-end tests can reuse
 TINY_TRAINER = short_trainer("nnunetv2.training.nnUNetTrainer.nnUNetTrainer", "nnUNetTrainer", "nnUNetTrainer_tiny",
                              num_epochs=1, num_iterations_per_epoch=2, num_val_iterations_per_epoch=1)
+
+
+# a tiny 2D PlainConvUNet plans entry (3 stages, 8-32 features) for building AdvMIM's networks on tensors
+TINY_2D_ARCH = dict(n_stages=3, features_per_stage=[8, 16, 32], conv_op="torch.nn.modules.conv.Conv2d",
+                    kernel_sizes=[[3, 3]] * 3, strides=[[1, 1], [2, 2], [2, 2]], n_conv_per_stage=[2, 2, 2],
+                    n_conv_per_stage_decoder=[2, 2], conv_bias=True,
+                    norm_op="torch.nn.modules.instancenorm.InstanceNorm2d", norm_op_kwargs={"eps": 1e-5, "affine": True},
+                    dropout_op=None, dropout_op_kwargs=None, nonlin="torch.nn.LeakyReLU",
+                    nonlin_kwargs={"inplace": True})
+TINY_2D_PLAN = SimpleNamespace(network_arch_class_name="dynamic_network_architectures.architectures.unet.PlainConvUNet",
+                               network_arch_init_kwargs=TINY_2D_ARCH,
+                               network_arch_init_kwargs_req_import=["conv_op", "norm_op", "dropout_op", "nonlin"])
 
 
 # ------------------------------------------------------------------------------------- image files

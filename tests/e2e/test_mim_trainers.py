@@ -37,49 +37,34 @@ def _short(t, epochs):
     t.num_example_images = 2
 
 
-def _short_variant(base, name, epochs):
-    """A subclass of ``base`` with ``_short`` settings; nnU-Net reads the init signature, so it is spelled out."""
+def _short_variant(bases, name, epochs):
+    """A subclass of ``bases`` with ``_short`` settings; nnU-Net reads the init signature, so it is spelled out."""
+    bases = bases if isinstance(bases, tuple) else (bases,)
+
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device('cuda')):
-        base.__init__(self, plans, configuration, fold, dataset_json, device)
+        bases[-1].__init__(self, plans, configuration, fold, dataset_json, device)
         _short(self, epochs)
-    return type(name, (base,), {"__init__": __init__})
+    return type(name, bases, {"__init__": __init__})
+
+
+class _CrashAfterEpoch:
+    """MIM_TEST_STOP_AFTER_EPOCH=k simulates a crash right after epoch k was checkpointed."""
+
+    def on_epoch_end(self):
+        epoch = self.current_epoch
+        super().on_epoch_end()
+        if os.environ.get('MIM_TEST_STOP_AFTER_EPOCH') == str(epoch):
+            raise SystemExit(3)
 
 
 nnUNetTrainerMIM_t = _short_variant(nnUNetTrainerMIM, "nnUNetTrainerMIM_t", 1)
 nnUNetTrainerMPSAMS_t = _short_variant(nnUNetTrainerMPSAMS, "nnUNetTrainerMPSAMS_t", 1)
 nnUNetTrainerAnatoMask_Hybrid_t = _short_variant(nnUNetTrainerAnatoMask_Hybrid, "nnUNetTrainerAnatoMask_Hybrid_t", 1)
 nnUNetTrainerMPSAMS_AdvMIM_t = _short_variant(nnUNetTrainerMPSAMS_AdvMIM, "nnUNetTrainerMPSAMS_AdvMIM_t", 1)
-
-
-class nnUNetTrainerAnatoMask_t(nnUNetTrainerAnatoMask):
-    """Two epochs; MIM_TEST_STOP_AFTER_EPOCH=k simulates a crash right after epoch k was checkpointed."""
-
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device('cuda')):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        _short(self, 2)
-
-    def on_epoch_end(self):
-        epoch = self.current_epoch
-        super().on_epoch_end()
-        if os.environ.get('MIM_TEST_STOP_AFTER_EPOCH') == str(epoch):
-            raise SystemExit(3)
-
-
-class nnUNetTrainerAnatoMask_AdvMIM_t(nnUNetTrainerAnatoMask_AdvMIM):
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device('cuda')):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        _short(self, 2)
-
-    def on_epoch_end(self):
-        epoch = self.current_epoch
-        super().on_epoch_end()
-        if os.environ.get('MIM_TEST_STOP_AFTER_EPOCH') == str(epoch):
-            raise SystemExit(3)
-
-
+nnUNetTrainerAnatoMask_t = _short_variant((_CrashAfterEpoch, nnUNetTrainerAnatoMask), "nnUNetTrainerAnatoMask_t", 2)
+nnUNetTrainerAnatoMask_AdvMIM_t = _short_variant((_CrashAfterEpoch, nnUNetTrainerAnatoMask_AdvMIM),
+                                                 "nnUNetTrainerAnatoMask_AdvMIM_t", 2)
 '''
 
 ONE_STEP = dict(final_validation=False, num_epochs=1, num_iterations_per_epoch=1, num_val_iterations_per_epoch=1)

@@ -14,22 +14,13 @@ from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
 
 from nnunetv2_advmim.methods.adversarial import PatchDiscriminator
-from types import SimpleNamespace
-
 from nnunetv2_advmim.architectures.from_plans import build_branch
 from nnunetv2_advmim.methods.advmim import STEP_MODES, advmim_generator_step
 from nnunetv2_advmim.methods.masking import block_mask
 
-PLAIN = "dynamic_network_architectures.architectures.unet.PlainConvUNet"
-ARCH = dict(n_stages=3, features_per_stage=[8, 16, 32], conv_op="torch.nn.modules.conv.Conv2d",
-            kernel_sizes=[[3, 3]] * 3, strides=[[1, 1], [2, 2], [2, 2]], n_conv_per_stage=[2, 2, 2],
-            n_conv_per_stage_decoder=[2, 2], conv_bias=True, norm_op="torch.nn.modules.instancenorm.InstanceNorm2d",
-            norm_op_kwargs={"eps": 1e-5, "affine": True}, dropout_op=None, dropout_op_kwargs=None,
-            nonlin="torch.nn.LeakyReLU", nonlin_kwargs={"inplace": True})
-IMPORT = ["conv_op", "norm_op", "dropout_op", "nonlin"]
+from helpers import TINY_2D_PLAN as PLAN
+
 K, B, P = 3, 2, 16
-PLAN = SimpleNamespace(network_arch_class_name=PLAIN, network_arch_init_kwargs=ARCH,
-                       network_arch_init_kwargs_req_import=IMPORT)
 
 
 def _setup(seed=0):

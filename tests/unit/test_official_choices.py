@@ -7,6 +7,7 @@ import math
 import re
 from types import SimpleNamespace
 
+
 import pytest
 import torch
 from torch import nn
@@ -17,15 +18,7 @@ from nnunetv2_advmim.methods.advmim import (MASKED_UNLABELED, AdvMIMWeights, adv
 from nnunetv2_advmim.methods.masking import block_mask
 from nnunetv2_advmim.runtime.weights import load_pretrained_branches, route_pretrained_weights
 
-PLAIN = "dynamic_network_architectures.architectures.unet.PlainConvUNet"
-ARCH = dict(n_stages=3, features_per_stage=[8, 16, 32], conv_op="torch.nn.modules.conv.Conv2d",
-            kernel_sizes=[[3, 3]] * 3, strides=[[1, 1], [2, 2], [2, 2]], n_conv_per_stage=[2, 2, 2],
-            n_conv_per_stage_decoder=[2, 2], conv_bias=True, norm_op="torch.nn.modules.instancenorm.InstanceNorm2d",
-            norm_op_kwargs={"eps": 1e-5, "affine": True}, dropout_op=None, dropout_op_kwargs=None,
-            nonlin="torch.nn.LeakyReLU", nonlin_kwargs={"inplace": True})
-PLAN = SimpleNamespace(network_arch_class_name=PLAIN, network_arch_init_kwargs=ARCH,
-                       network_arch_init_kwargs_req_import=["conv_op", "norm_op", "dropout_op", "nonlin"])
-
+from helpers import TINY_2D_PLAN as PLAN
 
 # ------------------------------------------------------------------------------------------ loss switches
 def test_masked_unlabeled_term_without_dice_is_lambda_u_times_wce():
