@@ -9,6 +9,10 @@ sorts the keys the same way:
 - ``shape_mismatch``: same name, other shape (stock loading aborts);
 - ``skipped``: ``.seg_layers.`` keys, never transferred (the new task's output layers);
 - ``unused``: checkpoint keys the target does not have (ignored, e.g. the MIM ``mask_token``).
+
+AdvMIM trains two networks; :func:`load_pretrained_branches` applies the same rule to each network a checkpoint
+holds (:func:`checkpoint_branches`), and :func:`route_pretrained_weights` lets ``nnUNetv2_train -pretrained_weights``
+reach it.
 """
 import os
 import weakref
