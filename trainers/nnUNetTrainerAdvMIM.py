@@ -22,7 +22,9 @@ one whose estimated peak fits the GPU (``methods.advmim.choose_step_mode``; ``me
 S and C are compiled with ``torch.compile`` when nnU-Net would compile its network (CUDA, ``nnUNet_compile``).
 
 Variants (one attribute each): ``nnUNetTrainerCTCT`` (cross teaching only), ``nnUNetTrainerAdvMIM_withAdv`` (the
-paper's adversarial loss), ``nnUNetTrainerAdvMIM_noAdv`` (the default under its older name),
+paper's adversarial loss), ``nnUNetTrainerAdvMIM_paper`` (the official code's configuration, predicting with S) and
+the official choices one at a time (``_maskedCEOnly``, ``_hybridMaskedCE``, ``_constantCT``, ``_officialDisc``,
+``_unzeroedInput``), ``nnUNetTrainerAdvMIM_noAdv`` (the default under its older name),
 ``nnUNetTrainerAdvMIM_Hybrid`` (predicts with S, as the paper), ``nnUNetTrainerAdvMIM_Ensemble`` (mean of both
 softmaxes), ``nnUNetTrainerAdvMIM_CNN`` (the default under its older name) and
 short ``_demo`` variants. All of them live in this one module so each class exists once (nnU-Net imports this file
@@ -78,7 +80,7 @@ SETTINGS = ("predict_with", "masked_domain", "adversarial", "mask_ratio", "zero_
             "initial_lr", "weight_decay", "sgd_momentum", "sgd_nesterov", "hybrid_optimizer", "hybrid_lr",
             "hybrid_weight_decay", "grad_clip", "disc_real", "disc_optimizer", "disc_lr", "disc_weight_decay",
             "disc_grad_clip", "disc_kernel_size", "disc_head_stride", "unlabeled_oversample_foreground",
-            "num_epochs", "num_iterations_per_epoch", "step_mode")
+            "pseudo_locations_every", "num_epochs", "num_iterations_per_epoch", "step_mode")
 STEP_KEYS = ("sup", "cross_teaching", "masked_sup", "masked_ce", "masked_dice", "adversarial", "total", "certainty",
              "disc_loss", "disc_real", "disc_fake")
 
@@ -294,6 +296,12 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
 
     def _build_discriminators(self, cnn: torch.nn.Module) -> dict:
         conv_op = unwrap_model(cnn).encoder.conv_op
+        patch = self.configuration_manager.patch_size
+        if min(PatchDiscriminator.output_size(patch, 4, self.disc_kernel_size, self.disc_head_stride)) < 1:
+            raise ValueError(f"{self.__class__.__name__}: the discriminator with {self.disc_kernel_size}x"
+                             f"{self.disc_kernel_size} kernels and a stride-{self.disc_head_stride} head reduces the "
+                             f"plan's patch {tuple(patch)} to nothing; set disc_kernel_size = 3 and disc_head_stride "
+                             f"= 1 (the default discriminator) or use a plan with a larger patch")
         return {b: PatchDiscriminator(self.label_manager.num_segmentation_heads, conv_op,
                                       kernel_size=self.disc_kernel_size, head_stride=self.disc_head_stride).to(self.device)
                 for b in BRANCHES}
