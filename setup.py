@@ -106,6 +106,7 @@ setup(
             "nnUNetv2_advmim_plan_hybrid=nnunetv2_advmim.commands.plan_hybrid:main",
             "nnUNetv2_advmim_preprocess_unlabeled=nnunetv2_advmim.data.unlabeled:main",
             "nnUNetv2_advmim_label_budget=nnunetv2_advmim.data.label_budget:main",
+            "nnUNetv2_advmim_convert_acdc=nnunetv2_advmim.data.convert_acdc:main",
             "nnUNetv2_advmim_check_weights=nnunetv2_advmim.commands.check_weights:main",
             "nnUNetv2_advmim_mim_visualize=nnunetv2_advmim.commands.mim_visualize:main",
             "nnUNetv2_advmim_benchmark=nnunetv2_advmim.benchmark.cli:main",

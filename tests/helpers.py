@@ -137,3 +137,42 @@ def write_evaluation_folders(folder, seed: int, n: int = 2, spacing=(2.5, 0.8, 1
         write_label_map(r, folder / "ref" / f"{c}.nii.gz", spacing)
         write_label_map(p, folder / "pred" / f"{c}.nii.gz", spacing)
     return folder / "ref", folder / "pred"
+
+
+# ------------------------------------------------------------------------------------------------ fake ACDC
+def _heart(shape, rng):
+    """Label map in ACDC's values (1 RV, 2 myocardium, 3 LV cavity) and an image with those tissues, (z, y, x)."""
+    z, y, x = np.indices(shape)
+    cy, cx = shape[1] / 2 + rng.uniform(-1, 1), shape[2] / 2 + rng.uniform(-1, 1)
+    r = np.hypot(y - cy, x - cx)
+    r_lv = rng.uniform(0.12, 0.18) * shape[1]
+    seg = np.zeros(shape, np.uint8)
+    seg[r < r_lv * 1.6] = 2
+    seg[r < r_lv] = 3
+    seg[(np.hypot(y - cy, x - (cx - 2.2 * r_lv)) < r_lv) & (seg == 0)] = 1
+    seg[0] = 0  # the apex slice without heart, as in many ACDC volumes
+    image = np.choose(seg, [40.0, 220.0, 90.0, 230.0]) + rng.normal(0, 15, shape)
+    return image.astype(np.int16), seg
+
+
+def write_fake_acdc(folder, patients, testing=("patient101",), shape=(4, 24, 24), spacing=(10.0, 1.5, 1.5), seed=0):
+    """An ACDC download in miniature: ``training/patientXXX/`` with two frames (ED ``frame01`` and an ES frame),
+    their ``_gt`` labels, ``Info.cfg`` and a ``_4d`` file; ``testing/`` patients without labels. Returns the
+    folder and ``{patient: [frame case names]}``."""
+    rng = np.random.default_rng(seed)
+    frames = {}
+    for part, names in (("training", patients), ("testing", testing)):
+        for p in names:
+            d = os.path.join(str(folder), part, p)
+            os.makedirs(d)
+            es = int(rng.integers(8, 15))
+            frames[p] = [f"{p}_frame01", f"{p}_frame{es:02d}"]
+            for case in frames[p]:
+                image, seg = _heart(shape, rng)
+                write_image(image, spacing, os.path.join(d, f"{case}.nii.gz"))
+                if part == "training":
+                    write_label_map(seg, os.path.join(d, f"{case}_gt.nii.gz"), spacing)
+            write_image(image, spacing, os.path.join(d, f"{p}_4d.nii.gz"))
+            with open(os.path.join(d, "Info.cfg"), "w") as f:
+                f.write(f"ED: 1\nES: {es}\nGroup: NOR\nHeight: 170.0\nNbFrame: 20\nWeight: 70.0\n")
+    return str(folder), frames

@@ -13,6 +13,9 @@ Protocol:
    on the same labels. ``label_budget.json`` next to it records the labeled cases and each fold's unlabeled
    and validation cases; semi-supervised trainers read their unlabeled pool from it.
 
+A named protocol (``--protocol acdc-3``, :mod:`nnunetv2_advmim.data.acdc_split`) replaces steps 2-3 with a
+published split: its labeled patients' cases, one fold whose validation and unlabeled cases are the split's.
+
 Existing files are moved to ``<name>.bak-<timestamp>`` before new ones are written (never overwritten silently);
 an identical file is left untouched.
 """
@@ -26,6 +29,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 from nnunetv2.utilities.crossval_split import generate_crossval_split
 
+from nnunetv2_advmim.data.acdc_split import PROTOCOLS, protocol_budget, split_of_dataset
 from nnunetv2_advmim.data.paths import identifiers_in, load_plans_and_dataset_json, preprocessed_dataset_folder
 
 BUDGET_FILE = "label_budget.json"
@@ -102,7 +106,7 @@ def write_json_atomic(path: str, content) -> None:
     os.replace(tmp, path)
 
 
-def _write_json_with_backup(path: str, content) -> Optional[str]:
+def write_json_with_backup(path: str, content) -> Optional[str]:
     """Write ``content``; an existing different file is renamed to ``<path>.bak-<timestamp>`` first.
     Returns the backup path (None if there was nothing to back up or the file was identical)."""
     backup = None
@@ -127,7 +131,7 @@ def write_budget(preprocessed_folder: str, budget: dict) -> dict:
     """Write ``splits_final.json`` and ``label_budget.json``; returns the backup paths made."""
     backups = {}
     for name, content in ((SPLITS_FILE, budget_to_splits(budget)), (BUDGET_FILE, budget)):
-        b = _write_json_with_backup(os.path.join(preprocessed_folder, name), content)
+        b = write_json_with_backup(os.path.join(preprocessed_folder, name), content)
         if b:
             backups[name] = b
     return backups
@@ -204,32 +208,49 @@ def budget_labeled_cases(preprocessed_folder: str) -> Optional[List[str]]:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(
         prog="nnUNetv2_advmim_label_budget",
-        description="Keep only N training cases labeled (seeded or explicit). Writes splits_final.json whose "
-                    "training lists hold only the labeled cases (stock nnUNetTrainer = supervised baseline on the "
-                    "same labels; do not use fold 'all', which ignores the split file) and label_budget.json with "
+        description="Keep only N training cases labeled (seeded, explicit, or a published --protocol). Writes "
+                    "splits_final.json whose training lists hold only the labeled cases (stock nnUNetTrainer = "
+                    "supervised baseline on the same labels; do not use fold 'all', which ignores the split file) "
+                    "and label_budget.json with "
                     "each fold's unlabeled cases. Validation cases are never labeled or unlabeled training data. "
                     "Existing files are backed up.")
     parser.add_argument("-d", required=True, help="dataset ID or DatasetXXX_Name (planned and preprocessed)")
     parser.add_argument("-n", type=int, default=None, help="number of labeled cases")
     g = parser.add_mutually_exclusive_group()
-    g.add_argument("--seed", type=int, default=0, help="seed for drawing the labeled cases (default 0)")
+    g.add_argument("--seed", type=int, default=None, help="seed for drawing the labeled cases (default 0)")
     g.add_argument("--cases", default=None, help="comma-separated labeled case identifiers instead of a draw")
-    parser.add_argument("--folds", type=int, default=5, help="cross-validation folds over the other cases (default 5)")
+    g.add_argument("--protocol", choices=sorted(PROTOCOLS), default=None,
+                   help="a published protocol instead of -n: acdc-3 / acdc-7 label every frame of the papers' first "
+                        "3 / 7 training patients of ACDC (converted with nnUNetv2_advmim_convert_acdc), the other "
+                        "training patients are unlabeled, fold 0 validates on the split's validation patients; "
+                        "acdc-all labels every training patient")
+    parser.add_argument("--folds", type=int, default=None, help="cross-validation folds over the other cases "
+                                                                "(default 5; a --protocol has its own single fold)")
     parser.add_argument("-plans_name", default="nnUNetPlans", help="plans identifier (default nnUNetPlans)")
     args = parser.parse_args(argv)
+    if args.protocol and (args.n is not None or args.folds is not None):
+        parser.error("--protocol fixes the labeled cases and the fold: leave out -n and --folds")
+    seed = 0 if args.seed is None else args.seed
+    given = None
     try:
         folder = preprocessed_dataset_folder(args.d)
         cases = training_cases(folder, args.plans_name)
-        given = [c.strip() for c in args.cases.split(",") if c.strip()] if args.cases else None
-        budget = make_budget(cases, args.n, args.seed, given, args.folds)
+        if args.protocol:
+            _, dataset_json = load_plans_and_dataset_json(folder, args.plans_name)
+            budget = protocol_budget(cases, args.protocol, split_of_dataset(dataset_json))
+        else:
+            given = [c.strip() for c in args.cases.split(",") if c.strip()] if args.cases else None
+            budget = make_budget(cases, args.n, seed, given, 5 if args.folds is None else args.folds)
         backups = write_budget(folder, budget)
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         print(f"ERROR: {e}", file=sys.stderr)
         sys.exit(1)
     for name, b in backups.items():
         print(f"Backed up the previous {name} to {b}")
+    how = (f"protocol {args.protocol}: patients {', '.join(budget['labeled_patients'])}" if args.protocol
+           else "given" if given else f"seed {seed}")
     print(f"{os.path.basename(folder)}: {budget['n_labeled']} of {len(cases)} training cases labeled "
-          f"({'given' if given else f'seed {args.seed}'}): {', '.join(budget['labeled'])}")
+          f"({how}): {', '.join(budget['labeled'])}")
     for k, f in enumerate(budget["folds"]):
         print(f"  fold {k}: {len(budget['labeled'])} labeled, {len(f['unlabeled'])} unlabeled, {len(f['val'])} val")
     print(f"Wrote {os.path.join(folder, SPLITS_FILE)} and {os.path.join(folder, BUDGET_FILE)}")
