@@ -186,9 +186,9 @@ def main(argv=None) -> int:
     if result["missing"]:
         print(f"WARNING: {len(result['missing'])} patients of the papers' split are missing and were left out: "
               f"{', '.join(sorted(result['missing']))}")
-    print(f"Wrote {result['folder']}: {result['n_train_cases']} training frames ({len(split['train'])} patients) + "
-          f"{result['n_val_cases']} validation frames ({len(split['val'])} patients) in imagesTr, "
-          f"{result['n_test_cases']} test frames ({len(split['test'])} patients) in imagesTs/labelsTs")
+    print(f"Wrote {result['folder']}: {result['n_train_cases']} training frames ({len(split['train'])} patient(s)) "
+          f"+ {result['n_val_cases']} validation frames ({len(split['val'])} patient(s)) in imagesTr, "
+          f"{result['n_test_cases']} test frames ({len(split['test'])} patient(s)) in imagesTs/labelsTs")
     if result["backup"]:
         print(f"Backed up the previous {SPLITS_FILE} to {result['backup']}")
     print(f"Wrote {result['splits_file']} (fold 0 = the papers' training / validation patients). Next: "

@@ -11,7 +11,7 @@ from nnunetv2_advmim.data import acdc_split
 from nnunetv2_advmim.data.acdc_split import (TEST_PATIENTS, TRAIN_PATIENTS, VAL_PATIENTS, full_split,
                                              labeled_patients, protocol_budget, restrict_split)
 from nnunetv2_advmim.data.convert_acdc import convert_acdc, main as convert_main
-from nnunetv2_advmim.data.label_budget import budget_to_splits
+from nnunetv2_advmim.data.label_budget import budget_to_splits, main as budget_main
 
 # the fake folder: acdc-7's labeled patients, two more training patients, one validation and one test patient
 PAPERS_7 = ["patient099", "patient038", "patient050", "patient100", "patient058", "patient021", "patient049"]
@@ -127,3 +127,11 @@ def test_convert_names_missing_patients_and_bad_files(tmp_path, nnunet_dirs, cap
         capsys.readouterr().err
     assert convert_main(["-i", str(tmp_path), "-d", "28"]) == 1
     assert "has no training/ folder" in capsys.readouterr().err
+
+
+def test_budget_command_refuses_a_protocol_with_n_or_folds(capsys):
+    for extra in (["-n", "6"], ["--folds", "2"]):
+        with pytest.raises(SystemExit) as e:
+            budget_main(["-d", "27", "--protocol", "acdc-3"] + extra)
+        assert e.value.code == 2
+        assert "--protocol fixes the labeled cases and the fold" in capsys.readouterr().err
