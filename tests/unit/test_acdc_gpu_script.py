@@ -1,5 +1,5 @@
 """benchmarks/acdc_gpu.py: how it reads training logs, plans the Dice runs and writes its trainer variants (pure
-functions, no training; tests/e2e/test_acdc.py runs the script's CPU smoke mode)."""
+functions, no training; tests/e2e/test_acdc_end_to_end.py runs the script's CPU smoke mode)."""
 import ast
 import importlib.util
 import os
