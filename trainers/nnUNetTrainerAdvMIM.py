@@ -93,12 +93,10 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
     """AdvMIM: masked domain and cross teaching between S and C; predicts with C. The adversarial loss is off
     (``adversarial``; ``nnUNetTrainerAdvMIM_withAdv`` turns it on).
 
-    ``predict_with``: 'cnn' (C), 'hybrid' (S, the paper's choice) or 'ensemble' (mean of both softmaxes). C is the
-    default because it was ahead of S from the same training on every draw measured (label-efficiency study at 4
-    labeled cases, and an independent brain-tissue dataset at 1 and 4 labeled slices). ``adversarial`` is False
-    because without it the trainer was ahead of the one with it on 6 of 9 draws of the study at 2, 4 and 8 labeled
-    cases; with it, it fell below stock nnU-Net from 4 labeled cases on. Without it, it is level with stock from 4
-    labeled cases on (against the mean of several stock trainings per draw).
+    ``predict_with``: 'cnn' (C), 'hybrid' (S, the paper's choice) or 'ensemble' (mean of both softmaxes). C and
+    ``adversarial = False`` are the defaults because the label-efficiency study measured them ahead (docs/advmim.md,
+    docs/study.md). ``-pretrained_weights`` of a checkpoint holding both networks starts both
+    (:meth:`load_pretrained_weights`).
     """
 
     predict_with = "cnn"

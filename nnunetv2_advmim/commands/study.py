@@ -889,7 +889,8 @@ def _fmt(ms: tuple, digits: int = 3) -> str:
 
 
 def _fmt_delta(delta: tuple) -> str:
-    """``+1.4 ± 3.0 (SE 1.7, 3 draws)`` in Dice points; ``+4.6 (1 draw)``."""
+    """``+M ± S (SE E, D draws)`` in Dice points (mean and sd of the per-draw differences, standard error);
+    ``+M (1 draw)`` for a single draw."""
     mean, std, count = delta
     if count == 1:
         return f"{100 * mean:+.1f} (1 draw)"
