@@ -24,7 +24,6 @@ the patients present (for tests; results are then not comparable with the papers
 import argparse
 import os
 import re
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -35,7 +34,7 @@ from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_j
 
 from nnunetv2_advmim.data.acdc_split import SOURCE, SPLIT_KEY, full_split, patient_of, restrict_split
 from nnunetv2_advmim.data.label_budget import SPLITS_FILE, write_json_with_backup
-from nnunetv2_advmim.data.paths import env_folder
+from nnunetv2_advmim.data.paths import claim_raw_folder, env_folder
 from nnunetv2_advmim.data.synthetic import dataset_folder_name
 
 LABELS = {"background": 0, "RV": 1, "MYO": 2, "LV": 3}
@@ -119,16 +118,7 @@ def convert_acdc(acdc_folder: str, dataset_id: int, name: str = "ACDC", allow_mi
         raise ValueError("the ACDC folder has problems:\n  " + "\n  ".join(problems))
 
     folder_name = dataset_folder_name(dataset_id, name)
-    out = os.path.join(raw_root, folder_name)
-    os.makedirs(raw_root, exist_ok=True)
-    clashes = [f for f in os.listdir(raw_root) if f.startswith(f"Dataset{int(dataset_id):03d}_") and f != folder_name]
-    if clashes:
-        raise FileExistsError(f"{raw_root} already holds {clashes[0]} with dataset ID {dataset_id}; nnU-Net needs "
-                              f"unique IDs. Choose another -d or remove that folder.")
-    if os.path.exists(out):
-        if not overwrite:
-            raise FileExistsError(f"{out} already exists; pass --overwrite to replace it")
-        shutil.rmtree(out)
+    out = claim_raw_folder(raw_root, dataset_id, folder_name, overwrite)
     folders = {k: os.path.join(out, k) for k in ("imagesTr", "labelsTr", "imagesTs", "labelsTs")}
     for f in folders.values():
         os.makedirs(f)

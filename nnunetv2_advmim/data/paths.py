@@ -4,6 +4,7 @@ Generic helpers the data modules share (unlabeled images, label budgets, input c
 about unlabeled data or budgets themselves.
 """
 import os
+import shutil
 from typing import List
 
 from batchgenerators.utilities.file_and_folder_operations import load_json
@@ -61,3 +62,19 @@ def identifiers_in(folder: str) -> List[str]:
     if not os.path.isdir(folder) or not any(f.endswith(".pkl") for f in os.listdir(folder)):
         return []
     return sorted(infer_dataset_class(folder).get_identifiers(folder))
+
+
+def claim_raw_folder(raw_root: str, dataset_id: int, folder_name: str, overwrite: bool, id_flag: str = "-d") -> str:
+    """``raw_root/folder_name`` made ready for a new raw dataset: refused when another folder already uses the ID
+    (nnU-Net needs unique IDs) or when it exists without ``overwrite``; an existing one is removed with it."""
+    out = os.path.join(raw_root, folder_name)
+    os.makedirs(raw_root, exist_ok=True)
+    clashes = [f for f in os.listdir(raw_root) if f.startswith(f"Dataset{int(dataset_id):03d}_") and f != folder_name]
+    if clashes:
+        raise FileExistsError(f"{raw_root} already holds {clashes[0]} with dataset ID {dataset_id}; nnU-Net needs "
+                              f"unique IDs. Choose another ID ({id_flag}) or remove that folder.")
+    if os.path.exists(out):
+        if not overwrite:
+            raise FileExistsError(f"{out} already exists; pass --overwrite to replace it.")
+        shutil.rmtree(out)
+    return out

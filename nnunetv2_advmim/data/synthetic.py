@@ -26,14 +26,14 @@ The folder follows nnU-Net's raw layout plus ``imagesUnlabeled`` for unlabeled i
 import argparse
 import json
 import os
-import re
-import shutil
 import time
 from typing import Optional, Sequence
 
 import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
+
+from nnunetv2_advmim.data.paths import claim_raw_folder
 
 LABELS = {"background": 0, "organ": 1, "kidney": 2, "lesion": 3}
 FILE_ENDING = ".nii.gz"
@@ -237,17 +237,7 @@ def make_synthetic_dataset(raw_root: str, dataset_id: int = 990, name: Optional[
     if n_train < 1:
         raise ValueError("n_train must be at least 1")
     name = name or (f"Synthetic{dim}D" if preset == "default" else f"Synthetic{preset.capitalize()}{dim}D")
-    folder = os.path.join(raw_root, dataset_folder_name(dataset_id, name))
-    os.makedirs(raw_root, exist_ok=True)
-    clashes = [f for f in os.listdir(raw_root) if re.match(rf"Dataset{int(dataset_id):03d}_", f)
-               and f != os.path.basename(folder)]
-    if clashes:
-        raise FileExistsError(f"{raw_root} already holds {clashes[0]} with dataset ID {dataset_id}; nnU-Net needs "
-                              f"unique IDs. Choose another ID (--id) or remove that folder.")
-    if os.path.exists(folder):
-        if not overwrite:
-            raise FileExistsError(f"{folder} already exists; pass overwrite=True (--overwrite) to replace it.")
-        shutil.rmtree(folder)
+    folder = claim_raw_folder(raw_root, dataset_id, dataset_folder_name(dataset_id, name), overwrite, "--id")
 
     rng = np.random.default_rng(seed)
     groups = [("imagesTr", "labelsTr", "case", n_train), ("imagesUnlabeled", None, "unlabeled", n_unlabeled),
