@@ -1,5 +1,6 @@
 """``OneChoice``: the mixin of trainer variants that change a few attributes of their parent, e.g. the arms of an
-ablation study (``docs/examples/advmim_ablations.py``, ``docs/examples/pretraining_ablations.py``)::
+ablation study (``nnUNetTrainerAdvMIM_ablations.py``, ``nnUNetTrainerMIM_ablations.py``) and the shorter
+schedules (``nnUNetTrainerAdvMIM_schedules.py``)::
 
     class nnUNetTrainerAdvMIM_rampups(OneChoice, nnUNetTrainerAdvMIM):
         choice = {"u_rampup_fraction": 0.4, "adv_rampup_fraction": 0.4}

@@ -209,12 +209,13 @@ def evaluate_pairs(pairs: Sequence[Tuple[str, str, str]], labels: Optional[Seque
 
 
 def evaluate_folders(reference_folder: str, prediction_folder: str, labels: Optional[Sequence[int]] = None,
-                     nsd_tolerance=1.0, file_ending: Optional[str] = None, require_all: bool = False,
+                     nsd_tolerance=1.0, file_ending: Optional[str] = None, require_all: bool = True,
                      num_processes: int = 1, both_empty: str = "nan", one_empty_distance: str = "diagonal",
                      hd95_definition: str = "monai", ignore_label: Optional[int] = None) -> dict:
     """Evaluate every prediction in ``prediction_folder`` against the file of the same case in
-    ``reference_folder``. Every prediction needs a reference; references without a prediction are
-    reported (an error with ``require_all``). Labels, names and the ignore label default to the
+    ``reference_folder``. Every prediction needs a reference, and every reference a prediction
+    (``require_all``, as stock ``nnUNetv2_evaluate_folder``); ``require_all=False`` (the command's ``--chill``)
+    reports the missing ones and evaluates the predicted cases. Labels, names and the ignore label default to the
     ``dataset.json`` nnU-Net writes into prediction folders (or the one above the reference folder), else
     to the labels found in the references."""
     file_ending = file_ending or detect_file_ending(reference_folder)
@@ -234,7 +235,7 @@ def evaluate_folders(reference_folder: str, prediction_folder: str, labels: Opti
         msg = (f"{len(missing)} of {len(refs)} reference case(s) have no prediction in {prediction_folder}: "
                f"{', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}")
         if require_all:
-            raise FileNotFoundError(msg + ". Predict them or drop --require-all.")
+            raise FileNotFoundError(msg + ". Predict them, or pass --chill to evaluate the predicted cases only.")
         print("WARNING: " + msg + "; evaluating the predicted cases only.", file=sys.stderr)
     names = {}
     dj = find_dataset_json(prediction_folder, reference_folder)
@@ -350,7 +351,9 @@ def main(argv=None):
     parser.add_argument("-pred", required=True, help="folder with the predicted segmentations")
     parser.add_argument("-o", default=None, help="output JSON (default PRED/advmim_metrics.json); a CSV with the "
                                                  "same name is written next to it")
-    parser.add_argument("--require-all", action="store_true", help="fail when a reference case has no prediction")
+    parser.add_argument("--chill", action="store_true",
+                        help="evaluate the predicted cases when some reference cases have no prediction (without it "
+                             "the command stops, as stock nnUNetv2_evaluate_folder does)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     add_metric_arguments(parser)
     args = parser.parse_args(argv)
@@ -362,7 +365,7 @@ def main(argv=None):
         for f in (out, csv_out):  # check before the (possibly long) computation
             if os.path.exists(f) and not args.overwrite:
                 raise FileExistsError(f"{f} exists; pass --overwrite to replace it or choose another -o")
-        result = evaluate_folders(args.ref, args.pred, args.labels, tolerance, args.file_ending, args.require_all,
+        result = evaluate_folders(args.ref, args.pred, args.labels, tolerance, args.file_ending, not args.chill,
                                   args.num_processes, args.both_empty, args.one_empty_distance, args.hd95_definition)
         json_file, csv_file = write_outputs(result, out, args.overwrite)
         print(f"{result['num_cases']} case(s), NSD tolerance {result['nsd_tolerance_mm']} mm, HD95 definition "

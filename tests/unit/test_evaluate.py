@@ -2,6 +2,7 @@
 import csv
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -82,17 +83,18 @@ def test_geometry_and_case_checks(tmp_path):
     write_label_map(ref, tmp_path / "ref" / "b.nii.gz", SPACING_3D)
     write_label_map(ref, tmp_path / "pred" / "a.nii.gz", (2.0, 0.8, 1.0))  # wrong spacing
     with pytest.raises(ValueError, match=r"a\.nii\.gz.*spacing"):
-        evaluate_folders(str(tmp_path / "ref"), str(tmp_path / "pred"))
+        evaluate_folders(str(tmp_path / "ref"), str(tmp_path / "pred"), require_all=False)
     write_label_map(ref, tmp_path / "pred" / "a.nii.gz", SPACING_3D, origin=(5.0, 0.0, 0.0))  # wrong origin
     with pytest.raises(ValueError, match="origin"):
-        evaluate_folders(str(tmp_path / "ref"), str(tmp_path / "pred"))
+        evaluate_folders(str(tmp_path / "ref"), str(tmp_path / "pred"), require_all=False)
     write_label_map(ref, tmp_path / "pred" / "a.nii.gz", SPACING_3D)
     with pytest.raises(FileNotFoundError, match="b"):  # b has no prediction
-        evaluate_folders(str(tmp_path / "ref"), str(tmp_path / "pred"), require_all=True)
-    assert evaluate_folders(str(tmp_path / "ref"), str(tmp_path / "pred"))["missing_predictions"] == ["b"]
+        evaluate_folders(str(tmp_path / "ref"), str(tmp_path / "pred"))
+    assert evaluate_folders(str(tmp_path / "ref"), str(tmp_path / "pred"),
+                            require_all=False)["missing_predictions"] == ["b"]
     write_label_map(ref, tmp_path / "pred" / "zzz.nii.gz", SPACING_3D)
     with pytest.raises(FileNotFoundError, match="zzz"):  # prediction without reference
-        evaluate_folders(str(tmp_path / "ref"), str(tmp_path / "pred"))
+        evaluate_folders(str(tmp_path / "ref"), str(tmp_path / "pred"), require_all=False)
 
 
 def test_cli_outputs_and_no_overwrite(tmp_path, capsys):
@@ -121,3 +123,18 @@ def test_cli_outputs_and_no_overwrite(tmp_path, capsys):
     assert main(argv) == 1
     assert "exists" in capsys.readouterr().err and out.read_text() == before
     assert main(argv + ["--overwrite"]) == 0
+
+
+def test_cli_stops_on_missing_predictions_unless_chill(tmp_path, capsys):
+    """Like stock nnUNetv2_evaluate_folder: a reference case without a prediction stops the command (exit 1, no
+    output written); --chill evaluates the predicted cases and lists the missing one."""
+    ref, pred = write_evaluation_folders(tmp_path, seed=3, n=3)
+    os.remove(pred / "case_002.nii.gz")
+    out = tmp_path / "m.json"
+    argv = ["-ref", str(ref), "-pred", str(pred), "-o", str(out), "-np", "1"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "case_002" in err and "--chill" in err and not out.exists()
+    assert main(argv + ["--chill"]) == 0
+    data = json.loads(out.read_text())
+    assert data["num_cases"] == 2 and data["missing_predictions"] == ["case_002"]

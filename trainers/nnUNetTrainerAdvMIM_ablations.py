@@ -1,8 +1,7 @@
 """One AdvMIM choice changed per trainer: the arms of an ablation study.
 
-Put this folder on ``nnUNet_extTrainer`` and name the classes as study arms, e.g.
+Installed with the package, so stock nnU-Net and the study find them by name, e.g.
 
-    export nnUNet_extTrainer=$PWD/docs/examples
     nnUNetv2_advmim_study -d 970 -c 2d -p nnUNetPlans_small -n 4 --draws 3 --epochs 50 --iterations 20 \
         -tr nnUNetTrainer nnUNetTrainerAdvMIM nnUNetTrainerAdvMIM_rampups nnUNetTrainerAdvMIM_fgUnlabeled
 
