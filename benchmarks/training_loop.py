@@ -172,7 +172,8 @@ def main(argv=None):
     train = ["nnUNetv2_train", d, "3d_fullres", "0", "-tr", TRAINER, "-device", args.device]
     try:
         shape = [str(s) for s in args.synthetic_shape]
-        run_step("make_synthetic", ["nnUNetv2_advmim_make_synthetic", "-d", d, "--dim", "3", "--shape", *shape,
+        run_step("make_synthetic", ["nnUNetv2_advmim_make_synthetic", "-d", d, "--dim", "3", "--preset", "default",
+                                    "--shape", *shape,
                                     "--overwrite"], env, logs, args.step_timeout, report)
         run_step("plan", ["nnUNetv2_plan_and_preprocess", "-d", d, "-c", "3d_fullres", "-np", str(args.np)], env,
                  logs, args.step_timeout, report)

@@ -10,6 +10,7 @@ who prefer to set the variable themselves (or who set ``NNUNETV2_ADVMIM_NO_AUTOR
 import argparse
 import importlib.util
 import os
+from nnunetv2_advmim.cli import DefaultsHelpFormatter
 
 ENV_VAR = "nnUNet_extTrainer"
 OPT_OUT_VAR = "NNUNETV2_ADVMIM_NO_AUTOREGISTER"
@@ -19,7 +20,8 @@ def trainer_folder() -> str:
     """Absolute path of the installed ``nnunetv2_advmim.trainers`` package folder (wheel or editable)."""
     spec = importlib.util.find_spec("nnunetv2_advmim.trainers")
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("nnunetv2_advmim.trainers is not installed; reinstall with `pip install nnunetv2-advmim`")
+        raise RuntimeError("nnunetv2_advmim.trainers is not installed; reinstall the package from its cloned folder "
+                           "with `pip install .` (or `pip install -e .`)")
     return os.path.abspath(list(spec.submodule_search_locations)[0])
 
 
@@ -49,7 +51,7 @@ def shell_line(folder: str) -> str:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(
+    parser = argparse.ArgumentParser(formatter_class=DefaultsHelpFormatter,
         prog="nnUNetv2_advmim_env",
         description="Print the shell line that puts the nnunetv2-advmim trainers on nnU-Net's external "
                     "trainer path (nnUNet_extTrainer). Not needed after a normal install: every Python "

@@ -16,6 +16,7 @@ from typing import Optional, Sequence
 import torch
 
 from nnunetv2_advmim.data.synthetic import dataset_folder_name, make_synthetic_dataset
+from nnunetv2_advmim.cli import RawDescriptionDefaultsHelpFormatter
 
 SYNTHETIC_ID = 951
 
@@ -50,7 +51,7 @@ def prepare_synthetic(workdir: str, configuration: str, shape: Optional[Sequence
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="nnUNetv2_advmim_benchmark", description="Speed and memory of the AdvMIM step next to its floor and to stock nnU-Net",
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     formatter_class=RawDescriptionDefaultsHelpFormatter,
                                      epilog="See docs/benchmark.md for how to read the figures.")
     parser.add_argument("-d", default=None, help="dataset ID or name (planned; its unlabeled pool for the data "
                         "pipeline). Default: the built-in synthetic dataset in a temporary folder")

@@ -35,6 +35,7 @@ matplotlib.use("agg")  # figures go to files; no display is needed
 import matplotlib.pyplot as plt  # noqa: E402
 
 from nnunetv2_advmim.runtime.checkpointing import safe_load
+from nnunetv2_advmim.cli import DefaultsHelpFormatter
 
 STRATEGIES = ("nnUNetTrainerMIM", "nnUNetTrainerAnatoMask", "nnUNetTrainerMPSAMS")
 
@@ -146,7 +147,7 @@ def plot_loss_curves(curves: Dict[str, dict], filename: str) -> str:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m nnunetv2_advmim.benchmark.mim_steps", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(formatter_class=DefaultsHelpFormatter, prog="python -m nnunetv2_advmim.benchmark.mim_steps", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("steps", help="median train_step time per strategy, interleaved on the same batches")
     p.add_argument("-d", required=True)

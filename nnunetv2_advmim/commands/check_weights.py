@@ -25,6 +25,7 @@ from nnunetv2.utilities.label_handling.label_handling import determine_num_input
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunetv2_advmim.runtime.weights import compare_state_dicts, load_network_weights
+from nnunetv2_advmim.cli import DefaultsHelpFormatter
 
 
 def target_network(dataset: str, configuration: str, plans: str = "nnUNetPlans", trainer: str = "nnUNetTrainer"):
@@ -71,7 +72,7 @@ def format_report(report: dict, verbose: bool = False) -> str:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(
+    parser = argparse.ArgumentParser(formatter_class=DefaultsHelpFormatter,
         prog="nnUNetv2_advmim_check_weights",
         description="List which tensors of a checkpoint fill the network nnUNetv2_train would build (matched, "
                     "missing, shape-mismatched, skipped seg layers, unused), as stock -pretrained_weights loads "

@@ -36,6 +36,7 @@ import torch
 from nnunetv2_advmim.commands.study import Study, arm_file_id, split_key
 from nnunetv2_advmim.data.synthetic import dataset_folder_name, make_synthetic_dataset
 from nnunetv2_advmim.evaluation.compare import compare_runs
+from nnunetv2_advmim.cli import DefaultsHelpFormatter
 
 PATH_VARS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
 ARMS = ("nnUNetTrainer", "nnUNetTrainerAdvMIM", "nnUNetTrainerAdvMIM:hybrid")
@@ -140,7 +141,7 @@ def run_demo(workdir, dataset_id=990, dim=2, device=None, arms=ARMS, pretrainer=
         ["nnUNetv2_plan_and_preprocess", "-d", str(dataset_id), "-c", configuration, "-np", str(num_processes)],
         log_file)
     timings["small plan"] = _run(["nnUNetv2_advmim_small_plan", "-d", str(dataset_id), "-c", configuration,
-                                  "-o", SMALL_PLANS, "--overwrite"] + SMALL_PLAN_ARGS[dim], log_file)
+                                  "--output-plans", SMALL_PLANS, "--overwrite"] + SMALL_PLAN_ARGS[dim], log_file)
     timings["preprocess imagesUnlabeled"] = _run(
         ["nnUNetv2_advmim_preprocess_unlabeled", "-d", str(dataset_id), "-c", configuration,
          "-np", str(num_processes)] + (["--overwrite"] if overwrite else []), log_file)
@@ -190,7 +191,7 @@ def run_demo(workdir, dataset_id=990, dim=2, device=None, arms=ARMS, pretrainer=
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = argparse.ArgumentParser(formatter_class=DefaultsHelpFormatter,
         prog="nnUNetv2_advmim_demo",
         description="End-to-end label-efficiency demo on built-in synthetic data where labels are scarce, with the "
                     "stock nnU-Net commands: make data, verify, plan and preprocess (small CPU plan), preprocess "

@@ -8,10 +8,11 @@ import os
 
 import torch
 from nnunetv2.run.run_training import get_trainer_from_args
+from nnunetv2_advmim.cli import DefaultsHelpFormatter
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(
+    parser = argparse.ArgumentParser(formatter_class=DefaultsHelpFormatter,
         prog="nnUNetv2_advmim_mim_visualize",
         description="Save a PNG of masked validation images, their masks (AnatoMask's hard / MPS-AMS's lesion-like "
                     "blocks in red), targets and reconstructions from a trained MIM pretraining run.")

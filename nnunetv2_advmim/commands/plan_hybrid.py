@@ -20,6 +20,7 @@ from typing import Iterable, Optional
 from nnunetv2_advmim.architectures.from_plans import HYBRID, hybrid_arch_kwargs
 from nnunetv2_advmim.architectures.hybrid_unet import HybridTransformerUNet
 from nnunetv2_advmim.data.paths import find_dataset_name
+from nnunetv2_advmim.cli import DefaultsHelpFormatter
 
 
 def make_hybrid_plans(plans: dict, plans_name: str, configurations: Optional[Iterable[str]] = None,
@@ -92,13 +93,13 @@ def _int_or_list(text: str):
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(
+    parser = argparse.ArgumentParser(formatter_class=DefaultsHelpFormatter,
         prog="nnUNetv2_advmim_plan_hybrid",
         description="Derive plans that use the hybrid CNN-Transformer U-Net (HybridTransformerUNet) from a "
                     "dataset's existing nnU-Net plans. Train with: nnUNetv2_train ID CONF FOLD -p <new plans>.")
     parser.add_argument("-d", "--dataset", required=True, help="dataset ID or name (must be planned already)")
     parser.add_argument("-p", "--plans", default="nnUNetPlans", help="source plans identifier (default nnUNetPlans)")
-    parser.add_argument("-o", "--output-plans", default="nnUNetPlans_hybrid",
+    parser.add_argument("--output-plans", default="nnUNetPlans_hybrid",
                         help="new plans identifier (default nnUNetPlans_hybrid)")
     parser.add_argument("-c", "--configurations", nargs="+", default=None,
                         help="configurations to convert (default: every configuration with an architecture)")

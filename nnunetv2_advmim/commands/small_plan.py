@@ -15,6 +15,7 @@ import sys
 from typing import Optional
 
 from nnunetv2_advmim.data.paths import preprocessed_dataset_folder
+from nnunetv2_advmim.cli import DefaultsHelpFormatter
 
 # architecture kwargs that hold one entry per resolution stage (decoder lists hold one fewer)
 PER_STAGE = ("features_per_stage", "kernel_sizes", "strides", "n_conv_per_stage", "n_blocks_per_stage")
@@ -81,14 +82,14 @@ def small_plan(dataset, configuration: str, source_plans: str = "nnUNetPlans",
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = argparse.ArgumentParser(formatter_class=DefaultsHelpFormatter,
         prog="nnUNetv2_advmim_small_plan",
         description="Write a smaller copy of a planned configuration (fewer features, optionally fewer stages "
                     "and another batch size) that reuses the preprocessed data; for studies on a CPU.")
     parser.add_argument("-d", required=True, help="dataset ID or DatasetXXX_Name (planned and preprocessed)")
     parser.add_argument("-c", required=True, help="configuration, e.g. 2d or 3d_fullres")
     parser.add_argument("-p", default="nnUNetPlans", help="source plans (default nnUNetPlans)")
-    parser.add_argument("-o", default="nnUNetPlans_small", help="target plans name (default nnUNetPlans_small)")
+    parser.add_argument("--output-plans", default="nnUNetPlans_small", help="name of the plans to write")
     parser.add_argument("--base-features", type=int, default=16, help="features of the first stage (default 16)")
     parser.add_argument("--max-features", type=int, default=128, help="cap on features per stage (default 128)")
     parser.add_argument("--stages", type=int, default=None, help="keep only the first N resolution stages")
@@ -96,12 +97,12 @@ def main(argv=None) -> int:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing target plans file")
     args = parser.parse_args(argv)
     try:
-        path = small_plan(args.d, args.c, args.p, args.o, args.overwrite, base_features=args.base_features,
+        path = small_plan(args.d, args.c, args.p, args.output_plans, args.overwrite, base_features=args.base_features,
                           max_features=args.max_features, stages=args.stages, batch_size=args.batch_size)
     except (FileNotFoundError, FileExistsError, ValueError, RuntimeError) as e:
         print(f"ERROR: {e}", file=sys.stderr)
         return 1
-    print(f"Wrote {path}; train with -p {args.o}")
+    print(f"Wrote {path}; train with -p {args.output_plans}")
     return 0
 
 

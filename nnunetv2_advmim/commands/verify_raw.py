@@ -25,6 +25,7 @@ from nnunetv2_advmim.data.input_checks import (channel_of, check_cases, check_ni
                                                missing_channels_problem, spacing_is_2d)
 from nnunetv2_advmim.data.paths import env_folder, find_dataset_name
 from nnunetv2_advmim.data.unlabeled import RAW_UNLABELED_FOLDER, list_unlabeled_cases
+from nnunetv2_advmim.cli import DefaultsHelpFormatter
 
 LABELED_FOLDERS = (("imagesTr", "labelsTr"), ("imagesTs", "labelsTs"))
 
@@ -182,7 +183,7 @@ def verify_raw_dataset(raw_folder: str, num_processes: int = 1) -> Tuple[List[st
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(
+    parser = argparse.ArgumentParser(formatter_class=DefaultsHelpFormatter,
         prog="nnUNetv2_advmim_verify_raw",
         description="Check imagesTr, imagesTs and imagesUnlabeled of a raw dataset (truncated or unreadable files, "
                     "NaN/inf voxels, channel count, 2D/3D) and labelsTr/labelsTs against their images (shape, "

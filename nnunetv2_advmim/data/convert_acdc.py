@@ -36,6 +36,7 @@ from nnunetv2_advmim.data.acdc_split import SOURCE, SPLIT_KEY, full_split, patie
 from nnunetv2_advmim.data.label_budget import SPLITS_FILE, write_json_with_backup
 from nnunetv2_advmim.data.paths import claim_raw_folder, env_folder
 from nnunetv2_advmim.data.synthetic import dataset_folder_name
+from nnunetv2_advmim.cli import DefaultsHelpFormatter
 
 LABELS = {"background": 0, "RV": 1, "MYO": 2, "LV": 3}
 FILE_ENDING = ".nii.gz"
@@ -152,7 +153,7 @@ def cases_of_patients(cases: Sequence[str], split: Dict[str, List[str]]) -> Dict
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = argparse.ArgumentParser(formatter_class=DefaultsHelpFormatter,
         prog="nnUNetv2_advmim_convert_acdc",
         description="Convert the ACDC challenge folder into an nnU-Net raw dataset with the semi-supervised papers' "
                     "patient split (SSL4MIS lists: 70 training, 10 validation, 20 test patients): imagesTr/labelsTr "

@@ -31,6 +31,7 @@ from nnunetv2.utilities.crossval_split import generate_crossval_split
 
 from nnunetv2_advmim.data.acdc_split import PROTOCOLS, protocol_budget, split_of_dataset
 from nnunetv2_advmim.data.paths import identifiers_in, load_plans_and_dataset_json, preprocessed_dataset_folder
+from nnunetv2_advmim.cli import DefaultsHelpFormatter
 
 BUDGET_FILE = "label_budget.json"
 SPLITS_FILE = "splits_final.json"
@@ -206,7 +207,7 @@ def budget_labeled_cases(preprocessed_folder: str) -> Optional[List[str]]:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(
+    parser = argparse.ArgumentParser(formatter_class=DefaultsHelpFormatter,
         prog="nnUNetv2_advmim_label_budget",
         description="Keep only N training cases labeled (seeded, explicit, or a published --protocol). Writes "
                     "splits_final.json whose training lists hold only the labeled cases (stock nnUNetTrainer = "
@@ -226,7 +227,7 @@ def main(argv=None) -> None:
                         "acdc-all labels every training patient")
     parser.add_argument("--folds", type=int, default=None, help="cross-validation folds over the other cases "
                                                                 "(default 5; a --protocol has its own single fold)")
-    parser.add_argument("-plans_name", default="nnUNetPlans", help="plans identifier (default nnUNetPlans)")
+    parser.add_argument("-p", dest="plans_name", default="nnUNetPlans", help="plans identifier (default nnUNetPlans)")
     args = parser.parse_args(argv)
     if args.protocol and (args.n is not None or args.folds is not None):
         parser.error("--protocol fixes the labeled cases and the fold: leave out -n and --folds")

@@ -53,7 +53,7 @@ def load_plans_and_dataset_json(preprocessed_folder: str, plans_name: str = "nnU
         name = os.path.basename(preprocessed_folder)
         raise FileNotFoundError(f"{missing} does not exist: the dataset {name} has not been planned (with plans "
                                 f"'{plans_name}'). Run `nnUNetv2_plan_and_preprocess -d {name}` first (or pass the "
-                                f"right -plans_name).")
+                                f"right -p PLANS).")
     return PlansManager(load_json(plans_file)), load_json(dataset_json_file)
 
 

@@ -34,6 +34,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from nnunetv2_advmim.data.paths import claim_raw_folder
+from nnunetv2_advmim.cli import DefaultsHelpFormatter
 
 LABELS = {"background": 0, "organ": 1, "kidney": 2, "lesion": 3}
 FILE_ENDING = ".nii.gz"
@@ -268,14 +269,15 @@ def make_synthetic_dataset(raw_root: str, dataset_id: int = 990, name: Optional[
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(
+    parser = argparse.ArgumentParser(formatter_class=DefaultsHelpFormatter,
         prog="nnUNetv2_advmim_make_synthetic",
         description="Write a synthetic nnU-Net raw dataset (imagesTr/labelsTr, imagesUnlabeled, imagesTs/labelsTs) "
                     "into $nnUNet_raw (or -o).")
-    parser.add_argument("-d", "--id", type=int, default=990, help="dataset ID (default 990)")
+    parser.add_argument("-d", "--id", type=int, default=990,
+                        help="dataset ID (default 990; with the other defaults the dataset nnUNetv2_advmim_demo makes)")
     parser.add_argument("--name", default=None, help="dataset name (default Synthetic2D/3D, SyntheticScarce2D/3D)")
-    parser.add_argument("--dim", type=int, choices=(2, 3), default=3)
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="default",
+    parser.add_argument("--dim", type=int, choices=(2, 3), default=2)
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="scarce",
                         help="'default': easy structures (demo, tests); 'scarce': variability that a few labeled "
                              "cases cannot cover, for label-efficiency studies")
     parser.add_argument("--n-train", type=int, default=None, help="labeled training cases (preset default)")

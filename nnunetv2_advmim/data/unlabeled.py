@@ -39,6 +39,7 @@ from nnunetv2_advmim.data.input_checks import (channel_of, check_cases, dataset_
                                                missing_channels_problem)
 from nnunetv2_advmim.data.label_budget import budget_unlabeled_cases, load_budget
 from nnunetv2_advmim.data.paths import env_folder, identifiers_in, load_plans_and_dataset_json, preprocessed_dataset_folder
+from nnunetv2_advmim.cli import DefaultsHelpFormatter
 
 UNLABELED_SUFFIX = "_unlabeled"
 RAW_UNLABELED_FOLDER = "imagesUnlabeled"
@@ -367,7 +368,7 @@ def require_unlabeled_pool(pool: Dict[str, str], preprocessed_folder: str, data_
 
 # ------------------------------------------------------------------------------------------------------- CLI
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(
+    parser = argparse.ArgumentParser(formatter_class=DefaultsHelpFormatter,
         prog="nnUNetv2_advmim_preprocess_unlabeled",
         description="Preprocess imagesUnlabeled/ of a planned raw dataset with the dataset's own plans and "
                     "preprocessor (same transpose, cropping, resampling, normalization) into "
@@ -375,11 +376,11 @@ def main(argv=None) -> None:
     parser.add_argument("-d", required=True, help="dataset ID or DatasetXXX_Name")
     parser.add_argument("-c", nargs="+", default=None,
                         help="configurations (default: every configuration whose labeled data are preprocessed)")
-    parser.add_argument("-plans_name", default="nnUNetPlans", help="plans identifier (default nnUNetPlans)")
+    parser.add_argument("-p", dest="plans_name", default="nnUNetPlans", help="plans identifier (default nnUNetPlans)")
     parser.add_argument("-np", type=int, default=4, help="number of worker processes (default 4)")
     parser.add_argument("--overwrite", action="store_true", help="redo cases that are already preprocessed")
     parser.add_argument("--verbose", action="store_true", help="print more")
-    parser.add_argument("--skip_input_checks", action="store_true",
+    parser.add_argument("--skip-input-checks", action="store_true",
                         help="do not read every image once before preprocessing to refuse truncated/unreadable files, "
                              "2D/3D or channel mismatches and NaN/inf voxels (only for images you checked already)")
     args = parser.parse_args(argv)

@@ -42,6 +42,7 @@ from nnunetv2_advmim.evaluation.evaluate import (UNITS, _ending_of, _labels_in, 
                                                  labels_from_dataset_json, list_cases, parse_tolerance, report_errors,
                                                  write_outputs)
 from nnunetv2_advmim.evaluation.metrics import METRICS
+from nnunetv2_advmim.cli import DefaultsHelpFormatter
 
 FOLD_RE = re.compile(r"^fold_(\d+|all)$")
 OUTPUT_FILES = ("comparison.md", "comparison.csv", "comparison.png")
@@ -331,7 +332,7 @@ def _parse_pairs(values, what):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = argparse.ArgumentParser(formatter_class=DefaultsHelpFormatter,
         prog="nnUNetv2_advmim_compare",
         description="Compare trainers on the same reference: one table (mean ± std per label and metric, cases "
                     "evaluated, labeled training cases) and one PNG of box plots per label and metric.")

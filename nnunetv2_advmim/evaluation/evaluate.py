@@ -24,6 +24,7 @@ from nnunetv2.imageio.reader_writer_registry import LIST_OF_IO_CLASSES, determin
 
 from nnunetv2_advmim.evaluation.metrics import (BOTH_EMPTY_CHOICES, HD95_DEFINITIONS, METRICS, ONE_EMPTY_DISTANCE_CHOICES,
                                      label_metrics, summarize)
+from nnunetv2_advmim.cli import DefaultsHelpFormatter
 
 UNITS = {"Dice": "", "HD95": "mm", "ASD": "mm", "NSD": ""}
 
@@ -343,7 +344,7 @@ def report_errors(action: Callable[[], None]) -> int:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = argparse.ArgumentParser(formatter_class=DefaultsHelpFormatter,
         prog="nnUNetv2_advmim_evaluate",
         description="Dice, HD95, ASD and NSD per case and label with the images' spacing (files read with "
                     "nnU-Net's readers). Writes JSON + CSV and prints mean ± std per label.")

@@ -31,6 +31,7 @@ from nnunetv2.utilities.utils import get_identifiers_from_splitted_dataset_folde
 
 from nnunetv2_advmim.evaluation.evaluate import (_ending_of, detect_file_ending, geometry_mismatch, list_cases,
                                                  report_errors)
+from nnunetv2_advmim.cli import DefaultsHelpFormatter
 
 
 def expected_cases(images_folder: str, file_ending: Optional[str] = None) -> Dict[str, str]:
@@ -146,7 +147,7 @@ def export_submission(prediction_folder: str, output_folder: str, images_folder:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = argparse.ArgumentParser(formatter_class=DefaultsHelpFormatter,
         prog="nnUNetv2_advmim_export_submission",
         description="Copy a prediction folder into a clean challenge submission: one file per test image named by "
                     "--pattern, every case present, each with its image's geometry; optionally zipped.")

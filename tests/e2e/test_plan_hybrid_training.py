@@ -27,7 +27,7 @@ def test_plan_hybrid_then_stock_train(planned_3d, ext_trainers):
     with pytest.raises(FileExistsError, match="--overwrite"):
         plan_hybrid(planned_3d.id, target_plans=PLANS, preprocessed_root=pre)
     with pytest.raises(SystemExit):
-        main(["-d", str(planned_3d.id), "-o", PLANS, "--preprocessed", pre])
+        main(["-d", str(planned_3d.id), "--output-plans", PLANS, "--preprocessed", pre])
 
     folder, write = ext_trainers
     write("hybridtiny_trainer", TINY_TRAINER)

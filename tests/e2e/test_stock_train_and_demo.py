@@ -10,8 +10,9 @@ from nnunetv2_advmim.data.synthetic import LABELS
 
 
 def test_command_writes_2d_dataset(tmp_path):
-    run_cmd(["nnUNetv2_advmim_make_synthetic", "-d", "943", "--dim", "2", "--n-train", "2", "--n-unlabeled", "1",
-             "--n-test", "1", "--shape", "40", "48", "-o", str(tmp_path)])
+    """2D is the command's default dimension, as for the demo."""
+    run_cmd(["nnUNetv2_advmim_make_synthetic", "-d", "943", "--preset", "default", "--n-train", "2",
+             "--n-unlabeled", "1", "--n-test", "1", "--shape", "40", "48", "-o", str(tmp_path)])
     img = sitk.ReadImage(str(tmp_path / "Dataset943_Synthetic2D" / "imagesTr" / "case_000_0000.nii.gz"))
     assert img.GetDimension() == 2 and img.GetSize() == (48, 40)
 

@@ -191,13 +191,11 @@ def test_vs_column_is_paired_on_the_draws_both_arms_have():
     assert paired_difference(records, "semi", 8, "stock") is None
 
 
-def test_ablation_examples_change_one_known_choice_each(monkeypatch):
-    """docs/examples/advmim_ablations.py: found by nnU-Net's lookup through nnUNet_extTrainer; each arm sets
-    attributes nnUNetTrainerAdvMIM defines, away from their defaults."""
+def test_ablation_arms_change_one_known_choice_each():
+    """trainers/nnUNetTrainerAdvMIM_ablations.py: found by nnU-Net's lookup among the installed trainers; each arm
+    sets attributes nnUNetTrainerAdvMIM defines, away from their defaults."""
     import inspect
     import re
-    examples = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "examples")
-    monkeypatch.setenv("nnUNet_extTrainer", os.path.abspath(examples))
     base = find_trainer("nnUNetTrainerAdvMIM")
     defaults = {}
     for cls in (nnUNetTrainer, base):  # nnU-Net's own attributes (initial_lr), then AdvMIM's
@@ -212,13 +210,11 @@ def test_ablation_examples_change_one_known_choice_each(monkeypatch):
             assert repr(value) != defaults[attr], (name, attr)
 
 
-def test_pretraining_ablation_examples_change_one_known_choice_each(monkeypatch):
-    """docs/examples/pretraining_ablations.py: found by nnU-Net's lookup through nnUNet_extTrainer; each pretrainer
-    sets attributes its parent's __init__ defines, away from their defaults."""
+def test_pretraining_ablation_arms_change_one_known_choice_each():
+    """trainers/nnUNetTrainerMIM_ablations.py: found by nnU-Net's lookup among the installed trainers; each
+    pretrainer sets attributes its parent's __init__ defines, away from their defaults."""
     import inspect
     import re
-    examples = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "examples")
-    monkeypatch.setenv("nnUNet_extTrainer", os.path.abspath(examples))
     names = {"nnUNetTrainerAnatoMask_normalised": "nnUNetTrainerAnatoMask",
              "nnUNetTrainerAnatoMask_raw": "nnUNetTrainerAnatoMask",
              "nnUNetTrainerMPSAMS_excludeFlat": "nnUNetTrainerMPSAMS",
