@@ -82,13 +82,24 @@ setup(
         "nnunetv2_advmim.trainers": "trainers",
         "nnunetv2_advmim.architectures": "architectures",
     },
+    # Every package the code imports, with the lowest version it was written against. nnunetv2 is pinned because
+    # the trainers override its internals (2.8.1); pip replaces another installed nnunetv2, editable ones included
+    # (docs/install.md). torch is not upgraded by this list when an installed version meets it.
     install_requires=[
         "nnunetv2==2.8.1",
-        "numpy",
+        "torch>=2.1.2,!=2.9.*",  # nnunetv2 2.8.1's own bounds
+        "numpy>=1.24",
         "scipy",
-        "SimpleITK",
-        "timm",
-        "torch",
+        "SimpleITK>=2.2.1",
+        "timm>=0.9,<2",  # timm.models.vision_transformer.Block with proj_drop (0.9 renamed drop to proj_drop)
+        "dynamic_network_architectures>=0.4.4,<0.5",
+        "batchgenerators>=0.25.1",
+        "batchgeneratorsv2>=0.3.2",
+        "acvl_utils>=0.2.6,<0.3",
+        "blosc2>=3.3.2",
+        "nibabel",
+        "threadpoolctl>=3",
+        "tqdm",
         "monai>=1.4",  # surface metrics (nnunetv2_advmim.evaluation.metrics)
         "matplotlib",  # comparison figure (nnunetv2_advmim.evaluation.compare)
     ],
@@ -116,6 +127,17 @@ setup(
             "nnUNetv2_advmim_migrate=nnunetv2_advmim.commands.migrate:main",
         ],
     },
+    classifiers=[
+        "Development Status :: 3 - Alpha",
+        "Intended Audience :: Science/Research",
+        "License :: OSI Approved :: Apache Software License",
+        "Operating System :: POSIX :: Linux",
+        "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3 :: Only",
+        "Topic :: Scientific/Engineering :: Image Recognition",
+        "Topic :: Scientific/Engineering :: Medical Science Apps.",
+    ],
+    keywords=["nnU-Net", "medical image segmentation", "semi-supervised learning", "masked image modeling"],
     cmdclass=cmdclass,
     zip_safe=False,
 )

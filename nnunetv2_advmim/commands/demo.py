@@ -18,9 +18,11 @@ Stages, each a stock nnU-Net command or one of ours, exactly what a user types:
 5. ``nnunetv2_advmim.evaluation.compare.compare_runs`` on the first draw: Dice, HD95, ASD and NSD per label, and
    box plots.
 
-The printed table is the study's (mean ± std over draws, paired differences to stock). ``nnUNet_raw``,
-``nnUNet_preprocessed`` and ``nnUNet_results`` are set to sub-folders of ``--workdir`` when they are unset. The
-study is resumable: running the demo again trains nothing that is finished and prints the same table;
+The printed table is the study's (mean ± std over draws, paired differences to stock). Everything is written under
+``--workdir``: ``nnUNet_raw``, ``nnUNet_preprocessed`` and ``nnUNet_results`` point at sub-folders of it for the
+demo's commands, whatever they are set to in the shell, so a user's own nnU-Net folders are never read or written;
+``--use-nnunet-folders`` uses the folders the three variables name instead (the synthetic dataset and its results
+then sit among the user's datasets). The study is resumable: running the demo again trains nothing that is finished and prints the same table;
 ``--overwrite`` starts from scratch.
 """
 import argparse
@@ -67,14 +69,16 @@ def _run(cmd, log_file):
     return dt
 
 
-def _setup_paths(workdir):
-    for var in PATH_VARS:
-        if not os.environ.get(var):
-            os.environ[var] = os.path.join(workdir, var)
-            print(f"{var} was unset: using {os.environ[var]}")
-        else:
-            print(f"{var}={os.environ[var]}")
-        os.makedirs(os.environ[var], exist_ok=True)
+def demo_paths(workdir, use_nnunet_folders=False):
+    """The three nnU-Net folders of the demo: sub-folders of ``workdir``, or with ``use_nnunet_folders`` the ones the
+    environment names (an error if one is unset)."""
+    if not use_nnunet_folders:
+        return {var: os.path.join(workdir, var) for var in PATH_VARS}
+    unset = [var for var in PATH_VARS if not os.environ.get(var)]
+    if unset:
+        raise ValueError(f"--use-nnunet-folders: {', '.join(unset)} not set; set them or drop --use-nnunet-folders "
+                         f"to work in --workdir")
+    return {var: os.path.abspath(os.environ[var]) for var in PATH_VARS}
 
 
 @contextmanager
@@ -93,20 +97,33 @@ def _env(**values):
 
 def run_demo(workdir, dataset_id=990, dim=2, device=None, arms=ARMS, pretrainer=PRETRAINER, n_labeled=4,
              draws=DRAWS, epochs=EPOCHS, iterations=ITERATIONS, val_iterations=VAL_ITERATIONS, num_processes=2,
-             overwrite=False, seed=0, case_counts=None):
+             overwrite=False, seed=0, case_counts=None, use_nnunet_folders=False):
     """Run the demo (module docstring); returns ``{"study": Study.run() result, "comparison": compare_runs()
-    result, "table": the study table (markdown)}``.
+    result, "table": the study table (markdown), "paths": the three nnU-Net folders it used}``.
 
     ``pretrainer=None`` skips pretraining + fine-tuning. ``case_counts``: (labeled, unlabeled, test) images of the
-    synthetic dataset (default: the preset's 40, 40, 20).
+    synthetic dataset (default: the preset's 40, 40, 20). The three nnU-Net variables are set for the demo's
+    commands only (:func:`demo_paths`) and restored afterwards.
     """
-    t_start = time.perf_counter()
     workdir = os.path.abspath(workdir)
+    paths = demo_paths(workdir, use_nnunet_folders)
     os.makedirs(workdir, exist_ok=True)
-    _setup_paths(workdir)
+    for var, folder in paths.items():
+        os.makedirs(folder, exist_ok=True)
+        print(f"{var}={folder}" + ("" if use_nnunet_folders else " (the demo's own; --use-nnunet-folders uses yours)"))
     # nnU-Net's final validation exports through a pool of nnUNet_def_n_proc (default 8) spawned processes;
     # on a small machine that start-up costs more than the demo's predictions
-    os.environ.setdefault("nnUNet_def_n_proc", str(num_processes))
+    with _env(nnUNet_def_n_proc=os.environ.get("nnUNet_def_n_proc", str(num_processes)), **paths):
+        result = _run_demo(workdir, dataset_id, dim, device, arms, pretrainer, n_labeled, draws, epochs, iterations,
+                           val_iterations, num_processes, overwrite, seed, case_counts)
+    print(f"\nThe demo wrote everything under {workdir}" if not use_nnunet_folders else
+          f"\nThe demo wrote its dataset and results into {', '.join(paths.values())} and its study under {workdir}")
+    return dict(result, paths=paths)
+
+
+def _run_demo(workdir, dataset_id, dim, device, arms, pretrainer, n_labeled, draws, epochs, iterations,
+              val_iterations, num_processes, overwrite, seed, case_counts):
+    t_start = time.perf_counter()
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     configuration = "3d_fullres" if dim == 3 else "2d"
     dataset_name = dataset_folder_name(dataset_id, f"SyntheticScarce{dim}D")
@@ -199,9 +216,14 @@ def main(argv=None):
                     "fine-tuning on the same labeled cases and the same number of iterations, over several draws of "
                     "the labeled cases (table with spreads + PNG), and a per-case comparison of the first draw.")
     parser.add_argument("--workdir", default="nnunetv2_advmim_demo",
-                        help="folder for data, results and logs (default ./nnunetv2_advmim_demo); used for "
-                             "nnUNet_raw/_preprocessed/_results when those are unset")
-    parser.add_argument("-d", "--dataset-id", type=int, default=990)
+                        help="folder for every file the demo writes: data, nnU-Net folders, results, study, logs "
+                             "(default ./nnunetv2_advmim_demo, under the current folder)")
+    parser.add_argument("--use-nnunet-folders", action="store_true",
+                        help="write the synthetic dataset, its preprocessed data and its models into the folders "
+                             "nnUNet_raw, nnUNet_preprocessed and nnUNet_results name (default: sub-folders of "
+                             "--workdir, so your own nnU-Net folders are left alone)")
+    parser.add_argument("-d", "--dataset-id", type=int, default=990,
+                        help="ID of the synthetic dataset (default 990, as nnUNetv2_advmim_make_synthetic)")
     parser.add_argument("--dim", type=int, choices=(2, 3), default=2)
     parser.add_argument("-n", "--labeled", type=int, default=4, help="labeled training cases (default 4)")
     parser.add_argument("--draws", type=int, default=DRAWS, help=f"draws of the labeled cases (default {DRAWS})")
@@ -220,7 +242,8 @@ def main(argv=None):
     try:
         run_demo(args.workdir, args.dataset_id, args.dim, args.device, tuple(args.trainers),
                  None if args.pretrainer.lower() == "none" else args.pretrainer, args.labeled, args.draws,
-                 args.epochs, args.iterations, VAL_ITERATIONS, args.num_processes, args.overwrite, args.seed)
+                 args.epochs, args.iterations, VAL_ITERATIONS, args.num_processes, args.overwrite, args.seed,
+                 use_nnunet_folders=args.use_nnunet_folders)
     except (RuntimeError, FileExistsError, FileNotFoundError, ValueError) as e:
         print(f"\nERROR: {e}", file=sys.stderr)
         sys.exit(1)

@@ -56,7 +56,7 @@ def test_demo_runs_end_to_end_in_2d(tmp_path, monkeypatch, capsys):
                   val_iterations=1, num_processes=1, case_counts=(8, 3, 3))
     result = run_demo(str(tmp_path / "demo"), **kwargs)
     out = capsys.readouterr().out
-    assert "nnUNet_raw was unset: using" in out
+    assert f"nnUNet_raw={tmp_path / 'demo' / 'nnUNet_raw'}" in out
     for stage in ("nnUNetv2_advmim_verify_raw", "nnUNetv2_plan_and_preprocess", "nnUNetv2_advmim_small_plan",
                   "nnUNetv2_advmim_preprocess_unlabeled", "nnUNetv2_advmim_study"):
         assert "$ " + stage in out, stage
@@ -77,7 +77,8 @@ def test_demo_runs_end_to_end_in_2d(tmp_path, monkeypatch, capsys):
     assert "Loading pretrained weights from file" in logs_of("nnUNetTrainer_from_nnUNetTrainerAnatoMask_AdvMIM")
     advmim_log = logs_of("nnUNetTrainerAdvMIM_from_nnUNetTrainerAnatoMask_AdvMIM")
     assert "Loaded the hybrid network's weights" in advmim_log and "Loaded the cnn network's weights" in advmim_log
-    assert os.environ["nnUNet_results"] == str(tmp_path / "demo" / "nnUNet_results")
+    assert result["paths"]["nnUNet_results"] == str(tmp_path / "demo" / "nnUNet_results")
+    assert "nnUNet_results" not in os.environ  # set for the demo's commands only
     logs = tmp_path / "demo" / "study" / "logs"
     sizes = {f: os.path.getsize(logs / f) for f in os.listdir(logs)}
     again = run_demo(str(tmp_path / "demo"), **kwargs)
