@@ -1,8 +1,9 @@
 """README's "Baseline, pretraining and fine-tuning, side by side" block, run as written on a tiny 2D dataset.
 
-The block's commands run in a shell with three substitutions that keep them short: dataset 4 becomes a copy of the
-planned 2D fixture, ``3d_fullres`` becomes ``2d``, and every trainer it names becomes a variant of 1 epoch x 2
-iterations under the same name plus ``_tiny`` (also inside the results-folder path of ``-pretrained_weights``).
+The block's commands run in a shell with substitutions that fit them to a tiny dataset: dataset 4 becomes a copy of
+the planned 2D fixture (6 training cases), ``3d_fullres`` becomes ``2d``, the label budget keeps 2 cases over 2 folds,
+and every trainer it names becomes a variant of 1 epoch x 2 iterations under the same name plus ``_tiny`` (also
+inside the results-folder path of ``-pretrained_weights``).
 """
 import glob
 import os
@@ -40,6 +41,8 @@ def test_readme_baseline_pretraining_finetuning_keep_both_models(planned_2d, ext
     env = dict(planned_2d.env, nnUNet_extTrainer=folder)
     for command in commands:
         command = command.replace("3d_fullres", "2d")
+        if command.startswith("nnUNetv2_advmim_label_budget"):
+            command = re.sub(r"-n \d+", "-n 2 --folds 2", command)
         if command.startswith("nnUNetv2_train"):
             command = re.sub(r"(-tr \S+)", r"\1_tiny", command) if "-tr " in command else \
                 command + " -tr nnUNetTrainer_tiny"
