@@ -49,7 +49,7 @@ SMALL_PLANS = "nnUNetPlans_small"
 # the CPU study plan of docs/study.md; the 3D preset keeps its planned stages
 SMALL_PLAN_ARGS = {2: ["--base-features", "16", "--max-features", "128", "--stages", "4", "--batch-size", "4"],
                    3: ["--base-features", "16", "--max-features", "128", "--batch-size", "2"]}
-EPOCHS, ITERATIONS, VAL_ITERATIONS, DRAWS = 10, 20, 2, 2  # every arm: 200 iterations (about 20 min on 2 cores)
+EPOCHS, ITERATIONS, VAL_ITERATIONS, DRAWS = 10, 20, 2, 2  # every arm: 200 iterations (times: docs/demo.md)
 
 
 def _run(cmd, log_file):
