@@ -193,10 +193,11 @@ def test_vs_column_is_paired_on_the_draws_both_arms_have():
 
 def test_ablation_arms_change_one_known_choice_each():
     """trainers/nnUNetTrainerAdvMIM_ablations.py: found by nnU-Net's lookup among the installed trainers; each arm
-    sets attributes nnUNetTrainerAdvMIM defines, away from their defaults."""
+    sets attributes nnUNetTrainerAdvMIM defines, away from their defaults. (nnU-Net imports the trainer folder's
+    modules under bare names, so the parent is the class the arms' module imports, not a second lookup's copy.)"""
     import inspect
     import re
-    base = find_trainer("nnUNetTrainerAdvMIM")
+    from nnunetv2_advmim.trainers.nnUNetTrainerAdvMIM import nnUNetTrainerAdvMIM as base
     defaults = {}
     for cls in (nnUNetTrainer, base):  # nnU-Net's own attributes (initial_lr), then AdvMIM's
         defaults.update(re.findall(r"self\.(\w+) = ([^#\n]+?)\s*(?:#|\n)", inspect.getsource(cls.__init__)))
@@ -220,8 +221,9 @@ def test_pretraining_ablation_arms_change_one_known_choice_each():
              "nnUNetTrainerMPSAMS_excludeFlat": "nnUNetTrainerMPSAMS",
              "nnUNetTrainerMIM_noIntensityAug": "nnUNetTrainerMIM",
              "nnUNetTrainerAnatoMask_noIntensityAug": "nnUNetTrainerAnatoMask"}
+    from nnunetv2_advmim.trainers import nnUNetTrainerMIM as mim_module
     for name, parent in names.items():
-        cls, base = find_trainer(name), find_trainer(parent)
+        cls, base = find_trainer(name), getattr(mim_module, parent)
         assert issubclass(cls, base) and cls.choice
         defaults = {}
         for c in reversed([c for c in base.__mro__ if "__init__" in vars(c) and c.__module__ != "nnunetv2.training."
@@ -251,21 +253,32 @@ def test_one_choice_sets_known_attributes_and_refuses_unknown_ones():
         Typo({}, "2d", 0, {})
 
 
-@pytest.mark.parametrize("name", ["nnUNetTrainerAdvMIM_rampups", "nnUNetTrainerAnatoMask_normalised"])
-def test_study_variant_of_an_ablation_arm_loads_its_file(monkeypatch, name):
-    """An arm defined in an nnUNet_extTrainer folder, with no method of its own: the study's variant source finds
-    its file (nnU-Net's lookup leaves no module behind) and the variant keeps the arm's choice."""
+USER_ARMS = {
+    "nnUNetTrainerAdvMIM_myRampups": ("nnunetv2_advmim.trainers.nnUNetTrainerAdvMIM", "nnUNetTrainerAdvMIM",
+                                      {"u_rampup_fraction": 0.4}),
+    "nnUNetTrainerAnatoMask_myRanking": ("nnunetv2_advmim.trainers.nnUNetTrainerMIM", "nnUNetTrainerAnatoMask",
+                                         {"anatomask_ranking": "normalised"}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(USER_ARMS))
+def test_study_variant_of_an_ablation_arm_loads_its_file(monkeypatch, tmp_path, name):
+    """An arm defined in a user's nnUNet_extTrainer folder, with no method of its own: the study's variant source
+    finds its file (nnU-Net's lookup leaves no module behind) and the variant keeps the arm's choice."""
     import sys
-    examples = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "docs", "examples"))
-    monkeypatch.setenv("nnUNet_extTrainer", examples)
+    module, parent, choice = USER_ARMS[name]
+    (tmp_path / f"my_{name}.py").write_text(
+        f"from {module} import {parent}\nfrom nnunetv2_advmim.trainers.one_choice import OneChoice\n\n\n"
+        f"class {name}(OneChoice, {parent}):\n    choice = {choice!r}\n")
+    monkeypatch.setenv("nnUNet_extTrainer", str(tmp_path))
     cls = find_trainer(name)
     assert cls.__module__ not in sys.modules  # what made inspect.getfile fail for these arms
     source = variants_source([(variant_name(name, 5, 2), cls, 5, 2, 1)])
-    assert os.path.join(examples, cls.__module__ + ".py") in source
+    assert os.path.join(str(tmp_path), cls.__module__ + ".py") in source
     namespace = {}
     exec(compile(source, "study_trainers.py", "exec"), namespace)
     variant = namespace[variant_name(name, 5, 2)]
-    assert variant.__mro__[1].__name__ == name and variant.choice == cls.choice
+    assert variant.__mro__[1].__name__ == name and variant.choice == cls.choice == choice
 
 
 def test_study_lock_allows_one_process_per_folder(tmp_path):
