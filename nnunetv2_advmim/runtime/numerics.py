@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 __all__ = ["NonFiniteError", "NonFiniteGuard", "all_ranks_agree_finite", "ranks_agree", "discriminator_collapsed", "SEED_ENV", "seed_everything",
-           "enable_determinism", "seed_from_env"]
+           "enable_determinism", "keep_cudnn_deterministic", "seed_from_env"]
 
 SEED_ENV = "nnUNet_advmim_seed"
 
@@ -200,6 +200,14 @@ def enable_determinism(seed: int) -> None:
     torch.use_deterministic_algorithms(True)
     torch.backends.cudnn.deterministic = True
     torch.backends.cudnn.benchmark = False
+
+
+def keep_cudnn_deterministic(seed: Optional[int]) -> None:
+    """For a seeded run (``seed`` not None): cuDNN deterministic, benchmarking off. ``nnUNetv2_train`` switches
+    benchmarking back on after building the trainer, so seeded trainers call this again in ``on_train_start``."""
+    if seed is not None:
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
 
 
 def seed_from_env(env_var: str = SEED_ENV) -> Optional[int]:
