@@ -487,7 +487,7 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
         scaled_backward(loss, self._scaler())
 
     def train_step(self, batch: dict) -> dict:
-        """One AdvMIM iteration. No host synchronisation except the one finiteness check."""
+        """One AdvMIM iteration. No host synchronisation except the finiteness checks (networks, discriminators)."""
         x_l = batch["data"].to(self.device, non_blocking=True)
         x_u = batch["data_unlabeled"].to(self.device, non_blocking=True)
         target = batch["target"]
@@ -518,7 +518,7 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
 
         checked = {f"{b}_{k}": terms[b][k] for b in BRANCHES for k in ("total", "disc_loss") if k in terms[b]}
         ok = guarded_step(self.branch_optimizers, self._scaler(), clip=self.grad_clip, guard=self.nonfinite_guard,
-                          checked=checked)  # the one host sync of the step
+                          checked=checked)  # the host sync of the networks' step
         if ok and disc_losses:  # each discriminator with its own optimizer (and GradScaler under fp16)
             guarded_step({b: self.disc_optimizers[b] for b in disc_losses}, self._scaler("disc"), losses=disc_losses,
                          clip=self.disc_grad_clip)

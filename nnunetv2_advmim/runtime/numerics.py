@@ -28,8 +28,8 @@ from typing import Callable, Dict, Optional, Sequence
 import numpy as np
 import torch
 
-__all__ = ["NonFiniteError", "NonFiniteGuard", "all_ranks_agree_finite", "ranks_agree", "discriminator_collapsed", "SEED_ENV", "seed_everything",
-           "enable_determinism", "keep_cudnn_deterministic", "seed_from_env"]
+__all__ = ["NonFiniteError", "NonFiniteGuard", "all_ranks_agree_finite", "ranks_agree", "discriminator_collapsed",
+           "SEED_ENV", "seed_everything", "enable_determinism", "keep_cudnn_deterministic", "seed_from_env"]
 
 SEED_ENV = "nnUNet_advmim_seed"
 
@@ -57,10 +57,12 @@ def ranks_agree(local_ok: bool) -> bool:
 
 
 def all_ranks_agree_finite(terms: Dict[str, torch.Tensor]) -> bool:
-    """True when every term (scalar tensors or numbers) is finite on every DDP rank (:func:`ranks_agree`)."""
-    finite = [bool(torch.isfinite(torch.as_tensor(v, dtype=torch.float32)).all()) if isinstance(v, torch.Tensor)
-              else math.isfinite(float(v)) for v in terms.values()]
-    return ranks_agree(all(finite))
+    """True when every term (scalar tensors or numbers) is finite on every DDP rank (:func:`ranks_agree`); one host
+    synchronisation for the local check."""
+    tensors = [v.detach().float().reshape(-1) for v in terms.values() if isinstance(v, torch.Tensor)]
+    numbers_ok = all(math.isfinite(float(v)) for v in terms.values() if not isinstance(v, torch.Tensor))
+    tensors_ok = not tensors or bool(torch.isfinite(torch.cat([t.to(tensors[0].device) for t in tensors])).all())
+    return ranks_agree(numbers_ok and tensors_ok)
 
 
 class NonFiniteError(RuntimeError):
