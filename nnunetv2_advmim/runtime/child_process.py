@@ -17,6 +17,10 @@ from typing import List, Optional
 __all__ = ["ChildInterrupted", "run_child", "stop_group"]
 
 _PR_SET_PDEATHSIG = 1
+try:  # resolved here, in the parent: the child may only call it (no loading between fork and exec)
+    _prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
+except (OSError, AttributeError):
+    _prctl = None
 
 
 class ChildInterrupted(KeyboardInterrupt):
@@ -28,10 +32,7 @@ class ChildInterrupted(KeyboardInterrupt):
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
-        pass
+    _prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
 
 
 def stop_group(proc: subprocess.Popen, grace_s: float = 30.0) -> None:
@@ -51,9 +52,8 @@ def stop_group(proc: subprocess.Popen, grace_s: float = 30.0) -> None:
 def run_child(cmd: List[str], env: Optional[dict] = None, stdout=None, grace_s: float = 30.0) -> int:
     """Run ``cmd`` to its end and return its exit status (module docstring); raises :class:`ChildInterrupted`
     after stopping the child when this process gets SIGTERM or SIGINT meanwhile."""
-    on_linux = sys.platform.startswith("linux")
     proc = subprocess.Popen(cmd, env=env, stdout=stdout, stderr=subprocess.STDOUT if stdout is not None else None,
-                            start_new_session=True, preexec_fn=_die_with_parent if on_linux else None)
+                            start_new_session=True, preexec_fn=_die_with_parent if _prctl is not None else None)
     received = []
     main_thread = threading.current_thread() is threading.main_thread()
 
