@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 
+from nnunetv2_advmim.runtime.atomic import write_json_atomic
 from nnunetv2_advmim.runtime.memory import reset_peak_rss, status_bytes
 
 
@@ -166,8 +167,7 @@ def main(argv=None) -> None:
                   f"{r['network']:<22} {r['params']:>11,} {r['ms']:>11.1f} {r['ms'] / base:>6.2f} "
                   f"{r['cpu_ms']:>11.1f} {r['cpu_ms'] / cpu_base:>6.2f}  {memory}")
         if args.json:
-            with open(args.json, "w") as f:
-                json.dump({"device": device, "gpu": gpu, "rows": rows}, f, indent=2)
+            write_json_atomic(args.json, {"device": device, "gpu": gpu, "rows": rows}, indent=2)
 
 
 if __name__ == "__main__":

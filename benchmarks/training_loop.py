@@ -38,6 +38,8 @@ import sys
 import tempfile
 import time
 
+from nnunetv2_advmim.runtime.atomic import write_json_atomic
+
 DATASET_ID = 996
 TRAINER = "nnUNetTrainerAdvMIM_loopcheck"
 TRAINER_SOURCE = '''import os
@@ -165,8 +167,7 @@ def main(argv=None):
         report["device_name"] = f"unknown ({e})"
 
     def save():
-        with open(args.o, "w") as f:
-            json.dump(report, f, indent=1)
+        write_json_atomic(args.o, report, indent=1)
 
     d = str(DATASET_ID)
     train = ["nnUNetv2_train", d, "3d_fullres", "0", "-tr", TRAINER, "-device", args.device]

@@ -52,8 +52,9 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from nnunetv2_advmim.architectures.ensemble import AdvMIMEnsemble
 from nnunetv2_advmim.architectures.from_plans import BRANCHES, build_branch
-from nnunetv2_advmim.data.label_budget import refuse_fold_all_under_budget
-from nnunetv2_advmim.data.pseudo_sampling import next_cases, predict_locations, refresh_due
+from nnunetv2_advmim.data.label_budget import check_label_budget_at_start
+from nnunetv2_advmim.data.pseudo_sampling import (locations_from_state, locations_state, next_cases, predict_locations,
+                                                   refresh_due)
 from nnunetv2_advmim.data.semisup_loader import get_semisup_dataloaders
 from nnunetv2_advmim.evaluation.progress import plot_advmim_progress
 from nnunetv2_advmim.methods.adversarial import (PatchDiscriminator, discriminator_optimizer,
@@ -66,7 +67,8 @@ from nnunetv2_advmim.methods.schedules import EpochLR, sigmoid_rampup, warmup_po
 from nnunetv2_advmim.runtime.checkpointing import (atomic_save, restore_pending_rng_states, restore_run_state,
                                                    run_state, safe_load, strip_module_prefix, unwrap_model)
 from nnunetv2_advmim.runtime.memory import cuda_step_peak_bytes
-from nnunetv2_advmim.runtime.numerics import NonFiniteGuard, discriminator_collapsed, enable_determinism, seed_from_env
+from nnunetv2_advmim.runtime.numerics import (NonFiniteGuard, discriminator_collapsed, enable_determinism,
+                                             keep_cudnn_deterministic, seed_from_env)
 from nnunetv2_advmim.runtime.precision import amp_dtype, guarded_step, scaled_backward
 from nnunetv2_advmim.runtime.safety import refuse_finished_run
 from nnunetv2_advmim.runtime.weights import load_branch_weights, load_pretrained_branches, route_pretrained_weights
@@ -362,9 +364,11 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
 
     def on_train_start(self):
         refuse_finished_run(self)  # before anything is written: never train over a finished run unless asked
-        refuse_fold_all_under_budget(self.preprocessed_dataset_folder_base, self.fold, self.__class__.__name__)
+        check_label_budget_at_start(self.preprocessed_dataset_folder_base, self.fold, self.__class__.__name__)
         super().on_train_start()
+        keep_cudnn_deterministic(self.deterministic_seed)  # nnUNetv2_train turns benchmarking on after __init__
         restore_pending_rng_states(self)
+        self._restore_pseudo_sampling()
 
     def on_train_end(self):
         super().on_train_end()
@@ -483,7 +487,7 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
         scaled_backward(loss, self._scaler())
 
     def train_step(self, batch: dict) -> dict:
-        """One AdvMIM iteration. No host synchronisation except the one finiteness check."""
+        """One AdvMIM iteration. No host synchronisation except the finiteness checks (networks, discriminators)."""
         x_l = batch["data"].to(self.device, non_blocking=True)
         x_u = batch["data_unlabeled"].to(self.device, non_blocking=True)
         target = batch["target"]
@@ -514,7 +518,7 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
 
         checked = {f"{b}_{k}": terms[b][k] for b in BRANCHES for k in ("total", "disc_loss") if k in terms[b]}
         ok = guarded_step(self.branch_optimizers, self._scaler(), clip=self.grad_clip, guard=self.nonfinite_guard,
-                          checked=checked)  # the one host sync of the step
+                          checked=checked)  # the host sync of the networks' step
         if ok and disc_losses:  # each discriminator with its own optimizer (and GradScaler under fp16)
             guarded_step({b: self.disc_optimizers[b] for b in disc_losses}, self._scaler("disc"), losses=disc_losses,
                          clip=self.disc_grad_clip)
@@ -639,9 +643,26 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
         """Generators saved and restored per DDP rank with the RNG states (``checkpointing.run_state``)."""
         return {"mask_generator": self.mask_generator}
 
+    def _pseudo_sampling_state(self) -> dict:
+        """The pseudo-label cursor and the locations the unlabeled loader holds (tensors: loads weights_only)."""
+        loader = getattr(self, "dataloader_train", None)
+        locations = loader.unlabeled_loader.pseudo_locations if loader is not None else {}
+        return {"cursor": self._pseudo_cursor, "locations": locations_state(locations)}
+
+    def _restore_pseudo_sampling(self) -> None:
+        state = getattr(self, "_pending_pseudo_sampling", None)
+        self._pending_pseudo_sampling = None
+        if state is None:
+            return
+        self._pseudo_cursor = int(state["cursor"])
+        if state["locations"]:
+            self.dataloader_train.update_unlabeled(pseudo_locations=locations_from_state(state["locations"]),
+                                                   oversample_foreground_percent=self.unlabeled_oversample_foreground)
+
     def save_checkpoint(self, filename: str) -> None:
         """Stock layout (``network_weights`` = the inference network) plus ``advmim``: both branches, both
-        discriminators, every optimizer and grad scaler; plus the RNG states and the non-finite guard's counters.
+        discriminators, every optimizer and grad scaler, the pseudo-label cursor and locations; plus the RNG states and
+        the non-finite guard's counters.
         Tensors shared with ``network_weights`` are stored once. Written atomically (temporary file + rename:
         a crash while writing leaves the previous checkpoint intact; ``checkpointing.atomic_save``). Every DDP rank
         calls this (nnU-Net does) and hands its RNG states to rank 0, which writes the file."""
@@ -670,6 +691,7 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
                 "disc_optimizers": {b: o.state_dict() for b, o in self.disc_optimizers.items()},
                 "disc": self._disc_settings() if self.discriminators else None,
                 "disc_grad_scaler": self.disc_grad_scaler.state_dict() if self.disc_grad_scaler is not None else None,
+                "pseudo_sampling": self._pseudo_sampling_state(),
                 # the schedules (poly, warm-up + poly, lambda_ct ramp-up) are functions of current_epoch
             },
             **per_rank,
@@ -744,6 +766,7 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
                                                                self.inference_allowed_mirroring_axes)
         restore_run_state(self, checkpoint, filename_or_checkpoint if isinstance(filename_or_checkpoint, str)
                           else "The checkpoint")
+        self._pending_pseudo_sampling = extra.get("pseudo_sampling")  # the loaders exist from on_train_start on
 
 
 class nnUNetTrainerAdvMIM_withAdv(nnUNetTrainerAdvMIM):

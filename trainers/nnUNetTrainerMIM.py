@@ -52,7 +52,8 @@ from nnunetv2_advmim.methods.masking import block_mask, mask_grid, rank_seed
 from nnunetv2_advmim.methods.schedules import WarmupCosineLRScheduler
 from nnunetv2_advmim.runtime.checkpointing import (apply_nnunet_checkpoint, atomic_save, restore_pending_rng_states,
                                                    restore_run_state, run_state, safe_load, unwrap_model)
-from nnunetv2_advmim.runtime.numerics import SEED_ENV, NonFiniteGuard, enable_determinism, seed_from_env
+from nnunetv2_advmim.runtime.numerics import (SEED_ENV, NonFiniteGuard, enable_determinism, keep_cudnn_deterministic,
+                                             seed_from_env)
 from nnunetv2_advmim.runtime.precision import guarded_step
 from nnunetv2_advmim.runtime.safety import refuse_finished_run
 
@@ -251,9 +252,7 @@ class nnUNetTrainerMIM(nnUNetTrainer):
     def on_train_start(self):
         refuse_finished_run(self)  # before anything is written: never train over a finished run unless asked
         super().on_train_start()
-        if self.deterministic_seed is not None:  # nnUNetv2_train turns cuDNN benchmarking on after __init__
-            torch.backends.cudnn.deterministic = True
-            torch.backends.cudnn.benchmark = False
+        keep_cudnn_deterministic(self.deterministic_seed)  # nnUNetv2_train turns benchmarking on after __init__
         restore_pending_rng_states(self)
         self.print_to_log_file(f"{self.__class__.__name__} settings: "
                                + ", ".join(f"{k}={v}" for k, v in self.mim_settings().items()))

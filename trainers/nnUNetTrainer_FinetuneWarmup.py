@@ -2,11 +2,13 @@ import torch
 
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from nnunetv2_advmim.data.label_budget import refuse_fold_all_under_budget
+from nnunetv2_advmim.data.label_budget import check_label_budget_at_start
 from nnunetv2_advmim.methods.schedules import EpochLR, warmup_epochs_for, warmup_poly_lr
+from nnunetv2_advmim.runtime.safe_training import SafeCheckpoints
+from nnunetv2_advmim.runtime.safety import refuse_finished_run
 
 
-class nnUNetTrainer_FinetuneWarmup(nnUNetTrainer):
+class nnUNetTrainer_FinetuneWarmup(SafeCheckpoints, nnUNetTrainer):
     """Stock nnU-Net with a linear learning-rate warm-up, for fine-tuning from pretrained weights.
 
     ``lr = initial_lr * (epoch + 1) / W`` for the first ``W`` epochs, then nnU-Net's poly decay over the remaining
@@ -32,6 +34,7 @@ class nnUNetTrainer_FinetuneWarmup(nnUNetTrainer):
         return optimizer, EpochLR(optimizer, lambda epoch: warmup_poly_lr(epoch, num_epochs, initial_lr, warmup))
 
     def on_train_start(self):
-        # stock fold 'all' ignores a label budget's split and would train on every labeled case
-        refuse_fold_all_under_budget(self.preprocessed_dataset_folder_base, self.fold, self.__class__.__name__)
+        refuse_finished_run(self)  # before anything is written: never train over a finished run unless asked
+        # stock fold 'all' ignores a label budget's split; a budget without its split would train on hidden labels
+        check_label_budget_at_start(self.preprocessed_dataset_folder_base, self.fold, self.__class__.__name__)
         super().on_train_start()

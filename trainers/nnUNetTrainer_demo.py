@@ -2,10 +2,12 @@ import torch
 
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from nnunetv2_advmim.data.label_budget import refuse_fold_all_under_budget
+from nnunetv2_advmim.data.label_budget import check_label_budget_at_start
+from nnunetv2_advmim.runtime.safe_training import SafeCheckpoints
+from nnunetv2_advmim.runtime.safety import refuse_finished_run
 
 
-class nnUNetTrainer_demo(nnUNetTrainer):
+class nnUNetTrainer_demo(SafeCheckpoints, nnUNetTrainer):
     """Stock nnU-Net on a short schedule for the demo and the CPU: 20 epochs x 15 iterations.
 
     The supervised baseline of the demo: same plans, loss, augmentation and optimizer as
@@ -20,8 +22,9 @@ class nnUNetTrainer_demo(nnUNetTrainer):
         self.num_val_iterations_per_epoch = 2
 
     def on_train_start(self):
-        # stock fold 'all' ignores the label budget's split and would train on every labeled case
-        refuse_fold_all_under_budget(self.preprocessed_dataset_folder_base, self.fold, self.__class__.__name__)
+        refuse_finished_run(self)  # before anything is written: never train over a finished run unless asked
+        # stock fold 'all' ignores a label budget's split; a budget without its split would train on hidden labels
+        check_label_budget_at_start(self.preprocessed_dataset_folder_base, self.fold, self.__class__.__name__)
         super().on_train_start()
 
 

@@ -3,7 +3,6 @@ and how to read the figures: ``docs/benchmark.md``)."""
 import argparse
 import atexit
 import datetime
-import json
 import os
 import shutil
 import sys
@@ -17,6 +16,7 @@ import torch
 
 from nnunetv2_advmim.data.synthetic import dataset_folder_name, make_synthetic_dataset
 from nnunetv2_advmim.cli import RawDescriptionDefaultsHelpFormatter
+from nnunetv2_advmim.runtime.atomic import write_json_atomic
 
 SYNTHETIC_ID = 951
 
@@ -120,8 +120,7 @@ def main(argv=None) -> None:
     result["wall_s"] = time.perf_counter() - t_start
     if args.o:
         os.makedirs(os.path.dirname(os.path.abspath(args.o)), exist_ok=True)
-        with open(args.o, "w") as f:
-            json.dump(result, f, indent=1)
+        write_json_atomic(args.o, result, indent=1)
     print(format_report(result))
     if args.o:
         print(f"Wrote {args.o}")

@@ -32,7 +32,6 @@ is written, planned (``nnUNetv2_plan_and_preprocess``) and its unlabeled images 
 """
 import copy
 import ctypes
-import json
 import os
 import platform
 import statistics
@@ -52,6 +51,7 @@ from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 from nnunetv2_advmim.benchmark.mim_steps import STRATEGIES, step_times
 from nnunetv2_advmim.data.semisup_loader import get_semisup_dataloaders
 from nnunetv2_advmim.methods.advmim import STEP_MODES
+from nnunetv2_advmim.runtime.atomic import write_json_atomic
 from nnunetv2_advmim.runtime.memory import reset_peak_rss, status_bytes
 from nnunetv2_advmim.runtime.precision import amp_dtype
 from nnunetv2_advmim.trainers.nnUNetTrainerAdvMIM import nnUNetTrainerAdvMIM_withAdv
@@ -385,8 +385,7 @@ def run_benchmark(dataset: str, configuration: str, plans_name: str = "nnUNetPla
                 tmp_plans = join(folder, use + ".json")
                 if os.path.exists(tmp_plans):
                     raise FileExistsError(f"{tmp_plans} exists; remove it (left by an interrupted benchmark)")
-                with open(tmp_plans, "w") as f:
-                    json.dump(dict(plans, plans_name=use), f)
+                write_json_atomic(tmp_plans, dict(plans, plans_name=use), indent=None)
             mim = step_times(name, configuration, str(fold), n_steps=n, plans=use, device=device, warmup=warmup,
                              n_val=1)
         finally:

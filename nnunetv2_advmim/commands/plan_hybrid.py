@@ -21,6 +21,7 @@ from nnunetv2_advmim.architectures.from_plans import HYBRID, hybrid_arch_kwargs
 from nnunetv2_advmim.architectures.hybrid_unet import HybridTransformerUNet
 from nnunetv2_advmim.data.paths import find_dataset_name
 from nnunetv2_advmim.cli import DefaultsHelpFormatter
+from nnunetv2_advmim.runtime.atomic import write_json_atomic
 
 
 def make_hybrid_plans(plans: dict, plans_name: str, configurations: Optional[Iterable[str]] = None,
@@ -82,8 +83,7 @@ def plan_hybrid(dataset: str, source_plans: str = "nnUNetPlans", target_plans: s
     with open(src) as f:
         plans = json.load(f)
     new = make_hybrid_plans(plans, target_plans, configurations, **transformer_kwargs)
-    with open(dst, "w") as f:
-        json.dump(new, f, indent=4, sort_keys=False)
+    write_json_atomic(dst, new, indent=4)
     return dst
 
 

@@ -16,6 +16,7 @@ from typing import Optional
 
 from nnunetv2_advmim.data.paths import preprocessed_dataset_folder
 from nnunetv2_advmim.cli import DefaultsHelpFormatter
+from nnunetv2_advmim.runtime.atomic import write_json_atomic
 
 # architecture kwargs that hold one entry per resolution stage (decoder lists hold one fewer)
 PER_STAGE = ("features_per_stage", "kernel_sizes", "strides", "n_conv_per_stage", "n_blocks_per_stage")
@@ -76,8 +77,7 @@ def small_plan(dataset, configuration: str, source_plans: str = "nnUNetPlans",
         if not overwrite:
             raise FileExistsError(f"{dst} already exists with other settings; pass --overwrite to replace it or "
                                   f"choose another name with -o")
-    with open(dst, "w") as f:
-        json.dump(new, f, indent=4)
+    write_json_atomic(dst, new, indent=4)
     return dst
 
 

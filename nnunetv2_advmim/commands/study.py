@@ -30,8 +30,11 @@ against ``labelsTs``. The protocol:
   overall and per label, only where it raises Dice) is determined per arm and draw with
   ``nnUNetv2_determine_postprocessing`` on that arm's predictions of the validation cases and applied to its test
   predictions with ``nnUNetv2_apply_postprocessing``; the result is the arm ``<arm>+pp`` (no extra training).
-- **One study process per folder**: ``<study>/study.lock`` holds the running study's process id; a second study
-  on the same folder is refused while that process lives (it would rewrite the study's trainer variants).
+- **One study process per folder**: the study holds an exclusive lock on ``<study>/study.lock`` for its whole
+  life (the file names its host and process id); a second study on the same folder is refused while it is held
+  (it would rewrite the study's trainer variants). SIGTERM/SIGINT stop the running ``nnUNetv2_train`` child with
+  the study; an arm is done only when its ``checkpoint_final.pth`` loads (a file that does not is moved aside and
+  the arm trained again).
 - **Outputs**: ``study.md`` and ``study.csv`` (per arm and count: Dice/HD95/NSD per label, mean and spread over
   draws, iterations, training time, run-to-run spread with ``--runs``, the paired difference to the first arm with
   its standard error), ``study_runs.csv`` (one row per run) and ``study.png`` (mean foreground Dice versus labeled
@@ -59,6 +62,7 @@ from typing import Dict, List, Optional, Sequence
 import matplotlib
 import numpy as np
 import torch
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
 
@@ -70,7 +74,10 @@ from nnunetv2_advmim.data.label_budget import (BUDGET_FILE, SPLITS_FILE, trainin
 from nnunetv2_advmim.commands.study_design import ADVMIM_COST_RATIO, between_draw_sd, cheapest_design
 from nnunetv2_advmim.data.paths import load_plans_and_dataset_json, preprocessed_dataset_folder
 from nnunetv2_advmim.evaluation.evaluate import evaluate_folders
+from nnunetv2_advmim.runtime.checkpoint_files import usable_checkpoint
 from nnunetv2_advmim.runtime.checkpointing import atomic_save, safe_load
+from nnunetv2_advmim.runtime.child_process import run_child
+from nnunetv2_advmim.runtime.locking import hold_lock
 from nnunetv2_advmim.runtime.weights import ADVMIM_NETWORKS, advmim_network_weights
 
 STUDY_FILE = "study.json"
@@ -236,12 +243,16 @@ def variants_source(variants: Sequence[tuple], threads: Optional[int] = None,
     torch's CPU threads (``nnUNetv2_train -device cpu`` uses one per core). ``predicting``: ``(name, parent variant
     name, network)``: a subclass of a variant above that predicts with another AdvMIM network."""
     out = ['"""Trainer variants written by nnUNetv2_advmim_study: the study\'s schedule on each trainer."""\n',
-           "import importlib.util\nimport sys\n\nimport torch\n"]
+           "import importlib.util\nimport sys\n\nimport torch\n\n"
+           "from nnunetv2_advmim.runtime.safe_training import SafeCheckpoints\n"]
     for i, (name, cls, epochs, iterations, val_iterations) in enumerate(variants):
         alias = f"_Base{i}"
         out.append("\n" + _import_lines(cls, alias))
+        # stock save_checkpoint is a plain torch.save: a kill while saving leaves a truncated checkpoint
+        stock_save = getattr(cls, "save_checkpoint", None) is nnUNetTrainer.save_checkpoint
+        bases = f"SafeCheckpoints, {alias}" if stock_save else alias
         out.append(
-            f"\n\nclass {name}({alias}):\n"
+            f"\n\nclass {name}({bases}):\n"
             f"    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,\n"
             f"                 device: torch.device = torch.device('cuda')):\n"
             f"        super().__init__(plans, configuration, fold, dataset_json, device)\n"
@@ -464,11 +475,11 @@ class Study:
     def _train(self, trainer: str, env: dict, log_file: str, extra=()) -> float:
         """Train (or resume) one model with the stock command; returns the wall time of this call."""
         model = self._model_folder(env["nnUNet_results"], trainer)
-        if os.path.isfile(os.path.join(model, "checkpoint_final.pth")):
+        if usable_checkpoint(os.path.join(model, "checkpoint_final.pth"), self.log):  # done only if it loads
             return 0.0
         cmd = ["nnUNetv2_train", self.dataset_name, self.configuration, "0", "-tr", self._variant(trainer),
                "-p", self.plans, "-device", self.device]
-        if os.path.isfile(os.path.join(model, "checkpoint_latest.pth")):
+        if usable_checkpoint(os.path.join(model, "checkpoint_latest.pth"), self.log):
             cmd.append("--c")  # an interrupted run continues where it stopped
         else:
             cmd += list(extra)
@@ -680,48 +691,11 @@ class Study:
         return {"records": records, "failures": failures, "outputs": outputs}
 
 
-@contextlib.contextmanager
 def study_lock(folder: str):
-    """Hold ``<folder>/study.lock`` (this process's id) while a study runs in ``folder``; refuse when another living
-    process holds it. A lock left by a killed study is taken over."""
-    path = os.path.join(folder, LOCK_FILE)
-    while True:
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            break
-        except FileExistsError:
-            owner = _lock_owner(path)
-            if owner is not None and owner != os.getpid() and _process_alive(owner):
-                raise RuntimeError(f"another nnUNetv2_advmim_study (process {owner}) is running in {folder}; let it "
-                                   f"finish, or give this study another folder (-o). If no study is running there, "
-                                   f"delete {path}") from None
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(path)  # left by a study that was killed
-    with os.fdopen(fd, "w") as f:
-        f.write(str(os.getpid()))
-    try:
-        yield path
-    finally:
-        if _lock_owner(path) == os.getpid():
-            os.remove(path)
-
-
-def _lock_owner(path: str) -> Optional[int]:
-    try:
-        with open(path) as f:
-            return int(f.read().strip())
-    except (FileNotFoundError, ValueError):
-        return None
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    return True
+    """Hold ``<folder>/study.lock`` (``runtime.locking``: a kernel lock, released however the study ends) while a
+    study runs in ``folder``; refuse at once while another study holds it."""
+    return hold_lock(os.path.join(folder, LOCK_FILE), "another nnUNetv2_advmim_study",
+                     "Let it finish, or give this study another folder (-o).")
 
 
 def _epoch_seconds(model_folder: str) -> List[float]:
@@ -741,9 +715,9 @@ def _run(cmd: List[str], env: dict, log_file: str) -> float:
     with open(log_file, "a") as log:
         log.write(f"\n$ {' '.join(cmd)}\n")
         log.flush()
-        proc = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    if proc.returncode != 0:
-        raise RuntimeError(f"`{' '.join(cmd[:2])} ...` exited {proc.returncode}")
+        returncode = run_child(cmd, env, log)  # stopped with the study (SIGTERM/SIGINT, or the study killed)
+    if returncode != 0:
+        raise RuntimeError(f"`{' '.join(cmd[:2])} ...` exited {returncode}")
     return time.perf_counter() - t0
 
 

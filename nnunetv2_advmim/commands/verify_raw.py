@@ -6,11 +6,16 @@ voxels as 0, so such files are preprocessed without an error (``nnUNetv2_plan_an
 ``imagesUnlabeled`` (:func:`nnunetv2_advmim.data.input_checks.check_case`: truncated or unreadable files, NaN/inf
 counted with nibabel, channel count, 2D/3D) over ``imagesTr``, ``imagesTs`` and ``imagesUnlabeled``, and checks
 each label file of ``labelsTr`` / ``labelsTs`` against its image: readable, same shape and spacing, label values
-that ``dataset.json`` declares (origin/direction differences are warnings, as in nnU-Net's own check).
+that ``dataset.json`` declares, integer label values (origin/direction differences are warnings, as in nnU-Net's own
+check). It also refuses a ``dataset.json`` without ``file_ending`` or ``channel_names``, case names that
+``imagesUnlabeled`` shares with ``imagesTr``, and (where the dataset is already preprocessed) a corrupt
+``label_budget.json`` / ``splits_final.json`` or a budget without its split; it warns about an ``imagesUnlabeled``
+image oriented differently from ``imagesTr``. ``--max-voxels N`` refuses larger images from their header instead
+of reading them.
 
 Every problem names the file and the fix; exit status 1 if there is any, else 0 and a one-line summary::
 
-    nnUNetv2_advmim_verify_raw -d 990 [-np 4]
+    nnUNetv2_advmim_verify_raw -d 990 [-np 4] [--max-voxels 200000000]
 """
 import argparse
 import os
@@ -22,7 +27,9 @@ from batchgenerators.utilities.file_and_folder_operations import load_json
 from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_dataset_json
 
 from nnunetv2_advmim.data.input_checks import (channel_of, check_cases, check_nifti_file, dataset_label_values,
-                                               missing_channels_problem, spacing_is_2d)
+                                               missing_channels_problem, reference_orientation,
+                                               require_dataset_json_keys, spacing_is_2d)
+from nnunetv2_advmim.data.label_budget import load_budget, load_budget_splits
 from nnunetv2_advmim.data.paths import env_folder, find_dataset_name
 from nnunetv2_advmim.data.unlabeled import RAW_UNLABELED_FOLDER, list_unlabeled_cases
 from nnunetv2_advmim.cli import DefaultsHelpFormatter
@@ -105,7 +112,15 @@ def check_label(case: str, image_files: Sequence[str], label_file: str, reader_c
                 if not np.allclose(img_props[key][field], seg_props[key][field], atol=1e-4):
                     warnings.append(f"{label_file}: {field} differs from its image's ({image_files[0]}); check "
                                     f"that the label is aligned with the image (nnUNetv2_plot_overlay_pngs).")
-    found = [int(v) for v in np.unique(seg)]
+    values = np.unique(seg)
+    fractional = [float(v) for v in values if not float(v).is_integer()]
+    if fractional:
+        problems.append(f"{label_file}: non-integer label value(s) {fractional[:5]}"
+                        f"{' ...' if len(fractional) > 5 else ''}; label maps hold integer values only (nnU-Net would "
+                        f"truncate them). Save the segmentation with integer labels (no interpolation when "
+                        f"resampling it: nearest neighbour).")
+        return problems, warnings
+    found = [int(v) for v in values]
     unexpected = sorted(set(found) - set(int(v) for v in expected_labels))
     if unexpected:
         problems.append(f"{label_file}: label value(s) {unexpected} are not in dataset.json's labels "
@@ -114,13 +129,39 @@ def check_label(case: str, image_files: Sequence[str], label_file: str, reader_c
     return problems, warnings
 
 
-def verify_raw_dataset(raw_folder: str, num_processes: int = 1) -> Tuple[List[str], List[str], Dict[str, int]]:
-    """``(problems, warnings, {folder: number of cases checked})`` of a raw dataset folder (module docstring)."""
+def budget_file_problems(preprocessed_folder: Optional[str]) -> List[str]:
+    """Problems of a preprocessed folder's ``label_budget.json`` / ``splits_final.json``: corrupt, or a budget
+    without its split (each names the file and the fix); none if the folder or the files do not exist."""
+    if not preprocessed_folder or not os.path.isdir(preprocessed_folder):
+        return []
+    problems = []
+    budget = None
+    try:
+        budget = load_budget(preprocessed_folder)
+    except RuntimeError as e:
+        problems.append(str(e))
+    splits_file = os.path.join(preprocessed_folder, "splits_final.json")
+    if budget is not None or os.path.isfile(splits_file):
+        try:
+            load_budget_splits(preprocessed_folder)
+        except RuntimeError as e:
+            problems.append(str(e))
+    return problems
+
+
+def verify_raw_dataset(raw_folder: str, num_processes: int = 1, max_voxels: Optional[int] = None,
+                       preprocessed_folder: Optional[str] = None) -> Tuple[List[str], List[str], Dict[str, int]]:
+    """``(problems, warnings, {folder: number of cases checked})`` of a raw dataset folder (module docstring);
+    ``preprocessed_folder``: its nnU-Net preprocessed folder, whose budget and split files are checked too."""
     dataset_json_file = os.path.join(raw_folder, "dataset.json")
     if not os.path.isfile(dataset_json_file):
         raise FileNotFoundError(f"{dataset_json_file} does not exist: not an nnU-Net raw dataset folder. Write the "
                                 f"dataset.json (channel_names, labels, numTraining, file_ending).")
-    dataset_json = load_json(dataset_json_file)
+    try:
+        dataset_json = load_json(dataset_json_file)
+    except ValueError as e:
+        raise ValueError(f"{dataset_json_file} is not valid JSON ({e}); fix the file.") from None
+    require_dataset_json_keys(dataset_json, dataset_json_file)
     ending = dataset_json["file_ending"]
     n_channels = len(dataset_json.get("channel_names", dataset_json.get("modality")))
     labels = dataset_label_values(dataset_json)
@@ -140,6 +181,12 @@ def verify_raw_dataset(raw_folder: str, num_processes: int = 1) -> Tuple[List[st
             problems += [line.strip() for line in str(e).splitlines()[1:] if line.strip()]
     if "imagesTr" not in pools:
         problems.append(f"{os.path.join(raw_folder, 'imagesTr')} does not exist: nnU-Net trains on imagesTr/labelsTr.")
+    shared = sorted(set(pools.get(RAW_UNLABELED_FOLDER, {})) & set(pools.get("imagesTr", {})))
+    if shared:
+        problems.append(f"{os.path.join(raw_folder, RAW_UNLABELED_FOLDER)}: case name(s) {shared[:10]} are also "
+                        f"training cases in imagesTr (every case identifier must be unique, or an unlabeled image "
+                        f"would stand in for a labeled case); rename them, e.g. with a prefix 'unl_'.")
+    problems += budget_file_problems(preprocessed_folder)
     all_cases = {f"{k}/{c}": files for k, cases in pools.items() for c, files in cases.items()}
     if not all_cases:
         return problems, warnings, counts
@@ -149,10 +196,12 @@ def verify_raw_dataset(raw_folder: str, num_processes: int = 1) -> Tuple[List[st
     for k in ("imagesTr", "imagesTs", RAW_UNLABELED_FOLDER):
         if expect_2d is None and pools.get(k):
             expect_2d = dataset_looks_2d(pools[k], reader_class)
+    reference = reference_orientation(pools["imagesTr"], reader_class) if pools.get("imagesTr") else None
     for kind, cases in pools.items():
-        # the label-map warning is only meaningful where labels must not be: imagesUnlabeled
-        p, w = check_cases(cases, reader_class, n_channels, bool(expect_2d),
-                           dataset_json if kind == RAW_UNLABELED_FOLDER else None, num_processes)
+        # the label-map and orientation warnings concern imagesUnlabeled (nnU-Net checks the labeled cases)
+        unlabeled = kind == RAW_UNLABELED_FOLDER
+        p, w = check_cases(cases, reader_class, n_channels, bool(expect_2d), dataset_json if unlabeled else None,
+                           num_processes, max_voxels, reference if unlabeled else None)
         problems += p
         warnings += w
         counts[kind] = len(cases)
@@ -190,11 +239,16 @@ def main(argv=None) -> None:
                     "spacing, label values). Lists every bad file with the fix; exit status 1 if there is any.")
     parser.add_argument("-d", required=True, help="dataset ID or DatasetXXX_Name in $nnUNet_raw")
     parser.add_argument("-np", type=int, default=1, help="worker processes for reading images (default 1)")
+    parser.add_argument("--max-voxels", type=int, default=None,
+                        help="refuse images with more voxels than this, read from the file header (each image is "
+                             "otherwise read twice, once as float64); default: no limit")
     args = parser.parse_args(argv)
     try:
         root = env_folder("nnUNet_raw")
         folder = os.path.join(root, find_dataset_name(args.d, root))
-        problems, warnings, counts = verify_raw_dataset(folder, args.np)
+        pre_root = os.environ.get("nnUNet_preprocessed")
+        pre = os.path.join(pre_root, os.path.basename(folder)) if pre_root else None
+        problems, warnings, counts = verify_raw_dataset(folder, args.np, args.max_voxels, pre)
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         print(f"ERROR: {e}", file=sys.stderr)
         sys.exit(1)

@@ -13,7 +13,14 @@ nnU-Net's own readers (the plan's ``image_reader_writer``) read every image exac
   normalization, which turns them into finite garbage. Refused with the count per file; the fix is
   in the file (``verify_dataset_integrity`` refuses NaN in ``imagesTr`` as well, so both pools follow one rule);
 - **channel count** inside one file (a 4D file with several channels) that differs from ``channel_names``;
-- **unreadable files** (not an image, corrupt): the reader's error, with the file named.
+- **unreadable files** (not an image, corrupt): the reader's error, with the file named;
+- **a ``dataset.json`` without ``file_ending`` or ``channel_names``** (:func:`require_dataset_json_keys`);
+- **images above a size limit**, if one is given (``max_voxels``): refused from the file header, before the
+  image is read (twice: nibabel for the stored values, then the plan's reader).
+
+An image of ``imagesUnlabeled`` whose orientation (direction cosines) differs from that of ``imagesTr`` is a
+*warning* (:func:`orientation_of`): nnU-Net itself only compares image and label of one case, and resamples in
+voxel space, so such an image is trained on as if it were oriented like the training images.
 
 A label map saved into ``imagesUnlabeled`` by mistake is caught by its name (see
 :func:`nnunetv2_advmim.data.unlabeled.list_unlabeled_cases`, the reliable rule); :func:`check_case` only *warns* about
@@ -34,6 +41,64 @@ from nnunetv2_advmim.data.paths import load_plans_and_dataset_json, preprocessed
 
 # nnU-Net's readers give a 2D image the spacing (999 * max in-plane spacing, sy, sx), or (999, 1, 1)
 _FAKE_AXIS_FACTOR = 998.0
+
+
+def require_dataset_json_keys(dataset_json: dict, path: str) -> None:
+    """``ValueError`` naming ``path`` and the fix unless ``dataset.json`` has what every reader of it needs:
+    ``file_ending`` (a string such as ``.nii.gz``) and ``channel_names`` (or the older ``modality``) as a non-empty
+    mapping ``{"0": "CT", ...}``."""
+    problems = []
+    ending = dataset_json.get("file_ending") if isinstance(dataset_json, dict) else None
+    if not isinstance(ending, str) or not ending:
+        problems.append('"file_ending" is missing (the ending every image and label file shares, e.g. '
+                        '"file_ending": ".nii.gz")')
+    channels = dataset_json.get("channel_names", dataset_json.get("modality")) if isinstance(dataset_json, dict) \
+        else None
+    if not isinstance(channels, dict) or not channels:
+        problems.append('"channel_names" is missing or empty (one entry per input channel, e.g. '
+                        '"channel_names": {"0": "CT"})')
+    if problems:
+        raise ValueError(f"{path}: " + "; ".join(problems) + ". Add it to dataset.json as nnU-Net's dataset format "
+                         "describes, then re-run.")
+
+
+def voxel_count(path: str) -> Optional[int]:
+    """Voxels of one image file read from its header only (nibabel for NIfTI, else SimpleITK's image
+    information); None where the header cannot be read (the full read then reports the problem)."""
+    try:
+        if path.endswith((".nii", ".nii.gz")):
+            return int(np.prod(nib.load(path).shape))
+        import SimpleITK as sitk
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(path)
+        reader.ReadImageInformation()
+        return int(np.prod(reader.GetSize())) * int(reader.GetNumberOfComponents())
+    except Exception:
+        return None
+
+
+def orientation_of(props: dict) -> Optional[Tuple[float, ...]]:
+    """Direction cosines of an image as nnU-Net's reader reports them (SimpleITK ``direction``, or the rotation of
+    nibabel's affine with unit columns), rounded; None for readers that report neither."""
+    if "sitk_stuff" in props:
+        return tuple(round(float(x), 3) for x in props["sitk_stuff"]["direction"])
+    if "nibabel_stuff" in props:
+        rotation = np.asarray(props["nibabel_stuff"]["original_affine"], dtype=float)[:3, :3]
+        rotation = rotation / np.maximum(np.linalg.norm(rotation, axis=0, keepdims=True), 1e-12)
+        return tuple(round(float(x), 3) for x in rotation.ravel())
+    return None
+
+
+def reference_orientation(cases: Dict[str, List[str]], reader_class) -> Optional[Tuple[tuple, str]]:
+    """``(orientation, file)`` of the first readable case of ``cases`` (e.g. ``imagesTr``), or None."""
+    for case in sorted(cases):
+        try:
+            _, props = reader_class().read_images(cases[case])
+        except Exception:
+            continue
+        o = orientation_of(props)
+        return (o, cases[case][0]) if o is not None else None
+    return None
 
 
 def spacing_is_2d(spacing: Sequence[float]) -> bool:
@@ -110,10 +175,22 @@ def looks_like_label_map(data: np.ndarray, label_values: Sequence[int]) -> bool:
 
 
 def check_case(case: str, files: Sequence[str], reader_class, n_channels: int, expect_2d: bool,
-               label_values: Sequence[int] = ()) -> Tuple[List[str], List[str]]:
+               label_values: Sequence[int] = (), max_voxels: Optional[int] = None,
+               reference: Optional[Tuple[tuple, str]] = None) -> Tuple[List[str], List[str]]:
     """(problems, warnings) of one case's channel files, read with nnU-Net's reader ``reader_class`` exactly as
-    the preprocessor reads them (module docstring). Every text names the file(s) and the fix."""
+    the preprocessor reads them (module docstring). ``max_voxels``: refuse larger files from their header, without
+    reading them. ``reference``: ``(orientation, file)`` the case's orientation is compared with (a warning if it
+    differs). Every text names the file(s) and the fix."""
     problems, warnings = [], []
+    if max_voxels is not None:
+        for f in files:
+            n = voxel_count(f)
+            if n is not None and n > max_voxels:
+                problems.append(f"{f}: {n} voxels, more than --max-voxels {max_voxels}; not read. Raise --max-voxels "
+                                f"if the machine has the memory (the check reads each image twice, once as float64), "
+                                f"or crop / downsample the image.")
+        if problems:
+            return problems, warnings
     non_finite = {}  # file -> (NaN, inf) counts as stored in the file (SimpleITK reads them as 0)
     for f in files:
         if f.endswith((".nii", ".nii.gz")):
@@ -140,6 +217,13 @@ def check_case(case: str, files: Sequence[str], reader_class, n_channels: int, e
         problems.append(f"{', '.join(files)}: {data.shape[0]} channel(s) in the file(s), but dataset.json's "
                         f"channel_names has {n_channels}. Store one channel per file ({case}_0000, {case}_0001, ...) "
                         f"matching channel_names.")
+    if reference is not None and orientation_of(props) is not None and reference[0] is not None \
+            and len(orientation_of(props)) == len(reference[0]) \
+            and not np.allclose(orientation_of(props), reference[0], atol=1e-3):
+        warnings.append(f"{files[0]}: direction {orientation_of(props)} differs from that of imagesTr "
+                        f"({reference[1]}: {reference[0]}). nnU-Net works in voxel space, so this image is trained on "
+                        f"as if it were oriented like the training images: reorient it (e.g. to the orientation of "
+                        f"imagesTr) if that is not intended.")
     is_2d = spacing_is_2d(props["spacing"])
     if is_2d != expect_2d:
         got, want = ("2D", "3D") if is_2d else ("3D", "2D")
@@ -179,10 +263,13 @@ def _check_case_star(args):
 
 
 def check_cases(cases: Dict[str, List[str]], reader_class, n_channels: int, expect_2d: bool,
-                dataset_json: Optional[dict] = None, num_processes: int = 1) -> Tuple[List[str], List[str]]:
-    """(problems, warnings) over every case of ``{case: [channel files]}``; worker processes (spawn) if asked."""
+                dataset_json: Optional[dict] = None, num_processes: int = 1, max_voxels: Optional[int] = None,
+                reference: Optional[Tuple[tuple, str]] = None) -> Tuple[List[str], List[str]]:
+    """(problems, warnings) over every case of ``{case: [channel files]}`` (:func:`check_case`); worker processes
+    (spawn) if asked."""
     labels = dataset_label_values(dataset_json or {})
-    todo = [(c, files, reader_class, n_channels, expect_2d, labels) for c, files in sorted(cases.items())]
+    todo = [(c, files, reader_class, n_channels, expect_2d, labels, max_voxels, reference)
+            for c, files in sorted(cases.items())]
     problems, warnings = [], []
     if num_processes <= 1 or len(todo) <= 1:
         results = [_check_case_star(a) for a in todo]

@@ -16,14 +16,15 @@ Protocol:
 A named protocol (``--protocol acdc-3``, :mod:`nnunetv2_advmim.data.acdc_split`) replaces steps 2-3 with a
 published split: its labeled patients' cases, one fold whose validation and unlabeled cases are the split's.
 
-Existing files are moved to ``<name>.bak-<timestamp>`` before new ones are written (never overwritten silently);
-an identical file is left untouched.
+Existing files are kept as ``<name>.bak-<timestamp>`` (hard link or copy) before new ones are written atomically
+(``runtime.atomic``): a crash at any point leaves the old or the new file in place, never none. An identical
+file is left untouched. A ``label_budget.json`` without its ``splits_final.json`` is an error wherever the budget is
+read (training start included): stock nnU-Net would draw a fresh split over every case, labels included.
 """
 import argparse
 import json
 import os
 import sys
-import time
 from typing import List, Optional, Sequence
 
 import numpy as np
@@ -32,6 +33,7 @@ from nnunetv2.utilities.crossval_split import generate_crossval_split
 from nnunetv2_advmim.data.acdc_split import PROTOCOLS, protocol_budget, split_of_dataset
 from nnunetv2_advmim.data.paths import identifiers_in, load_plans_and_dataset_json, preprocessed_dataset_folder
 from nnunetv2_advmim.cli import DefaultsHelpFormatter
+from nnunetv2_advmim.runtime.atomic import keep_backup, write_json_atomic
 
 BUDGET_FILE = "label_budget.json"
 SPLITS_FILE = "splits_final.json"
@@ -98,17 +100,9 @@ def budget_to_splits(budget: dict) -> List[dict]:
     return [{"train": list(budget["labeled"]), "val": list(f["val"])} for f in budget["folds"]]
 
 
-def write_json_atomic(path: str, content) -> None:
-    """Write ``content`` as JSON through a temporary file and a rename, so a crash never leaves half a file."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(content, f, indent=2)
-    os.replace(tmp, path)
-
-
 def write_json_with_backup(path: str, content) -> Optional[str]:
-    """Write ``content``; an existing different file is renamed to ``<path>.bak-<timestamp>`` first.
+    """Write ``content`` atomically; an existing different file is kept as ``<path>.bak-<timestamp>`` first (hard
+    link or copy: the live file is never moved away, so a crash in between still leaves it in place).
     Returns the backup path (None if there was nothing to back up or the file was identical)."""
     backup = None
     if os.path.isfile(path):
@@ -119,11 +113,7 @@ def write_json_with_backup(path: str, content) -> Optional[str]:
                 old = None
         if old == content:
             return None
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        backup, i = f"{path}.bak-{stamp}", 1
-        while os.path.exists(backup):
-            backup, i = f"{path}.bak-{stamp}-{i}", i + 1
-        os.rename(path, backup)
+        backup = keep_backup(path)
     write_json_atomic(path, content)
     return backup
 
@@ -138,12 +128,75 @@ def write_budget(preprocessed_folder: str, budget: dict) -> dict:
     return backups
 
 
+def _rerun_hint(preprocessed_folder: str) -> str:
+    return (f"Re-run `nnUNetv2_advmim_label_budget -d {os.path.basename(os.path.normpath(preprocessed_folder))} ...` "
+            f"with the same settings to write both files again")
+
+
+def read_budget_json(path: str, preprocessed_folder: str):
+    """``json.load`` of a budget or split file; a corrupt file is a ``RuntimeError`` naming it and the fix."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RuntimeError(f"{path} is corrupt ({type(e).__name__}: {e}). {_rerun_hint(preprocessed_folder)}, or "
+                           f"restore it from its newest {os.path.basename(path)}.bak-* copy.") from None
+
+
 def load_budget(preprocessed_folder: str) -> Optional[dict]:
     path = os.path.join(preprocessed_folder, BUDGET_FILE)
     if not os.path.isfile(path):
         return None
-    with open(path) as f:
-        return json.load(f)
+    budget = read_budget_json(path, preprocessed_folder)
+    if not isinstance(budget, dict) or not isinstance(budget.get("labeled"), list) \
+            or not isinstance(budget.get("folds"), list):
+        raise RuntimeError(f"{path} is not a label budget (no 'labeled' / 'folds' lists). "
+                           f"{_rerun_hint(preprocessed_folder)}.")
+    return budget
+
+
+def load_budget_splits(preprocessed_folder: str) -> list:
+    """``splits_final.json`` of a folder that holds a budget: missing or corrupt is a ``RuntimeError`` naming the
+    file and the fix (without it stock nnU-Net draws a fresh split over every case, labels included)."""
+    path = os.path.join(preprocessed_folder, SPLITS_FILE)
+    if not os.path.isfile(path):
+        raise RuntimeError(f"{path} is missing, but {os.path.join(preprocessed_folder, BUDGET_FILE)} defines a "
+                           f"label budget: without the split, nnU-Net would draw a new one over every training case "
+                           f"and train on labels the budget hides. {_rerun_hint(preprocessed_folder)}, or restore "
+                           f"{SPLITS_FILE} from its newest {SPLITS_FILE}.bak-* copy.")
+    splits = read_budget_json(path, preprocessed_folder)
+    if not isinstance(splits, list) or not all(isinstance(s, dict) and "train" in s and "val" in s for s in splits):
+        raise RuntimeError(f"{path} is not an nnU-Net split file (a list of {{'train': [...], 'val': [...]}}). "
+                           f"{_rerun_hint(preprocessed_folder)}.")
+    return splits
+
+
+def check_budget_splits(budget: dict, preprocessed_folder: str, fold: int) -> None:
+    """Raise ``RuntimeError`` unless ``splits_final.json`` exists and holds the budget's labeled and validation cases
+    for ``fold`` (an edited or replaced split file would silently turn unlabeled cases into labeled ones)."""
+    splits = load_budget_splits(preprocessed_folder)
+    splits_file = os.path.join(preprocessed_folder, SPLITS_FILE)
+    if fold >= len(splits) or sorted(splits[fold]["train"]) != sorted(budget["labeled"]) \
+            or sorted(splits[fold]["val"]) != sorted(budget["folds"][fold]["val"]):
+        raise RuntimeError(f"{splits_file} no longer matches {BUDGET_FILE} for fold {fold} (was it edited or "
+                           f"replaced after the label budget?). Re-run nnUNetv2_advmim_label_budget, or delete "
+                           f"{BUDGET_FILE} to train without a budget.")
+
+
+def check_label_budget_at_start(preprocessed_folder: str, fold, trainer_name: str = "this trainer") -> None:
+    """What a trainer of this package checks before training under a label budget: fold ``all`` is refused
+    (:func:`refuse_fold_all_under_budget`) and, for a numbered fold, ``splits_final.json`` must exist and match
+    the budget (:func:`check_budget_splits`). Nothing to check without ``label_budget.json``."""
+    refuse_fold_all_under_budget(preprocessed_folder, fold, trainer_name)
+    budget = load_budget(preprocessed_folder)
+    if budget is None:
+        return
+    fold = int(fold)
+    if fold >= len(budget["folds"]):
+        raise ValueError(f"fold {fold} does not exist in {os.path.join(preprocessed_folder, BUDGET_FILE)} "
+                         f"({len(budget['folds'])} folds); use a fold in 0..{len(budget['folds']) - 1} or re-run "
+                         f"nnUNetv2_advmim_label_budget with --folds.")
+    check_budget_splits(budget, preprocessed_folder, fold)
 
 
 def refuse_fold_all_under_budget(preprocessed_folder: str, fold, trainer_name: str = "this trainer") -> None:
@@ -176,8 +229,9 @@ def budget_unlabeled_cases(budget: dict, preprocessed_folder: str, fold, include
                            ) -> List[str]:
     """Unlabeled training cases of ``fold`` under a budget (validation cases only if ``include_validation``).
 
-    Checks that ``splits_final.json`` still holds the budget's labeled cases for that fold, so a split file
-    edited after the budget cannot silently turn unlabeled cases into labeled ones or the reverse.
+    Checks that ``splits_final.json`` exists and still holds the budget's labeled cases for that fold
+    (:func:`check_budget_splits`), so a split file lost, edited or replaced after the budget cannot silently turn
+    unlabeled cases into labeled ones or the reverse.
     """
     if fold == "all":  # no validation: every non-labeled case is unlabeled training data
         return sorted({c for f in budget["folds"] for c in f["unlabeled"] + f["val"]})
@@ -186,15 +240,7 @@ def budget_unlabeled_cases(budget: dict, preprocessed_folder: str, fold, include
         raise ValueError(f"fold {fold} does not exist in {os.path.join(preprocessed_folder, BUDGET_FILE)} "
                          f"({len(budget['folds'])} folds); use a fold in 0..{len(budget['folds']) - 1} or re-run "
                          f"nnUNetv2_advmim_label_budget with --folds.")
-    splits_file = os.path.join(preprocessed_folder, SPLITS_FILE)
-    if os.path.isfile(splits_file):
-        with open(splits_file) as f:
-            splits = json.load(f)
-        if fold >= len(splits) or sorted(splits[fold]["train"]) != sorted(budget["labeled"]) \
-                or sorted(splits[fold]["val"]) != sorted(budget["folds"][fold]["val"]):
-            raise RuntimeError(f"{splits_file} no longer matches {BUDGET_FILE} for fold {fold} (was it edited or "
-                               f"replaced after the label budget?). Re-run nnUNetv2_advmim_label_budget, or delete "
-                               f"{BUDGET_FILE} to train without a budget.")
+    check_budget_splits(budget, preprocessed_folder, fold)
     cases = list(budget["folds"][fold]["unlabeled"])
     if include_validation:
         cases += budget["folds"][fold]["val"]

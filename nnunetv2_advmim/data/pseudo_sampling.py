@@ -59,3 +59,16 @@ def predict_locations(predictor, dataset, keys: Sequence[str], foreground_labels
         logits = predictor.predict_sliding_window_return_logits(data)
         out[k] = pseudo_label_locations(logits, foreground_labels, seed)
     return out
+
+
+def locations_state(locations: Dict[str, dict]) -> Dict[str, Dict[int, torch.Tensor]]:
+    """``{case: {label: locations}}`` as int64 tensors, so a checkpoint holding them loads with
+    ``torch.load(weights_only=True)`` (numpy arrays would be refused)."""
+    return {str(case): {int(label): torch.as_tensor(np.asarray(v, dtype=np.int64)) for label, v in locs.items()}
+            for case, locs in locations.items()}
+
+
+def locations_from_state(state: Dict[str, Dict[int, torch.Tensor]]) -> Dict[str, dict]:
+    """Inverse of :func:`locations_state`: numpy arrays, an absent label as an empty list (nnU-Net's format)."""
+    return {case: {int(label): (t.cpu().numpy() if t.numel() else []) for label, t in locs.items()}
+            for case, locs in state.items()}

@@ -24,7 +24,6 @@ The folder follows nnU-Net's raw layout plus ``imagesUnlabeled`` for unlabeled i
     DatasetXXX_Name/imagesTr, labelsTr, imagesUnlabeled, imagesTs, labelsTs, dataset.json
 """
 import argparse
-import json
 import os
 import time
 from typing import Optional, Sequence
@@ -35,6 +34,7 @@ from scipy import ndimage
 
 from nnunetv2_advmim.data.paths import claim_raw_folder
 from nnunetv2_advmim.cli import DefaultsHelpFormatter
+from nnunetv2_advmim.runtime.atomic import write_json_atomic
 
 LABELS = {"background": 0, "organ": 1, "kidney": 2, "lesion": 3}
 FILE_ENDING = ".nii.gz"
@@ -263,8 +263,7 @@ def make_synthetic_dataset(raw_root: str, dataset_id: int = 990, name: Optional[
         "description": f"nnunetv2-advmim synthetic {dim}D dataset, preset {preset}, seed {seed}, shape {list(shape)}, "
                        f"spacing {list(spacing)}; imagesUnlabeled holds {n_unlabeled} unlabeled images.",
     }
-    with open(os.path.join(folder, "dataset.json"), "w") as f:
-        json.dump(dataset_json, f, indent=2)
+    write_json_atomic(os.path.join(folder, "dataset.json"), dataset_json, indent=2)
     return folder
 
 

@@ -36,7 +36,7 @@ from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
 from tqdm import tqdm
 
 from nnunetv2_advmim.data.input_checks import (channel_of, check_cases, dataset_is_2d, format_problems,
-                                               missing_channels_problem)
+                                               missing_channels_problem, reference_orientation)
 from nnunetv2_advmim.data.label_budget import budget_unlabeled_cases, load_budget
 from nnunetv2_advmim.data.paths import env_folder, identifiers_in, load_plans_and_dataset_json, preprocessed_dataset_folder
 from nnunetv2_advmim.cli import DefaultsHelpFormatter
@@ -98,13 +98,34 @@ def list_unlabeled_cases(raw_dataset_folder: str, dataset_json: dict) -> Dict[st
 
 
 # ---------------------------------------------------------------------------------------------- preprocessing
+def case_loads(out_truncated: str) -> bool:
+    """Whether a preprocessed case's files open: the properties unpickle and the image array's file opens
+    (``.b2nd`` through blosc2, which reads its header; ``.npy`` / ``.npz`` through numpy). nnU-Net writes neither
+    atomically, so a kill while writing leaves a file that exists but does not load."""
+    try:
+        load_pickle(out_truncated + ".pkl")
+        if os.path.isfile(out_truncated + ".b2nd"):
+            blosc2.open(urlpath=out_truncated + ".b2nd", mode="r")
+        elif os.path.isfile(out_truncated + ".npy"):
+            np.load(out_truncated + ".npy", mmap_mode="r")
+        else:
+            with np.load(out_truncated + ".npz") as z:
+                z["data"].shape
+    except Exception:
+        return False
+    return True
+
+
 def case_is_done(out_truncated: str, plans_file: Optional[str] = None) -> bool:
-    """nnU-Net's ``save_case`` writes the properties file last, so its presence marks a finished case; a case
-    older than the plans file was made with plans that were rewritten since (re-planning) and is not done."""
+    """nnU-Net's ``save_case`` writes the properties file last, so its presence marks a finished case, provided the
+    case's files load (:func:`case_loads`: a case cut off while being written is redone); a case older than the
+    plans file was made with plans that were rewritten since (re-planning) and is not done."""
     pkl = out_truncated + ".pkl"
     if not os.path.isfile(pkl):
         return False
-    return plans_file is None or os.path.getmtime(pkl) >= os.path.getmtime(plans_file)
+    if plans_file is not None and os.path.getmtime(pkl) < os.path.getmtime(plans_file):
+        return False
+    return case_loads(out_truncated)
 
 
 def _remove_case_files(out_truncated: str) -> None:
@@ -151,8 +172,14 @@ def _check_raw_inputs(pre_folder: str, raw_folder: str, plans_manager, dataset_j
     if not needed:
         return
     n_channels = len(dataset_json.get("channel_names", dataset_json.get("modality")))
-    problems, warnings = check_cases(needed, plans_manager.image_reader_writer_class, n_channels,
-                                     dataset_is_2d(pre_folder, plans_manager), dataset_json, num_processes)
+    reader = plans_manager.image_reader_writer_class
+    try:  # imagesTr's orientation, for a warning about unlabeled images oriented otherwise
+        training = get_filenames_of_train_images_and_targets(raw_folder, dataset_json)
+        reference = reference_orientation({c: v["images"] for c, v in training.items()}, reader)
+    except Exception:  # imagesTr unreadable or absent: nothing to compare with
+        reference = None
+    problems, warnings = check_cases(needed, reader, n_channels, dataset_is_2d(pre_folder, plans_manager),
+                                     dataset_json, num_processes, reference=reference)
     for w in warnings:
         print(f"WARNING: {w}", file=sys.stderr)
     if problems:

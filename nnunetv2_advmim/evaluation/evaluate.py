@@ -25,6 +25,7 @@ from nnunetv2.imageio.reader_writer_registry import LIST_OF_IO_CLASSES, determin
 from nnunetv2_advmim.evaluation.metrics import (BOTH_EMPTY_CHOICES, HD95_DEFINITIONS, METRICS, ONE_EMPTY_DISTANCE_CHOICES,
                                      label_metrics, summarize)
 from nnunetv2_advmim.cli import DefaultsHelpFormatter
+from nnunetv2_advmim.runtime.atomic import write_json_atomic
 
 UNITS = {"Dice": "", "HD95": "mm", "ASD": "mm", "NSD": ""}
 
@@ -261,8 +262,7 @@ def write_outputs(result: dict, json_file: str, overwrite: bool = False) -> Tupl
         if os.path.exists(f) and not overwrite:
             raise FileExistsError(f"{f} exists; pass --overwrite to replace it or choose another -o")
     os.makedirs(os.path.dirname(os.path.abspath(json_file)), exist_ok=True)
-    with open(json_file, "w") as f:
-        json.dump(_jsonable(result), f, indent=1)
+    write_json_atomic(json_file, _jsonable(result), indent=1)
     names = result["labels"]
     header = ["case", "label", "label_name", *METRICS, "ref_voxels", "pred_voxels", "empty"]
     with open(csv_file, "w", newline="") as f:

@@ -3,13 +3,18 @@
 :func:`amp_dtype` turns an ``amp`` setting into an autocast dtype; :func:`guarded_step` is the one sequence that
 applies gradients, used for networks and discriminators alike::
 
-    backward (scaled under fp16) -> unscale -> clip -> one finiteness check -> step -> scaler update
+    backward (scaled under fp16) -> unscale -> clip -> one finiteness check (agreed by all DDP ranks)
+        -> step -> scaler update
+
+It returns whether the optimizers stepped: False for a step the check rejected and for a step the fp16 gradient
+scaler skipped (inf gradients after scaling), so work that must follow only applied steps (an EMA teacher update,
+the AdvMIM discriminator step) can depend on it.
 """
 from typing import Dict, Optional
 
 import torch
 
-from nnunetv2_advmim.runtime.numerics import NonFiniteGuard
+from nnunetv2_advmim.runtime.numerics import NonFiniteGuard, all_ranks_agree_finite
 
 AMP_CHOICES = ("auto", "bf16", "fp16", "off")
 
@@ -38,8 +43,10 @@ def guarded_step(optimizers: Dict[str, torch.optim.Optimizer], scaler: Optional[
     ``losses`` (name -> loss): backwarded here first (scaled by ``scaler`` under fp16); leave out when the caller
     has backwarded already. ``clip``: gradient-norm clipping of each optimizer's parameters. ``guard``: one host
     synchronisation checks ``checked`` (name -> scalar, e.g. loss terms) and, without a scaler, every clipped
-    gradient norm (``<name>_grad_norm``); under fp16 an inf gradient is the GradScaler's business (it skips the
-    step and lowers the scale). A non-finite step leaves weights and optimizer states untouched.
+    gradient norm (``<name>_grad_norm``); without a guard the same values are checked without counting. Either
+    way the verdict is agreed by all DDP ranks. Under fp16 an inf gradient is the GradScaler's business (it skips
+    the step and lowers the scale; reported as False and counted by the guard as ``scaler_skipped``). A rejected
+    or skipped step leaves weights and optimizer states untouched.
     """
     for loss in (losses or {}).values():
         scaled_backward(loss, scaler)
@@ -52,10 +59,19 @@ def guarded_step(optimizers: Dict[str, torch.optim.Optimizer], scaler: Optional[
             norm = torch.nn.utils.clip_grad_norm_(params, clip)
             if scaler is None:
                 checked[f"{name}_grad_norm" if name else "grad_norm"] = norm
-    ok = guard.step_ok(checked) if guard is not None else True
+    ok = guard.step_ok(checked) if guard is not None else all_ranks_agree_finite(checked)
     if ok:
         for opt in optimizers.values():
             scaler.step(opt) if scaler is not None else opt.step()
     if scaler is not None:
+        if not ok and clip is None:
+            # update() needs the inf checks that unscale_ (run above when clipping) or step records
+            for opt in optimizers.values():
+                scaler.unscale_(opt)
+        scale = scaler.get_scale()
         scaler.update()
+        if ok and scaler.get_scale() < scale:  # the scaler found inf gradients and skipped the step
+            ok = False
+            if guard is not None:
+                guard.note_scaler_skip()
     return ok

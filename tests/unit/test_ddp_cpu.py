@@ -224,3 +224,62 @@ def test_masks_differ_between_ranks_and_resume_is_exact_per_rank(tmp_path):
     from nnunetv2_advmim.methods.masking import block_mask
 
     assert torch.equal(r0["first"][0], block_mask(4, (4, 4), 0.6, torch.Generator().manual_seed(12345)))
+
+
+# ------------------------------------------------------------------------------ agreement on bad steps
+def _bad_step_worker(rank, port, out):
+    """Rank 1 alone sees a non-finite value; every rank must skip the step (or stop) together."""
+    from nnunetv2_advmim.runtime.numerics import NonFiniteError, NonFiniteGuard
+    from nnunetv2_advmim.runtime.precision import guarded_step
+
+    _init(rank, port)
+    try:
+        result = {}
+        # 1. a non-finite loss term on rank 1 only (the gradients stay finite): both ranks skip
+        torch.manual_seed(0)
+        net = torch.nn.Linear(3, 2)
+        opt = torch.optim.SGD(net.parameters(), lr=0.1)
+        guard = NonFiniteGuard(max_consecutive=3, log=lambda s: None)
+        loss = net(torch.ones(1, 3)).square().sum()
+        term = torch.tensor(float("nan") if rank == 1 else 1.0)
+        result["ok"] = guarded_step({"": opt}, None, losses={"": loss}, clip=1.0, guard=guard,
+                                    checked={"loss": loss, "extra": term})
+        result["skipped"] = guard.skipped
+        # 2. a finite step afterwards is taken by both
+        opt.zero_grad()
+        loss = net(torch.ones(1, 3)).square().sum()
+        result["ok2"] = guarded_step({"": opt}, None, losses={"": loss}, clip=1.0, guard=guard,
+                                     checked={"loss": loss})
+        result["weights"] = net.weight.detach().clone()
+        # 3. a discriminator step (no guard): a NaN gradient on rank 1 only
+        torch.manual_seed(1)
+        disc = torch.nn.Linear(3, 1)
+        d_opt = torch.optim.SGD(disc.parameters(), lr=0.1)
+        x = torch.ones(1, 3) * (float("nan") if rank == 1 else 1.0)
+        result["disc_ok"] = guarded_step({"d": d_opt}, None, losses={"d": disc(x).sum()}, clip=1.0)
+        result["disc_weights"] = disc.weight.detach().clone()
+        # 4. a term that stays non-finite on rank 1 only: both ranks stop at the same step, nobody hangs
+        stopper = NonFiniteGuard(max_consecutive=2, log=lambda s: None)
+        result["raised_at"] = None
+        for step in range(4):
+            try:
+                stopper.step_ok({"t": torch.tensor(float("inf") if rank == 1 else 0.0)})
+            except NonFiniteError:
+                result["raised_at"] = step
+                break
+        dist.barrier()
+        torch.save(result, os.path.join(out, f"rank{rank}.pth"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_one_rank_nan_makes_every_rank_skip_and_stay_identical(tmp_path):
+    _spawn(_bad_step_worker, str(tmp_path))
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pth", weights_only=True) for r in range(WORLD))
+    assert r0["ok"] is False and r1["ok"] is False, "a rank stepped although another rank saw a NaN"
+    assert r0["skipped"] == r1["skipped"] == 1
+    assert r0["ok2"] is True and r1["ok2"] is True
+    assert torch.equal(r0["weights"], r1["weights"])
+    assert r0["disc_ok"] is False and r1["disc_ok"] is False
+    assert torch.equal(r0["disc_weights"], r1["disc_weights"]) and torch.isfinite(r1["disc_weights"]).all()
+    assert r0["raised_at"] == r1["raised_at"] == 1

@@ -117,3 +117,14 @@ def test_trainer_refreshes_on_schedule():
     for fake.current_epoch in range(epochs):
         trainer_cls._maybe_refresh_pseudo_locations(fake)
     assert calls == []
+
+
+def test_locations_round_trip_through_a_weights_only_checkpoint(tmp_path):
+    from nnunetv2_advmim.data.pseudo_sampling import locations_from_state, locations_state
+    from nnunetv2_advmim.runtime.checkpointing import atomic_save, safe_load
+
+    locations = {"case_1": {1: np.array([[0, 3, 4], [0, 5, 6]]), 2: []}, "case_2": {1: [], 2: []}}
+    atomic_save({"pseudo": locations_state(locations)}, str(tmp_path / "c.pth"))
+    back = locations_from_state(safe_load(str(tmp_path / "c.pth"))["pseudo"])
+    assert set(back) == {"case_1", "case_2"} and back["case_1"][2] == [] and back["case_2"] == {1: [], 2: []}
+    np.testing.assert_array_equal(back["case_1"][1], [[0, 3, 4], [0, 5, 6]])

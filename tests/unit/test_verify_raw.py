@@ -85,3 +85,94 @@ def test_unknown_dataset_and_missing_dataset_json(tmp_path, monkeypatch, capsys)
     os.makedirs(tmp_path / "Dataset883_Empty")
     code, _, err = _run(capsys, 883)
     assert code == 1 and "dataset.json does not exist" in err
+
+
+# ------------------------------------------------------------------------------ inputs that used to pass
+def _edit_dataset_json(raw, **changes):
+    import json
+    path = os.path.join(raw, "dataset.json")
+    with open(path) as f:
+        d = json.load(f)
+    for k, v in changes.items():
+        if v is None:
+            d.pop(k, None)
+        else:
+            d[k] = v
+    with open(path, "w") as f:
+        json.dump(d, f)
+    return path
+
+
+@pytest.mark.parametrize("key", ["file_ending", "channel_names"])
+def test_dataset_json_without_a_required_key(tmp_path, monkeypatch, capsys, key):
+    raw = _dataset(tmp_path, monkeypatch, 884)
+    path = _edit_dataset_json(raw, **{key: None})
+    code, out, err = _run(capsys, 884)
+    assert code == 1 and "Traceback" not in err
+    assert path in err and key in err
+
+
+def test_non_integer_label_value_is_a_problem(tmp_path, monkeypatch, capsys):
+    raw = _dataset(tmp_path, monkeypatch, 885)
+    label = os.path.join(raw, "labelsTr", "case_000.nii.gz")
+    lab = sitk.ReadImage(label)
+    arr = sitk.GetArrayFromImage(lab).astype(np.float32)
+    arr[0, 0, 0] = 0.5
+    out_img = sitk.GetImageFromArray(arr)
+    out_img.CopyInformation(lab)
+    sitk.WriteImage(out_img, label)
+    code, out, err = _run(capsys, 885)
+    assert code == 1 and label in err and "0.5" in err and "integer" in err
+
+
+def test_unlabeled_image_with_another_orientation_is_a_warning(tmp_path, monkeypatch, capsys):
+    raw = _dataset(tmp_path, monkeypatch, 886)
+    f = os.path.join(raw, "imagesUnlabeled", "unlabeled_000_0000.nii.gz")
+    img = sitk.ReadImage(f)
+    img.SetDirection((-1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
+    sitk.WriteImage(img, f)
+    code, out, err = _run(capsys, 886)
+    assert code == 0, err
+    warning = [line for line in err.splitlines() if f in line]
+    assert len(warning) == 1 and warning[0].startswith("WARNING") and "direction" in warning[0]
+    assert "imagesTr" in warning[0]
+
+
+def test_case_name_shared_by_imagesUnlabeled_and_imagesTr_is_a_problem(tmp_path, monkeypatch, capsys):
+    import shutil
+    raw = _dataset(tmp_path, monkeypatch, 887)
+    shutil.copy(os.path.join(raw, "imagesUnlabeled", "unlabeled_000_0000.nii.gz"),
+                os.path.join(raw, "imagesUnlabeled", "case_001_0000.nii.gz"))
+    code, out, err = _run(capsys, 887)
+    assert code == 1 and "case_001" in err and "imagesUnlabeled" in err and "rename" in err
+
+
+def test_corrupt_budget_and_split_files_are_named(tmp_path, monkeypatch, capsys):
+    raw = _dataset(tmp_path, monkeypatch, 888)
+    pre = tmp_path / "pre"
+    monkeypatch.setenv("nnUNet_preprocessed", str(pre))
+    folder = pre / os.path.basename(raw)
+    folder.mkdir(parents=True)
+    (folder / "label_budget.json").write_text("{broken")
+    (folder / "splits_final.json").write_text("[{")
+    code, out, err = _run(capsys, 888)
+    assert code == 1
+    assert str(folder / "label_budget.json") in err and str(folder / "splits_final.json") in err
+    assert "nnUNetv2_advmim_label_budget" in err
+
+
+def test_size_guard(tmp_path, monkeypatch, capsys):
+    raw = _dataset(tmp_path, monkeypatch, 889)
+    code = 0
+    try:
+        verify_raw.main(["-d", "889", "--max-voxels", "1000"])  # the images hold 8 * 16 * 16 = 2048 voxels
+    except SystemExit as e:
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 1 and "2048" in err and "--max-voxels" in err
+    assert os.path.join(raw, "imagesTr", "case_000_0000.nii.gz") in err
+    try:
+        verify_raw.main(["-d", "889", "--max-voxels", "4096"])
+    except SystemExit as e:
+        assert e.code == 0
+    assert "no problems" in capsys.readouterr().out
