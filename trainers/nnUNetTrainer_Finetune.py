@@ -3,21 +3,23 @@
 Stock ``nnUNetv2_train D C F -pretrained_weights FILE`` with ``nnUNetTrainer`` writes into the same
 ``nnUNetTrainer__<plans>__<configuration>/fold_F`` folder as the supervised baseline trained without weights, so the
 second run replaces the first. This trainer is ``nnUNetTrainer`` in every setting (network, loss, augmentation,
-optimizer, schedule); only its name, and so its results folder, differs. Two safety checks of this package apply:
-the pretrained file is read with ``torch.load(weights_only=True)`` (a checkpoint cannot run code), and training
-from scratch over a finished run of the same name is refused.
+optimizer, schedule); only its name, and so its results folder, differs. The safety checks of this package apply:
+the pretrained file and its own checkpoints are read with ``torch.load(weights_only=True)`` (a checkpoint cannot run
+code), checkpoints are written atomically, and training from scratch over a finished run of the same name is
+refused.
 """
 import torch
 
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from nnunetv2_advmim.data.label_budget import refuse_fold_all_under_budget
+from nnunetv2_advmim.data.label_budget import check_label_budget_at_start
 from nnunetv2_advmim.runtime.checkpointing import unwrap_model
+from nnunetv2_advmim.runtime.safe_training import SafeCheckpoints
 from nnunetv2_advmim.runtime.safety import refuse_finished_run
 from nnunetv2_advmim.runtime.weights import load_branch_weights, route_pretrained_weights
 
 
-class nnUNetTrainer_Finetune(nnUNetTrainer):
+class nnUNetTrainer_Finetune(SafeCheckpoints, nnUNetTrainer):
     """Stock training under its own name; ``-pretrained_weights`` loads with nnU-Net's rule (every tensor but the
     ``.seg_layers.`` must fit) from a stock, MIM or joint AdvMIM pretraining checkpoint (its CNN)."""
 
@@ -33,6 +35,6 @@ class nnUNetTrainer_Finetune(nnUNetTrainer):
 
     def on_train_start(self):
         refuse_finished_run(self)  # before anything is written: never train over a finished run unless asked
-        # stock fold 'all' ignores a label budget's split and would train on every labeled case
-        refuse_fold_all_under_budget(self.preprocessed_dataset_folder_base, self.fold, self.__class__.__name__)
+        # stock fold 'all' ignores a label budget's split; a budget without its split would train on hidden labels
+        check_label_budget_at_start(self.preprocessed_dataset_folder_base, self.fold, self.__class__.__name__)
         super().on_train_start()
