@@ -113,7 +113,6 @@ setup(
             "nnUNetv2_advmim_study=nnunetv2_advmim.commands.study:main",
             "nnUNetv2_advmim_small_plan=nnunetv2_advmim.commands.small_plan:main",
             "nnUNetv2_advmim_verify_raw=nnunetv2_advmim.commands.verify_raw:main",
-            "nnUNetv2_advmim_migrate=nnunetv2_advmim.commands.migrate:main",
         ],
     },
     cmdclass=cmdclass,

@@ -1,34 +1,24 @@
-"""AdvMIM semi-supervised training and its ablations inside nnU-Net.
+"""AdvMIM semi-supervised training and its variants inside nnU-Net.
 
 ``nnUNetv2_train D C F -tr nnUNetTrainerAdvMIM`` trains S (the hybrid CNN-Transformer) and C (the plan's CNN,
 maskable subclass) on one labeled and one unlabeled batch per iteration (``nnunetv2_advmim.data.semisup_loader``).
-C is ``self.network``, saved as ``network_weights`` and used by ``nnUNetv2_predict`` (``predict_with``; the paper
-predicts with S, which was behind C in every measured draw, docs/advmim.md). The math is in
-``nnunetv2_advmim.methods.advmim``;
-``train_step`` below reads as the algorithm:
+``self.network`` is the network ``predict_with`` names (C by default), saved as ``network_weights`` and used by
+``nnUNetv2_predict``. The algorithm (both networks' losses and both discriminators) is
+``nnunetv2_advmim.methods.advmim``; ``train_step`` moves the batch, draws the masks, calls it and logs.
 
-    for N in (S, C):   original domain  x_l, x_u -> DCCE + cross teaching (pseudo-labels of the partner on x_u)
-                       masked domain    x_l, x_u -> DCCE + wCE/wDice (+ adversarial with nnUNetTrainerAdvMIM_withAdv)
-    each discriminator on detached softmax maps (with the adversarial loss)
-    one finiteness check of every loss term and gradient norm, then step S, C (clipping 12) and D
+The paper's adversarial loss is off by default (``adversarial``; ``nnUNetTrainerAdvMIM_withAdv`` trains it); why,
+and the measurements behind every default, are in docs/advmim.md.
 
-The paper's adversarial loss is off by default: in this package's label-efficiency study the trainer without it was
-ahead of the one with it at 2, 4 and 8 labeled cases (docs/advmim.md). ``nnUNetTrainerAdvMIM_withAdv`` trains it.
+How the passes are scheduled is ``self.step_mode`` (``methods.step_modes``); the default ``auto`` picks the fastest
+mode whose estimated peak fits the GPU and logs why. AMP: ``self.amp`` = ``auto`` (bf16 where the GPU supports it,
+else fp16 with nnU-Net's GradScaler), ``fp16`` or ``off``; the CPU runs in float32. S and C are compiled with
+``torch.compile`` when nnU-Net would compile its network (CUDA, ``nnUNet_compile``).
 
-How the passes are scheduled is ``self.step_mode`` (``methods.advmim.STEP_MODES``: ``fast``, ``balanced``, ``memory``,
-``reference``; same gradients, different time and memory, docs/benchmark.md); the default ``auto`` picks the fastest
-one whose estimated peak fits the GPU (``methods.advmim.choose_step_mode``; ``memory`` on the CPU) and logs why. AMP: ``self.amp`` = ``auto``
-(bf16 where the GPU supports it, else fp16 with nnU-Net's GradScaler), ``fp16`` or ``off``; CPU runs in float32.
-S and C are compiled with ``torch.compile`` when nnU-Net would compile its network (CUDA, ``nnUNet_compile``).
-
-Variants (one attribute each): ``nnUNetTrainerCTCT`` (cross teaching only), ``nnUNetTrainerAdvMIM_withAdv`` (the
-paper's adversarial loss), ``nnUNetTrainerAdvMIM_paper`` (the official code's configuration, predicting with S) and
-the official choices one at a time (``_maskedCEOnly``, ``_hybridMaskedCE``, ``_constantCT``, ``_officialDisc``,
-``_unzeroedInput``), ``nnUNetTrainerAdvMIM_noAdv`` (the default under its older name),
-``nnUNetTrainerAdvMIM_Hybrid`` (predicts with S, as the paper), ``nnUNetTrainerAdvMIM_Ensemble`` (mean of both
-softmaxes), ``nnUNetTrainerAdvMIM_CNN`` (the default under its older name) and
-short ``_demo`` variants. All of them live in this one module so each class exists once (nnU-Net imports this file
-under its bare name).
+Variants set class attributes (``OneChoice``): ``nnUNetTrainerCTCT`` (cross teaching only),
+``nnUNetTrainerAdvMIM_withAdv`` (the paper's adversarial loss), ``nnUNetTrainerAdvMIM_paper`` (the official code's
+configuration), the official choices one at a time, the inference network (``_Hybrid``, ``_Ensemble``) and short
+``_demo`` schedules. They live in this one module so each class exists once (nnU-Net imports this file under its
+bare name).
 """
 import contextlib
 import os
@@ -56,8 +46,7 @@ from nnunetv2_advmim.data.label_budget import refuse_fold_all_under_budget
 from nnunetv2_advmim.data.pseudo_sampling import next_cases, predict_locations, refresh_due
 from nnunetv2_advmim.data.semisup_loader import get_semisup_dataloaders
 from nnunetv2_advmim.evaluation.progress import plot_advmim_progress
-from nnunetv2_advmim.methods.adversarial import (PatchDiscriminator, discriminator_optimizer,
-                                                   saved_discriminator_settings)
+from nnunetv2_advmim.methods.adversarial import PatchDiscriminator, discriminator_optimizer
 from nnunetv2_advmim.methods.advmim import (AdvMIMWeights, advmim_generator_step, choose_step_mode,
                                             ddp_find_unused_parameters, discriminator_loss, full_resolution,
                                             most_memory_saving)
@@ -93,10 +82,8 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
     """AdvMIM: masked domain and cross teaching between S and C; predicts with C. The adversarial loss is off
     (``adversarial``; ``nnUNetTrainerAdvMIM_withAdv`` turns it on).
 
-    ``predict_with``: 'cnn' (C), 'hybrid' (S, the paper's choice) or 'ensemble' (mean of both softmaxes). C and
-    ``adversarial = False`` are the defaults because the label-efficiency study measured them ahead (docs/advmim.md,
-    docs/study.md). ``-pretrained_weights`` of a checkpoint holding both networks starts both
-    (:meth:`load_pretrained_weights`).
+    ``predict_with``: 'cnn' (C), 'hybrid' (S, the paper's choice) or 'ensemble' (mean of both softmaxes).
+    ``-pretrained_weights`` of a checkpoint holding both networks starts both (:meth:`load_pretrained_weights`).
     """
 
     predict_with = "cnn"
@@ -106,7 +93,7 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
         super().__init__(plans, configuration, fold, dataset_json, device)
         # the weights of L_N (nnunetv2_advmim.methods.advmim)
         self.masked_domain = True
-        self.adversarial = False  # the paper's adversarial loss (patch discriminators); measured off, see above
+        self.adversarial = False  # the paper's adversarial loss (patch discriminators)
         self.mask_ratio = 0.7
         self.mask_seed = 12345
         # one stream per DDP rank (rank 0 = mask_seed): ranks mask their different batches with different blocks;
@@ -313,22 +300,6 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
     def _ddp_discriminator(self, d: torch.nn.Module) -> torch.nn.Module:
         return DDP(d, device_ids=[self.local_rank])
 
-    def _continue_with_adversarial_loss(self, source: str) -> None:
-        """A run started with the adversarial loss (before it was turned off by default) resumes with it: its
-        discriminators and their optimizer states are in the checkpoint."""
-        if not self.masked_domain:
-            raise RuntimeError(f"{source} was trained with the adversarial loss on the masked domain, "
-                               f"{self.__class__.__name__} has no masked domain; resume it with the trainer that "
-                               f"started it")
-        self.print_to_log_file(f"{source} was trained with the adversarial loss, which {self.__class__.__name__} "
-                               f"no longer trains by default; the run continues with it as it started "
-                               f"(nnUNetTrainerAdvMIM_withAdv trains it from the start).")
-        self.adversarial = True
-        self.discriminators = self._build_discriminators(self.branches["cnn"])
-        if self.is_ddp:
-            self.discriminators = {b: self._ddp_discriminator(d) for b, d in self.discriminators.items()}
-        self._build_disc_optimizers()
-
     def _build_disc_optimizers(self) -> None:
         made = {b: discriminator_optimizer(d.parameters(), self.disc_optimizer, self.disc_lr, self.num_epochs,
                                            betas=self.disc_betas, weight_decay=self.disc_weight_decay)
@@ -339,18 +310,21 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
     def _disc_settings(self) -> dict:
         return {"optimizer": self.disc_optimizer, "lr": self.disc_lr, "grad_clip": self.disc_grad_clip}
 
-    def _continue_with_saved_disc_settings(self, saved: dict, source: str) -> None:
-        """A resumed run keeps the discriminator optimizer it started with, also where this trainer's default has
-        changed since (a package update): its optimizer states only fit that one."""
-        now = self._disc_settings()
-        changed = {k: v for k, v in saved.items() if k in now and now[k] != v}
-        if not changed:
-            return
-        self.print_to_log_file(f"{source} was trained with discriminator settings {saved}; this trainer's are {now}. "
-                               f"The run continues with the ones it started with.")
-        for k, v in changed.items():
-            setattr(self, f"disc_{k}", v)
-        self._build_disc_optimizers()
+    def _check_same_training(self, source: str, extra: dict, trainer_name) -> None:
+        """A checkpoint resumes only in a trainer that trains what it trained: the same inference network, the
+        adversarial loss on or off as it was, the same discriminator optimizer (its saved states fit only that)."""
+        hint = f"; resume it with the trainer that started it ({trainer_name})"
+        if extra["predict_with"] != self.predict_with:
+            raise RuntimeError(f"{source} was written by a trainer predicting with {extra['predict_with']}, "
+                               f"{self.__class__.__name__} predicts with {self.predict_with}{hint}")
+        saved = extra.get("disc")
+        if bool(saved) != bool(self.discriminators):
+            was, now = ("with", "without") if saved else ("without", "with")
+            raise RuntimeError(f"{source} was trained {was} the adversarial loss, {self.__class__.__name__} trains "
+                               f"{now} it{hint}")
+        if saved and saved != self._disc_settings():
+            raise RuntimeError(f"{source} was trained with the discriminator settings {saved}, "
+                               f"{self.__class__.__name__} has {self._disc_settings()}{hint}")
 
     def set_deep_supervision_enabled(self, enabled: bool):
         for m in self.branches.values():
@@ -708,22 +682,8 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
             raise RuntimeError(f"{filename_or_checkpoint} has no AdvMIM state (not written by an AdvMIM trainer); to "
                                f"start from a stock checkpoint use -pretrained_weights (the network it predicts with, "
                                f"{self.predict_with}), ${PRETRAINED_ENV['cnn']} (C) or ${PRETRAINED_ENV['hybrid']} (S)")
-        if extra.get("predict_with", self.predict_with) != self.predict_with:
-            raise RuntimeError(f"{filename_or_checkpoint} was written by a trainer predicting with "
-                               f"{extra['predict_with']}, this one predicts with {self.predict_with}. Runs started "
-                               f"before C became the AdvMIM trainers' default predict with S (hybrid): "
-                               f"`nnUNetv2_advmim_migrate -i <its model folder>` rewrites its checkpoints for "
-                               f"{self.predict_with} (both networks are kept; the originals stay as *.bak-"
-                               f"{extra['predict_with']}), then --c and nnUNetv2_predict work")
         source = filename_or_checkpoint if isinstance(filename_or_checkpoint, str) else "The checkpoint"
-        saved_disc = saved_discriminator_settings(extra)
-        if saved_disc and not self.discriminators:
-            self._continue_with_adversarial_loss(source)
-        if self.discriminators and not saved_disc:
-            raise RuntimeError(f"{source} was trained without the adversarial loss, {self.__class__.__name__} "
-                               f"trains with it; resume it with the trainer that started it")
-        if saved_disc:
-            self._continue_with_saved_disc_settings(saved_disc, source)
+        self._check_same_training(source, extra, checkpoint.get("trainer_name"))
         for b, m in self.branches.items():
             unwrap_model(m).load_state_dict(strip_module_prefix(extra["weights"][b]))
             self.branch_optimizers[b].load_state_dict(extra["optimizers"][b])
@@ -756,16 +716,6 @@ class nnUNetTrainerAdvMIM_withAdv(nnUNetTrainerAdvMIM):
         self.adversarial = True
 
 
-class nnUNetTrainerAdvMIM_noAdv(nnUNetTrainerAdvMIM):
-    """Masked domain and cross teaching, no adversarial loss: the same as ``nnUNetTrainerAdvMIM``, under the name
-    results folders trained before the adversarial loss was turned off by default carry."""
-
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device('cuda')):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.adversarial = False
-
-
 class nnUNetTrainerCTCT(nnUNetTrainerAdvMIM):
     """Ablation / baseline: cross teaching between CNN and Transformer only (no masked domain, no adversarial)."""
 
@@ -780,13 +730,6 @@ class nnUNetTrainerAdvMIM_Hybrid(nnUNetTrainerAdvMIM):
     """AdvMIM (the default's training); validates and predicts with S (``network_weights`` = S), as the paper does."""
 
     predict_with = "hybrid"
-
-
-class nnUNetTrainerAdvMIM_CNN(nnUNetTrainerAdvMIM):
-    """AdvMIM predicting with C: the same as ``nnUNetTrainerAdvMIM``, under the name results folders trained before C
-    became the default carry."""
-
-    predict_with = "cnn"
 
 
 class nnUNetTrainerAdvMIM_Ensemble(nnUNetTrainerAdvMIM):

@@ -329,7 +329,7 @@ class nnUNetTrainerAnatoMask(nnUNetTrainerMIM):
 
     Per iteration: random M1 (ratio 0.6); ``n_hard = floor(n_masked * r(epoch))`` highest-error blocks of M1
     (teacher's error scored by ``anatomask_ranking``: 'variance_weighted' = the error against block-normalised
-    targets times the block's intensity variance, the default, chosen by a fine-tuning study; 'normalised' (the
+    targets times the block's intensity variance, the default (docs/pretraining.md); 'normalised' (the
     loss's error alone) or 'raw', see ``mim.block_ranking_errors``), random others up to ``n_masked``; ``r`` =
     masking dynamics with ``r_max`` (0.5) and ``hard_schedule`` ('easy_to_hard' or 'hard_to_easy'). The teacher is
     updated after every optimizer step (decay 0.999 -> 0.9999 over the first quarter of all iterations).

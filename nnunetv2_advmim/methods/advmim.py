@@ -19,9 +19,8 @@ run over the batch too, as nnU-Net's supervised Dice where the plan says ``batch
 from the same unlabeled crops as "fake" (then real and fake differ by the mask only).
 
 Each line belongs to one *part* of the batch a network sees (:data:`PARTS`); :func:`part_loss` computes a part's
-contribution, and everything that trains (:func:`advmim_generator_step`) and every per-domain view
-(:func:`plain_domain_loss`, :func:`masked_domain_loss`) is built from it. Labels of unlabeled cases never enter
-(there are none in the batch).
+contribution, and the training step (:func:`advmim_generator_step`) is built from it. Labels of unlabeled cases never
+enter (there are none in the batch).
 """
 import contextlib
 from dataclasses import dataclass, field
@@ -36,7 +35,7 @@ from nnunetv2_advmim.methods.losses import (certainty_weighted_ce, certainty_wei
 from nnunetv2_advmim.runtime.checkpointing import unwrap_model
 
 Logits = Union[torch.Tensor, List[torch.Tensor]]
-BRANCHES = ("hybrid", "cnn")
+BRANCHES = ("hybrid", "cnn")  # AdvMIM's two networks: S (CNN-Transformer hybrid) and C (the plan's CNN)
 
 # the four parts of one network's iteration: x_l or x_u, original or masked domain
 LABELED, UNLABELED, MASKED_LABELED, MASKED_UNLABELED = "labeled", "unlabeled", "masked_labeled", "masked_unlabeled"
@@ -158,47 +157,6 @@ def part_loss(part: str, output: Logits, target, supervised_loss: Callable,
     return PartLoss(loss, {"masked_ce": ce, "masked_dice": dice, "adversarial": adv}, fake=probs_u.detach())
 
 
-def _domain_loss(parts, logits: Logits, target, n_labeled: int, supervised_loss: Callable,
-                 partner_logits_u: torch.Tensor, discriminator, weights: AdvMIMWeights) -> Dict[str, PartLoss]:
-    out_l, logits_u = split_batch(logits, n_labeled)
-    _check_partner(logits_u, partner_logits_u)
-    return {p: part_loss(p, out_l if not is_unlabeled(p) else logits_u, target, supervised_loss, partner_logits_u,
-                         discriminator, weights) for p in parts}
-
-
-def _total(parts: Dict[str, PartLoss]) -> torch.Tensor:
-    return sum(p.loss for p in parts.values() if p.loss is not None)
-
-
-def plain_domain_loss(logits: Logits, target, n_labeled: int, supervised_loss: Callable, partner_logits_u: torch.Tensor,
-                      lambda_ct: float = 0.1, rampup: float = 1.0) -> Dict[str, torch.Tensor]:
-    """Original-domain part of ``L_N`` for one forward of N on ``[x_l; x_u]`` (the first ``n_labeled`` samples are
-    ``x_l``): :func:`part_loss` of :data:`LABELED` and :data:`UNLABELED`.
-
-    Returns ``sup``, ``cross_teaching`` (unweighted), ``certainty`` (mean ``w_O``), ``total``, ``probs_l``
-    (detached ``p(N(x_l))``) and ``logits_u`` (detached ``N(x_u)``).
-    """
-    parts = _domain_loss((LABELED, UNLABELED), logits, target, n_labeled, supervised_loss, partner_logits_u, None,
-                         AdvMIMWeights(lambda_ct=lambda_ct, rampup=rampup))
-    return {**parts[LABELED].terms, **parts[UNLABELED].terms, "total": _total(parts),
-            "probs_l": parts[LABELED].real, "logits_u": parts[UNLABELED].logits_u}
-
-
-def masked_domain_loss(logits_masked: Logits, target, n_labeled: int, supervised_loss: Callable,
-                       partner_logits_u: torch.Tensor, discriminator: Optional[nn.Module] = None,
-                       lambda_u: float = 1.0, lambda_adv: float = 0.001) -> Dict[str, torch.Tensor]:
-    """Masked-domain part of ``L_N`` for one masked forward of N on ``[x_l; x_u]``: :func:`part_loss` of
-    :data:`MASKED_LABELED` and :data:`MASKED_UNLABELED`.
-
-    Returns the unweighted ``masked_sup``, ``masked_ce``, ``masked_dice``, ``adversarial``, the ``total`` and
-    ``probs_u`` (detached ``p(N^m(x_u))``).
-    """
-    parts = _domain_loss((MASKED_LABELED, MASKED_UNLABELED), logits_masked, target, n_labeled, supervised_loss,
-                         partner_logits_u, discriminator, AdvMIMWeights(lambda_u=lambda_u, lambda_adv=lambda_adv))
-    return {**parts[MASKED_LABELED].terms, **parts[MASKED_UNLABELED].terms, "total": _total(parts),
-            "probs_u": parts[MASKED_UNLABELED].fake}
-
-
 def discriminator_loss(discriminator: Callable[[torch.Tensor], torch.Tensor], probs_real: torch.Tensor,
                        probs_fake: torch.Tensor, weight: float = 0.1) -> Dict[str, torch.Tensor]:
     """``L_D_N = 0.1 [mean((D(real) - 1)^2) + mean(D(fake)^2)]`` on detached softmax maps.
@@ -313,8 +271,7 @@ def _forward_parts(net, parts, x_l: torch.Tensor, x_u: torch.Tensor, mask: Optio
 def advmim_generator_step(nets: Dict[str, nn.Module], x_l: torch.Tensor, target, x_u: torch.Tensor,
                           supervised_loss: Callable, masks: Optional[Dict[str, torch.Tensor]] = None,
                           discriminators: Optional[Dict[str, nn.Module]] = None, mode: str = "balanced",
-                          lambda_ct: float = 0.1, rampup: float = 1.0, lambda_u: float = 1.0,
-                          lambda_adv: float = 0.001, backward: Callable[[torch.Tensor], None] = torch.Tensor.backward,
+                          backward: Callable[[torch.Tensor], None] = torch.Tensor.backward,
                           autocast: Callable = None, no_sync: Callable = None, ddp: bool = False,
                           weights: Optional[AdvMIMWeights] = None,
                           masked_labeled_loss: Optional[Dict[str, Callable]] = None) -> dict:
@@ -326,8 +283,7 @@ def advmim_generator_step(nets: Dict[str, nn.Module], x_l: torch.Tensor, target,
     ``autocast()`` returns the autocast context; ``no_sync(net)`` returns DDP's ``no_sync`` context for all but the
     last backward of a network in ``memory`` mode; ``ddp``: the networks are DDP-wrapped and the batch is this
     rank's share (the weighted CE is then normalised over all ranks, so the averaged gradients equal those of one
-    process on the concatenated batches). ``weights``: all of :class:`AdvMIMWeights` at once (replaces
-    ``lambda_ct``, ``rampup``, ``lambda_u``, ``lambda_adv``). ``masked_labeled_loss``: per network the loss of its
+    process on the concatenated batches). ``weights``: the weights of ``L_N`` (default :class:`AdvMIMWeights`). ``masked_labeled_loss``: per network the loss of its
     masked labeled part (default ``supervised_loss``; the official code uses CE alone for S). Returns ``terms`` (per network, unweighted, detached,
     plus ``total``), ``real`` (``p(N(x_l))``), ``fake`` (``p(N^m(x_u))``) and ``logits_u`` (``N(x_u)``, the partners' pseudo-label source), all
     detached, for the discriminators. Nothing here calls ``.item()``: no host synchronisation.
@@ -337,8 +293,7 @@ def advmim_generator_step(nets: Dict[str, nn.Module], x_l: torch.Tensor, target,
     autocast = autocast or contextlib.nullcontext
     no_sync = no_sync or (lambda net: contextlib.nullcontext())
     discriminators = discriminators or {}
-    if weights is None:
-        weights = AdvMIMWeights(lambda_u=lambda_u, lambda_ct=lambda_ct, lambda_adv=lambda_adv, rampup=rampup)
+    weights = weights or AdvMIMWeights()
     parts = PARTS if masks is not None else (LABELED, UNLABELED)
     passes = [g for g in (tuple(p for p in g if p in parts) for g in _PASSES[mode]) if g]
     partner_of = {"hybrid": "cnn", "cnn": "hybrid"}

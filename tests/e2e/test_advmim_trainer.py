@@ -265,7 +265,6 @@ def test_partner_checkpoint_loads_into_c_through_the_environment(advmim_2d, tmp_
 
 @pytest.mark.parametrize("name, predicts, n_disc, masked", [
     ("nnUNetTrainerAdvMIM", "MaskablePlainConvUNet", 0, True),  # the default: no adversarial loss
-    ("nnUNetTrainerAdvMIM_noAdv", "MaskablePlainConvUNet", 0, True),
     ("nnUNetTrainerCTCT", "MaskablePlainConvUNet", 0, False),
     ("nnUNetTrainerAdvMIM_Hybrid", "HybridTransformerUNet", 0, True),
     ("nnUNetTrainerAdvMIM_withAdv", "MaskablePlainConvUNet", 2, True),
@@ -338,26 +337,25 @@ def test_pseudo_label_locations_refresh_in_a_real_trainer(advmim_2d, monkeypatch
     assert "predict_with=cnn" in log and "unlabeled_oversample_foreground=0.5" in log, log[-3000:]
 
 
-def test_run_started_with_the_adversarial_loss_resumes_with_it(advmim_2d, tmp_path):
-    """A checkpoint written with the adversarial loss (the default before it was turned off) resumes in the default
-    trainer with its discriminators, their optimizer and its states; the reverse is refused with the file named."""
+def test_resume_needs_the_trainer_that_started_the_run(advmim_2d, tmp_path):
+    """A checkpoint written with the adversarial loss resumes with it, in the trainer that wrote it; a trainer without
+    it refuses that checkpoint, and the reverse is refused too, each with the file named."""
     torch.manual_seed(6)
     t = _trainer(advmim_2d, "nnUNetTrainerAdvMIM_withAdv")
     t.on_train_epoch_start()
     t.train_step(_batch(t))
     ckpt = str(tmp_path / "with_adv.pth")
     t.save_checkpoint(ckpt)
-    resumed = _trainer(advmim_2d, "nnUNetTrainerAdvMIM")
-    assert resumed.discriminators == {} and not resumed.adversarial
+    resumed = _trainer(advmim_2d, "nnUNetTrainerAdvMIM_withAdv")
     resumed.load_checkpoint(ckpt)
-    assert resumed.adversarial and set(resumed.discriminators) == {"hybrid", "cnn"}
     for b in ("hybrid", "cnn"):
         assert _same(_params(t.discriminators[b]), _params(resumed.discriminators[b]))
         assert resumed.disc_optimizers[b].state_dict()["param_groups"] == t.disc_optimizers[b].state_dict()["param_groups"]
     resumed.on_train_epoch_start()
     out = resumed.train_step(_batch(resumed, seed=2))
     assert out["finite"] and resumed.step_terms(out)["cnn_disc_loss"] > 0
-    assert "continues with it as it started" in open(resumed.log_file).read()
+    with pytest.raises(RuntimeError, match="with_adv.pth.*with the adversarial loss.*nnUNetTrainerAdvMIM_withAdv"):
+        _trainer(advmim_2d, "nnUNetTrainerAdvMIM").load_checkpoint(ckpt)
 
     plain = _trainer(advmim_2d, "nnUNetTrainerAdvMIM")
     without = str(tmp_path / "without_adv.pth")

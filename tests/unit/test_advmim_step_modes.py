@@ -15,7 +15,7 @@ from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
 
 from nnunetv2_advmim.methods.adversarial import PatchDiscriminator
 from nnunetv2_advmim.architectures.from_plans import build_branch
-from nnunetv2_advmim.methods.advmim import STEP_MODES, advmim_generator_step
+from nnunetv2_advmim.methods.advmim import STEP_MODES, AdvMIMWeights, advmim_generator_step
 from nnunetv2_advmim.methods.masking import block_mask
 
 from helpers import TINY_2D_PLAN as PLAN
@@ -40,8 +40,9 @@ def _setup(seed=0):
 def _run(mode, masked=True, adversarial=True, lambda_ct=0.1):
     nets, discs, x_l, x_u, target, masks, loss = _setup()
     out = advmim_generator_step(nets, x_l, target, x_u, loss, masks if masked else None,
-                                discs if adversarial else None, mode, lambda_ct=lambda_ct, rampup=0.5, lambda_u=1.0,
-                                lambda_adv=0.5)  # a large lambda_adv so the adversarial gradient is visible
+                                discs if adversarial else None, mode,
+                                # a large lambda_adv so the adversarial gradient is visible
+                                weights=AdvMIMWeights(lambda_ct=lambda_ct, rampup=0.5, lambda_u=1.0, lambda_adv=0.5))
     grads = {b: {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None} for b, net in nets.items()}
     disc_grads = [p.grad for d in discs.values() for p in d.parameters()]
     return out, grads, disc_grads
