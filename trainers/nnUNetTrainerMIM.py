@@ -10,7 +10,7 @@ Every trainer trains the plans' downstream network (maskable subclass, outputs =
 supervision; ``nnunetv2_advmim.architectures.from_plans.build_pretraining_network``) on every training image plus the
 unlabeled pool (random crops, no labels read), with the block-normalised MSE on masked blocks
 (``nnunetv2_advmim.methods.mim.masked_reconstruction_loss``), AdamW (lr 1e-4, weight decay 1e-5), 20-epoch warm-up
-then cosine, gradient clipping 12. ``_Hybrid`` variants train the hybrid CNN-Transformer U-Net converted from
+then cosine, nnU-Net's gradient clipping (``runtime.precision.NNUNET_GRAD_CLIP``). ``_Hybrid`` variants train the hybrid CNN-Transformer U-Net converted from
 the same plans (the network AdvMIM uses as its primary branch); a plan that already names
 ``HybridTransformerUNet`` (``-p nnUNetPlans_hybrid``) gives the same with the plain trainer names.
 
@@ -38,9 +38,6 @@ import torch
 from batchgenerators.utilities.file_and_folder_operations import join
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.collate_outputs import collate_outputs
-from nnunetv2.utilities.helpers import dummy_context
-from torch import autocast
-from torch import distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from nnunetv2_advmim.architectures.from_plans import build_pretraining_branch, build_pretraining_network
@@ -50,11 +47,14 @@ from nnunetv2_advmim.methods import mim
 from nnunetv2_advmim.methods.ema import EMATeacher
 from nnunetv2_advmim.methods.masking import block_mask, mask_grid, rank_seed
 from nnunetv2_advmim.methods.schedules import WarmupCosineLRScheduler
-from nnunetv2_advmim.runtime.checkpointing import (apply_nnunet_checkpoint, atomic_save, restore_pending_rng_states,
-                                                   restore_run_state, run_state, safe_load, unwrap_model)
+from nnunetv2_advmim.runtime.checkpointing import (apply_nnunet_checkpoint, restore_pending_rng_states,
+                                                   restore_run_state, safe_load, save_trainer_checkpoint)
+from nnunetv2_advmim.runtime.distributed import all_gather
 from nnunetv2_advmim.runtime.numerics import SEED_ENV, NonFiniteGuard, enable_determinism, seed_from_env
-from nnunetv2_advmim.runtime.precision import guarded_step
+from nnunetv2_advmim.runtime.precision import NNUNET_GRAD_CLIP, amp_dtype, autocast_context, guarded_step
 from nnunetv2_advmim.runtime.safety import refuse_finished_run
+from nnunetv2_advmim.trainers.one_choice import OneChoice
+from nnunetv2_advmim.wrappers import unwrap_model
 
 MIM_LOG_KEYS = ("mim_mask_ratio", "mim_hard_ratio")
 
@@ -147,7 +147,7 @@ class nnUNetTrainerMIM(nnUNetTrainer):
         pass
 
     def _autocast(self):
-        return autocast(self.device.type, enabled=True) if self.device.type == 'cuda' else dummy_context()
+        return autocast_context(amp_dtype("fp16", self.device), self.device)  # nnU-Net's fp16 autocast on CUDA
 
     def mim_settings(self) -> dict:
         """The masking and data choices of this run, logged once at the start of training."""
@@ -170,7 +170,7 @@ class nnUNetTrainerMIM(nnUNetTrainer):
         with self._autocast():
             pred = self.network(data, mask=mask)
             loss = self.loss(pred, data, mask, block)
-        ok = guarded_step({"": self.optimizer}, self.grad_scaler, losses={"": loss}, clip=12,
+        ok = guarded_step({"": self.optimizer}, self.grad_scaler, losses={"": loss}, clip=NNUNET_GRAD_CLIP,
                           guard=self.nonfinite_guard, checked={'loss': loss})
         if ok:
             self.after_optimizer_step()
@@ -180,10 +180,7 @@ class nnUNetTrainerMIM(nnUNetTrainer):
         """Mean training loss of the epoch over the applied steps (skipped non-finite steps are left out and
         counted by the guard; NaN when every step was skipped)."""
         losses = np.asarray(collate_outputs(train_outputs)['loss'], dtype=np.float64).ravel()
-        if self.is_ddp:
-            gathered = [None for _ in range(dist.get_world_size())]
-            dist.all_gather_object(gathered, losses)
-            losses = np.concatenate(gathered)
+        losses = np.concatenate(all_gather(losses, self.is_ddp))
         finite = losses[np.isfinite(losses)]
         self.logger.log('train_losses', float(finite.mean()) if finite.size else float('nan'), self.current_epoch)
 
@@ -202,12 +199,7 @@ class nnUNetTrainerMIM(nnUNetTrainer):
 
     def on_validation_epoch_end(self, val_outputs):
         losses = collate_outputs(val_outputs)['loss']
-        if self.is_ddp:
-            gathered = [None for _ in range(dist.get_world_size())]
-            dist.all_gather_object(gathered, losses)
-            loss_here = float(np.vstack(gathered).mean())
-        else:
-            loss_here = float(np.mean(losses))
+        loss_here = float(np.vstack(all_gather(losses, self.is_ddp)).mean())
         self.logger.log('val_losses', loss_here, self.current_epoch)
         # no segmentation: the Dice entries of nnU-Net's logger stay NaN (progress.png plots losses)
         self.logger.log('mean_fg_dice', float('nan'), self.current_epoch)
@@ -263,28 +255,9 @@ class nnUNetTrainerMIM(nnUNetTrainer):
         atomically. Tensors are stored on the CPU, so stock ``load_pretrained_weights`` (which has no
         ``map_location``) also works on a machine without the GPU. Every DDP rank calls this (nnU-Net does) and
         hands its RNG states to rank 0, which writes the file."""
-        if self.disable_checkpointing:
-            if self.local_rank == 0:
-                self.print_to_log_file('No checkpoint written, checkpointing is disabled')
-            return
-        per_rank = run_state(self)  # collective under DDP: before the other ranks return
-        if self.local_rank != 0:
-            return
-        checkpoint = {
-            'network_weights': {k: v.detach().cpu() for k, v in unwrap_model(self.network).state_dict().items()},
-            'optimizer_state': self.optimizer.state_dict(),
-            'grad_scaler_state': self.grad_scaler.state_dict() if self.grad_scaler is not None else None,
-            'logging': self.logger.get_checkpoint(),
-            '_best_ema': self._best_ema,
-            'current_epoch': self.current_epoch + 1,
-            'init_args': self.my_init_kwargs,
-            'trainer_name': self.__class__.__name__,
-            'inference_allowed_mirroring_axes': self.inference_allowed_mirroring_axes,
-            'mim_state': self.mim_state_dict(),
-            **self.checkpoint_extras(),
-            **per_rank,
-        }
-        atomic_save(checkpoint, filename)
+        weights = {k: v.detach().cpu() for k, v in unwrap_model(self.network).state_dict().items()}
+        save_trainer_checkpoint(self, filename, {'mim_state': self.mim_state_dict(), **self.checkpoint_extras()},
+                                network_weights=weights)
 
     def checkpoint_extras(self) -> dict:
         """Top-level checkpoint entries beyond nnU-Net's and ``mim_state`` (none here)."""
@@ -573,67 +546,43 @@ class nnUNetTrainerMPSAMS_AdvMIM(AdvMIMPretraining, nnUNetTrainerMPSAMS):
 
 
 # -------------------------------------------------------------------------------------------------- variants
-class nnUNetTrainerAnatoMask_HardToEasy(nnUNetTrainerAnatoMask):
+class nnUNetTrainerAnatoMask_HardToEasy(OneChoice, nnUNetTrainerAnatoMask):
     """AnatoMask with the hard-to-easy masking dynamics (r starts at r_max and falls to 0)."""
-
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device('cuda')):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.hard_schedule = 'hard_to_easy'
+    choice = {"hard_schedule": "hard_to_easy"}
 
 
-class nnUNetTrainerMIM_Hybrid(nnUNetTrainerMIM):
+class nnUNetTrainerMIM_Hybrid(OneChoice, nnUNetTrainerMIM):
     """Random-block MIM of the hybrid CNN-Transformer U-Net (AdvMIM's primary network) from CNN plans."""
-    hybrid = True
+    choice = {"hybrid": True}
 
 
-class nnUNetTrainerAnatoMask_Hybrid(nnUNetTrainerAnatoMask):
+class nnUNetTrainerAnatoMask_Hybrid(OneChoice, nnUNetTrainerAnatoMask):
     """AnatoMask pretraining of the hybrid CNN-Transformer U-Net (AdvMIM's primary network) from CNN plans."""
-    hybrid = True
+    choice = {"hybrid": True}
 
 
-class nnUNetTrainerMPSAMS_Hybrid(nnUNetTrainerMPSAMS):
+class nnUNetTrainerMPSAMS_Hybrid(OneChoice, nnUNetTrainerMPSAMS):
     """MPS-AMS pretraining of the hybrid CNN-Transformer U-Net (AdvMIM's primary network) from CNN plans."""
-    hybrid = True
+    choice = {"hybrid": True}
 
 
-def _short_schedule(trainer, epochs: int, iterations: int, val_iterations: int, warmup: int) -> None:
-    trainer.num_epochs = epochs
-    trainer.num_iterations_per_epoch = iterations
-    trainer.num_val_iterations_per_epoch = val_iterations
-    trainer.warmup_epochs = warmup
+# the demo's short CPU schedule: 10 epochs x 15 iterations, 2-epoch warm-up, lr 1e-3
+DEMO_SCHEDULE = {"num_epochs": 10, "num_iterations_per_epoch": 15, "num_val_iterations_per_epoch": 2,
+                 "warmup_epochs": 2, "initial_lr": 1e-3}
 
 
-class nnUNetTrainerMIM_demo(nnUNetTrainerMIM):
-    """Random MIM on the demo's short CPU schedule: 10 epochs x 15 iterations, 2-epoch warm-up, lr 1e-3."""
-
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device('cuda')):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        _short_schedule(self, 10, 15, 2, 2)
-        self.initial_lr = 1e-3
+class nnUNetTrainerMIM_demo(OneChoice, nnUNetTrainerMIM):
+    """Random MIM on the demo's short CPU schedule (``DEMO_SCHEDULE``)."""
+    choice = DEMO_SCHEDULE
 
 
-class nnUNetTrainerAnatoMask_demo(nnUNetTrainerAnatoMask):
-    """AnatoMask on the demo's short CPU schedule: 10 epochs x 15 iterations, 2-epoch warm-up, lr 1e-3.
-
-    With 150 updates the stock EMA decay (0.999 -> 0.9999) would leave the teacher at its initial weights, so
-    the demo uses 0.9 -> 0.99 (same linear ramp over the first quarter)."""
-
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device('cuda')):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        _short_schedule(self, 10, 15, 2, 2)
-        self.initial_lr = 1e-3
-        self.ema_decay_start = 0.9
-        self.ema_decay_end = 0.99
+class nnUNetTrainerAnatoMask_demo(OneChoice, nnUNetTrainerAnatoMask):
+    """AnatoMask on the demo's short CPU schedule (``DEMO_SCHEDULE``). With 150 updates the stock EMA decay
+    (0.999 -> 0.9999) would leave the teacher at its initial weights, so the demo uses 0.9 -> 0.99 (same linear
+    ramp over the first quarter)."""
+    choice = {**DEMO_SCHEDULE, "ema_decay_start": 0.9, "ema_decay_end": 0.99}
 
 
-class nnUNetTrainerMPSAMS_demo(nnUNetTrainerMPSAMS):
-    """MPS-AMS on the demo's short CPU schedule: 10 epochs x 15 iterations, 2-epoch warm-up, lr 1e-3."""
-
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device('cuda')):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        _short_schedule(self, 10, 15, 2, 2)
-        self.initial_lr = 1e-3
+class nnUNetTrainerMPSAMS_demo(OneChoice, nnUNetTrainerMPSAMS):
+    """MPS-AMS on the demo's short CPU schedule (``DEMO_SCHEDULE``)."""
+    choice = DEMO_SCHEDULE

@@ -8,7 +8,7 @@ read the figures):
     branches) on the labeled batch, nnU-Net's DC+CE loss with deep supervision, AMP as the AdvMIM trainer uses it;
 (c) ``advmim_<mode>``: ``nnUNetTrainerAdvMIM_withAdv.train_step`` (the full method, with the discriminators that
     ``nnUNetTrainerAdvMIM`` leaves out by default) in every execution mode of
-    ``nnunetv2_advmim.methods.advmim.STEP_MODES`` (``trainer.step_mode``);
+    ``nnunetv2_advmim.methods.step_modes.STEP_MODES`` (``trainer.step_mode``);
 (d) the MIM pretraining steps (random, AnatoMask, MPS-AMS) through :func:`nnunetv2_advmim.benchmark.mim_steps.step_times`
     (its own interleaved run on real pretraining batches);
 (e) the data pipeline alone: labeled + unlabeled batches per second from
@@ -51,7 +51,7 @@ from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 
 from nnunetv2_advmim.benchmark.mim_steps import STRATEGIES, step_times
 from nnunetv2_advmim.data.semisup_loader import get_semisup_dataloaders
-from nnunetv2_advmim.methods.advmim import STEP_MODES
+from nnunetv2_advmim.methods.step_modes import STEP_MODES
 from nnunetv2_advmim.runtime.memory import reset_peak_rss, status_bytes
 from nnunetv2_advmim.runtime.precision import amp_dtype
 from nnunetv2_advmim.trainers.nnUNetTrainerAdvMIM import nnUNetTrainerAdvMIM_withAdv
@@ -252,9 +252,9 @@ def data_pipeline_rate(trainer, n_batches: int = 20, warmup: int = 3) -> dict:
             next(loader)
         dt = time.perf_counter() - t0
     finally:
-        for a in (loader, val_loader):
-            if hasattr(a, "_finish"):
-                a._finish()
+        loader.finish()
+        if hasattr(val_loader, "_finish"):  # batchgenerators' augmenter (none without worker processes)
+            val_loader._finish()
     return {"workers": workers, "batches": n_batches, "seconds": dt, "batches_per_s": n_batches / dt}
 
 

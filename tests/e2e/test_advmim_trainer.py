@@ -15,21 +15,17 @@ import torch
 
 from helpers import Planned, run_cmd
 from nnunetv2_advmim.data.synthetic import make_synthetic_dataset
-from nnunetv2_advmim.runtime.checkpointing import unwrap_model
+from nnunetv2_advmim.wrappers import unwrap_model
 
 SHORT_VARIANT = '''
 import os
-import torch
 from nnunetv2_advmim.trainers.nnUNetTrainerAdvMIM import {base}
+from nnunetv2_advmim.trainers.one_choice import OneChoice
 
 
-class {name}({base}):
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device('cuda')):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = int(os.environ.get("ADVMIM_TEST_EPOCHS", "1"))
-        self.num_iterations_per_epoch = 2
-        self.num_val_iterations_per_epoch = 1
+class {name}(OneChoice, {base}):
+    choice = {{"num_epochs": int(os.environ.get("ADVMIM_TEST_EPOCHS", "1")), "num_iterations_per_epoch": 2,
+              "num_val_iterations_per_epoch": 1}}
 '''
 
 
@@ -330,7 +326,7 @@ def test_pseudo_label_locations_refresh_in_a_real_trainer(advmim_2d, monkeypatch
     assert all(unwrap_model(m).decoder.deep_supervision for m in t.branches.values())
     batch = next(t.dataloader_train)
     assert batch["data_unlabeled"].shape[0] == t.batch_size
-    t.dataloader_train._finish()
+    t.dataloader_train.finish()
     log = open(t.log_file).read()
     assert "Pseudo-label locations of 2 unlabeled cases" in log
     # the settings in use, logged once at the start (the measurements are in the docs)

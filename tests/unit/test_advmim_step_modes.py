@@ -15,7 +15,8 @@ from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
 
 from nnunetv2_advmim.methods.adversarial import PatchDiscriminator
 from nnunetv2_advmim.architectures.from_plans import build_branch
-from nnunetv2_advmim.methods.advmim import STEP_MODES, AdvMIMWeights, advmim_generator_step
+from nnunetv2_advmim.methods.advmim import AdvMIMWeights, advmim_generator_step
+from nnunetv2_advmim.methods.step_modes import STEP_MODES
 from nnunetv2_advmim.methods.masking import block_mask
 
 from helpers import TINY_2D_PLAN as PLAN
@@ -128,8 +129,8 @@ def test_ddp_unused_parameter_search_where_a_parameter_misses_its_gradient():
     fast/balanced with the masked domain give every parameter one in their single backward per network; memory
     mode's last pass (masked unlabeled) does not reach the deep-supervision heads; CTCT never reaches the mask
     token."""
-    from nnunetv2_advmim.methods.advmim import (MASKED_UNLABELED, AdvMIMWeights, _forward_parts,
-                                                ddp_find_unused_parameters, part_loss)
+    from nnunetv2_advmim.methods.advmim import MASKED_UNLABELED, AdvMIMWeights, part_loss
+    from nnunetv2_advmim.methods.step_modes import ddp_find_unused_parameters, forward_parts
 
     assert ddp_find_unused_parameters("memory") and ddp_find_unused_parameters("memory", masked_domain=False)
     assert ddp_find_unused_parameters("fast", masked_domain=False)
@@ -144,7 +145,7 @@ def test_ddp_unused_parameter_search_where_a_parameter_misses_its_gradient():
     assert all("mask_token" not in n for b in grads for n in grads[b])
     nets, discs, x_l, x_u, target, masks, loss = _setup()
     net = nets["cnn"]
-    out = _forward_parts(net, (MASKED_UNLABELED,), x_l, x_u, masks["cnn"])[MASKED_UNLABELED]
+    out = forward_parts(net, (MASKED_UNLABELED,), x_l, x_u, masks["cnn"])[MASKED_UNLABELED]
     partner = torch.randn(B, K, P, P, dtype=torch.float64)
     part_loss(MASKED_UNLABELED, out, target, loss, partner, discs["cnn"], AdvMIMWeights()).loss.backward()
     missing = {n for n, p in net.named_parameters() if p.grad is None}
@@ -153,8 +154,8 @@ def test_ddp_unused_parameter_search_where_a_parameter_misses_its_gradient():
 
 
 def test_auto_step_mode_picks_the_fastest_mode_that_fits():
-    from nnunetv2_advmim.methods.advmim import (STEP_MODE_MEMORY_MARGIN, STEP_MODE_MEMORY_RATIO, choose_step_mode,
-                                                most_memory_saving)
+    from nnunetv2_advmim.methods.step_modes import (STEP_MODE_MEMORY_MARGIN, STEP_MODE_MEMORY_RATIO,
+                                                    choose_step_mode, most_memory_saving)
 
     gib = 2 ** 30
     assert STEP_MODE_MEMORY_RATIO == {"fast": 7.65, "balanced": 4.29, "memory": 1.30}

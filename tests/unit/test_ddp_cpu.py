@@ -106,8 +106,8 @@ def _advmim_worker(rank, port, folder, wce_over_ranks=True):
 
     from torch.nn.parallel import DistributedDataParallel as DDP
 
-    from nnunetv2_advmim.methods.advmim import ddp_find_unused_parameters
-    from nnunetv2_advmim.runtime.checkpointing import unwrap_model
+    from nnunetv2_advmim.methods.step_modes import ddp_find_unused_parameters
+    from nnunetv2_advmim.wrappers import unwrap_model
 
     _init(rank, port)
     no_sync = lambda net: net.no_sync() if isinstance(net, DDP) else contextlib.nullcontext()  # noqa: E731

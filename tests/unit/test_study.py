@@ -200,8 +200,10 @@ def test_ablation_examples_change_one_known_choice_each(monkeypatch):
     monkeypatch.setenv("nnUNet_extTrainer", os.path.abspath(examples))
     base = find_trainer("nnUNetTrainerAdvMIM")
     defaults = {}
-    for cls in (nnUNetTrainer, base):  # nnU-Net's own attributes (initial_lr), then AdvMIM's
-        defaults.update(re.findall(r"self\.(\w+) = ([^#\n]+?)\s*(?:#|\n)", inspect.getsource(cls.__init__)))
+    # nnU-Net's own attributes (initial_lr, set in its __init__), then AdvMIM's settings (class attributes)
+    defaults.update(re.findall(r"self\.(\w+) = ([^#\n]+?)\s*(?:#|\n)", inspect.getsource(nnUNetTrainer.__init__)))
+    defaults.update({k: repr(v) for k, v in vars(base).items() if isinstance(v, (bool, int, float, str, tuple, type(None)))
+                     and not k.startswith("_")})
     names = ["rampups", "batchDice", "discUnlabeled", "block16", "sgdDisc", "fgUnlabeled", "uRampup", "ratio50",
              "noMaskedUnlabeled", "halfLR", "noMaskedLabeled"]
     for name in names:
