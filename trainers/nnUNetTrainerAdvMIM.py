@@ -19,47 +19,37 @@ Every setting is a class attribute; variants change some with ``OneChoice`` (``t
 in this one module so each class exists once (nnU-Net imports this file under its bare name).
 """
 import contextlib
-import os
-from typing import List, Union
+from typing import List
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from batchgenerators.utilities.file_and_folder_operations import join
-from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
-from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.collate_outputs import collate_outputs
 from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from nnunetv2_advmim.architectures.ensemble import AdvMIMEnsemble
-from nnunetv2_advmim.architectures.from_plans import build_branch
 from nnunetv2_advmim.data.label_budget import refuse_fold_all_under_budget
-from nnunetv2_advmim.data.pseudo_sampling import refresh_due, refresh_locations
 from nnunetv2_advmim.data.semisup_loader import get_semisup_dataloaders
 from nnunetv2_advmim.evaluation.progress import (advmim_log_keys, advmim_plot_groups, hard_tp_fp_fn, pack_terms,
                                                  plot_advmim_progress, pseudo_dice, step_keys)
-from nnunetv2_advmim.methods.adversarial import PatchDiscriminator, discriminator_optimizer
 from nnunetv2_advmim.methods.advmim import BRANCHES, AdvMIMWeights, advmim_step, full_resolution
 from nnunetv2_advmim.methods.masking import network_masks, rank_seed
-from nnunetv2_advmim.methods.schedules import adamw_warmup_poly, sgd_poly, sigmoid_rampup
-from nnunetv2_advmim.methods.step_modes import choose_step_mode, ddp_find_unused_parameters, most_memory_saving
-from nnunetv2_advmim.runtime.checkpointing import (apply_nnunet_checkpoint, restore_pending_rng_states,
-                                                   restore_run_state, safe_load, save_trainer_checkpoint,
-                                                   strip_module_prefix)
+from nnunetv2_advmim.methods.schedules import sigmoid_rampup
+from nnunetv2_advmim.runtime.checkpointing import restore_pending_rng_states
 from nnunetv2_advmim.runtime.distributed import all_gather
-from nnunetv2_advmim.runtime.memory import cuda_step_peak_bytes
 from nnunetv2_advmim.runtime.numerics import NonFiniteGuard, discriminator_collapsed, enable_determinism, seed_from_env
 from nnunetv2_advmim.runtime.precision import (NNUNET_GRAD_CLIP, amp_dtype, autocast_context, guarded_step,
                                                scaled_backward)
 from nnunetv2_advmim.runtime.safety import refuse_finished_run
-from nnunetv2_advmim.runtime.weights import load_branch_weights, load_pretrained_branches, route_pretrained_weights
+from nnunetv2_advmim.runtime.weights import route_pretrained_weights
+from nnunetv2_advmim.trainers.advmim_checkpoints import AdvMIMCheckpoints
+from nnunetv2_advmim.trainers.advmim_networks import AdvMIMNetworks
 from nnunetv2_advmim.trainers.one_choice import OneChoice
 from nnunetv2_advmim.wrappers import unwrap_model
 
-PRETRAINED_ENV = {"hybrid": "nnUNet_advmim_pretrained_hybrid", "cnn": "nnUNet_advmim_pretrained_cnn"}
 # the settings logged at the start of training (the log file and the logger's config)
 SETTINGS = ("predict_with", "masked_domain", "adversarial", "mask_ratio", "zero_masked_input", "lambda_masked_labeled",
             "masked_labeled_ce_only", "lambda_u", "masked_unlabeled_dice", "u_rampup_fraction", "lambda_ct",
@@ -74,7 +64,7 @@ def _no_sync(net):
     return net.no_sync() if isinstance(net, DDP) else contextlib.nullcontext()
 
 
-class nnUNetTrainerAdvMIM(nnUNetTrainer):
+class nnUNetTrainerAdvMIM(AdvMIMNetworks, AdvMIMCheckpoints, nnUNetTrainer):
     """AdvMIM: masked domain and cross teaching between S and C; predicts with C. The adversarial loss is off
     (``adversarial``; ``nnUNetTrainerAdvMIM_withAdv`` turns it on).
 
@@ -152,20 +142,7 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
         self._epoch_lambda_ct = []
         self._register_log_keys()
 
-    # ------------------------------------------------------------------ networks and optimizers
-    @classmethod
-    def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels: int,
-                                   num_output_channels: int, enable_deep_supervision: bool = True) -> torch.nn.Module:
-        """The network ``predict_with`` names (what ``nnUNetv2_predict`` rebuilds and ``network_weights`` holds)."""
-        return build_branch(cls.predict_with, configuration_manager, num_input_channels, num_output_channels,
-                            enable_deep_supervision)
-
-    def _compile_branches(self) -> bool:
-        return super()._do_i_compile() if self.compile_networks is None else bool(self.compile_networks)
-
-    def _do_i_compile(self):
-        return False  # nnU-Net's own compile of self.network is replaced by _compile_branches (S and C)
-
+    # ------------------------------------------------------------------ networks (AdvMIMNetworks) and data
     def initialize(self):
         if self.was_initialized:
             raise RuntimeError("You have called self.initialize even though the trainer was already initialized.")
@@ -197,103 +174,6 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
                                + f"; unlabeled Dice over the batch {self._unlabeled_batch_dice()}")
         self.logger.update_config({"hparas": {"advmim": settings}})
 
-    def _both_networks(self) -> dict:
-        """S and C (the one ``self.network`` is among them), with the weights the environment variables name."""
-        nets = {"hybrid": self.network.hybrid, "cnn": self.network.cnn} if isinstance(self.network, AdvMIMEnsemble) \
-            else {self.predict_with: self.network}
-        for b in BRANCHES:
-            if b not in nets:
-                nets[b] = build_branch(b, self.configuration_manager, self.num_input_channels,
-                                       self.label_manager.num_segmentation_heads,
-                                       self.enable_deep_supervision).to(self.device)
-            path = os.environ.get(PRETRAINED_ENV[b])
-            if path:
-                load_branch_weights(nets[b], path, b)
-                self.print_to_log_file(f"Loaded {b} branch weights from {path} (${PRETRAINED_ENV[b]})")
-            nets[b].zero_masked_input = self.zero_masked_input
-        return nets
-
-    def _wrap(self, nets: dict) -> dict:
-        """S and C compiled (when nnU-Net would compile) and DDP-wrapped under DDP, as ``train_step`` runs them."""
-        if self._compile_branches():
-            self.print_to_log_file("Using torch.compile for both AdvMIM networks...")
-            nets = {b: torch.compile(m) for b, m in nets.items()}
-        if self.is_ddp:
-            # memory mode and CTCT leave some parameters without gradient in the synchronised backward
-            unused = ddp_find_unused_parameters(self.step_mode, self.masked_domain)
-            nets = {b: DDP(torch.nn.SyncBatchNorm.convert_sync_batchnorm(m), device_ids=[self.local_rank],
-                           find_unused_parameters=unused) for b, m in nets.items()}
-            self.discriminators = {b: DDP(d, device_ids=[self.local_rank]) for b, d in self.discriminators.items()}
-            self.network = nets[self.predict_with] if self.predict_with in nets else \
-                AdvMIMEnsemble(unwrap_model(nets["hybrid"]), unwrap_model(nets["cnn"]))
-        return nets
-
-    def _choose_step_mode(self, cnn: torch.nn.Module) -> None:
-        """Resolve ``step_mode = "auto"`` (``methods.step_modes.choose_step_mode``) and log the choice and why. On a
-        GPU the stock step's memory is measured as one forward + backward of C (the plan's CNN) at the plan's batch
-        and patch; the memory available is what the driver reports free plus what this process holds already. DDP
-        ranks agree on the most memory-saving of their choices. Explicit modes are kept as they are."""
-        if self.step_mode != "auto":
-            return
-        free = stock = None
-        if self.device.type == "cuda":
-            x = torch.zeros((self.batch_size, self.num_input_channels, *self.configuration_manager.patch_size),
-                            device=self.device)
-            stock = cuda_step_peak_bytes(cnn, x, self._autocast)
-            free = torch.cuda.mem_get_info(self.device)[0] + torch.cuda.memory_reserved(self.device)
-        mode, reason = choose_step_mode(free, stock, self.device.type)
-        modes = all_gather(mode, self.is_ddp)
-        if most_memory_saving(modes) != mode:
-            mode, reason = most_memory_saving(modes), f"the mode every rank can afford ({modes})"
-        self.step_mode = mode
-        self.print_to_log_file(f"step_mode 'auto' -> '{mode}': {reason}")
-
-    def configure_optimizers(self, nets=None):
-        """C: nnU-Net's SGD + poly. S: AdamW + warm-up + poly (``hybrid_optimizer = "sgd"``: C's SGD and poly).
-        D: Adam, constant (or SGD + poly, ``disc_optimizer``). Returns the predicting network's for nnU-Net's hooks."""
-        if self.hybrid_optimizer not in ("adamw", "sgd"):
-            raise ValueError(f"hybrid_optimizer must be 'adamw' or 'sgd', got {self.hybrid_optimizer!r}")
-        if self.disc_real not in ("labeled", "unlabeled"):
-            raise ValueError(f"disc_real must be 'labeled' or 'unlabeled', got {self.disc_real!r}")
-        nets = nets or {b: unwrap_model(m) for b, m in self.branches.items()}
-        made = {b: sgd_poly(nets[b].parameters(), self.initial_lr, self.num_epochs, self.weight_decay,
-                            self.sgd_momentum, self.sgd_nesterov) for b in ("cnn", "hybrid")
-                if b == "cnn" or self.hybrid_optimizer == "sgd"}
-        if self.hybrid_optimizer == "adamw":
-            made["hybrid"] = adamw_warmup_poly(nets["hybrid"].parameters(), self.hybrid_lr, self.num_epochs,
-                                               self.hybrid_weight_decay, self.hybrid_betas, self.hybrid_warmup_fraction)
-        self.branch_optimizers = {b: opt for b, (opt, _) in made.items()}
-        self.branch_schedulers = {b: sched for b, (_, sched) in made.items()}
-        made = {b: discriminator_optimizer(unwrap_model(d).parameters(), self.disc_optimizer, self.disc_lr,
-                                           self.num_epochs, betas=self.disc_betas, weight_decay=self.disc_weight_decay)
-                for b, d in self.discriminators.items()}
-        self.disc_optimizers = {b: opt for b, (opt, _) in made.items()}
-        self.disc_schedulers = {b: sched for b, (_, sched) in made.items() if sched is not None}
-        primary = "cnn" if self.predict_with == "cnn" else "hybrid"
-        return self.branch_optimizers[primary], self.branch_schedulers[primary]
-
-    def _build_discriminators(self, cnn: torch.nn.Module) -> dict:
-        patch = self.configuration_manager.patch_size
-        if min(PatchDiscriminator.output_size(patch, 4, self.disc_kernel_size, self.disc_head_stride)) < 1:
-            raise ValueError(f"{self.__class__.__name__}: the discriminator with {self.disc_kernel_size}x"
-                             f"{self.disc_kernel_size} kernels and a stride-{self.disc_head_stride} head reduces the "
-                             f"plan's patch {tuple(patch)} to nothing; set disc_kernel_size = 3 and disc_head_stride "
-                             f"= 1 (the default discriminator) or use a plan with a larger patch")
-        return {b: PatchDiscriminator(self.label_manager.num_segmentation_heads, unwrap_model(cnn).encoder.conv_op,
-                                      kernel_size=self.disc_kernel_size, head_stride=self.disc_head_stride).to(self.device)
-                for b in BRANCHES}
-
-    def _build_ce_loss(self):
-        """nnU-Net's own loss (deep supervision and ignore label as ``_build_loss``) with the Dice weight 0: CE alone."""
-        loss = self._build_loss()
-        (loss.loss if isinstance(loss, DeepSupervisionWrapper) else loss).weight_dice = 0
-        return loss
-
-    def set_deep_supervision_enabled(self, enabled: bool):
-        for m in self.branches.values():
-            unwrap_model(m).decoder.deep_supervision = enabled
-
-    # ------------------------------------------------------------------ data
     def get_dataloaders(self):
         return get_semisup_dataloaders(self, unlabeled_batch_size=self.unlabeled_batch_size)
 
@@ -307,41 +187,6 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
         super().on_train_end()
         if self.dataloader_train is not None and hasattr(self.dataloader_train, "finish"):
             self.dataloader_train.finish()
-
-    def _maybe_refresh_pseudo_locations(self) -> None:
-        if self.unlabeled_oversample_foreground > 0 and refresh_due(
-                self.current_epoch, self.pseudo_locations_every,
-                bool(self.dataloader_train.unlabeled_loader.pseudo_locations)):
-            self._refresh_pseudo_locations()
-
-    @torch.no_grad()
-    def _refresh_pseudo_locations(self) -> None:
-        """Foreground locations of the ensemble's pseudo-labels for the next window of unlabeled cases, handed to
-        the unlabeled loader (``data.pseudo_sampling.refresh_locations``); under DDP each rank predicts a share."""
-        self.set_deep_supervision_enabled(False)
-        try:
-            found, self._pseudo_cursor = refresh_locations(
-                self.dataloader_train, self._ensemble_predictor(), self._pseudo_cursor,
-                self.pseudo_locations_max_cases, self.label_manager.foreground_labels,
-                self.unlabeled_oversample_foreground, seed=self.current_epoch, rank=self.local_rank,
-                world=dist.get_world_size() if self.is_ddp else 1, gather=lambda f: all_gather(f, self.is_ddp))
-        finally:
-            self.set_deep_supervision_enabled(self.enable_deep_supervision)
-        with_fg = sum(any(len(v) for v in locs.values()) for locs in found.values())
-        self.print_to_log_file(f"Pseudo-label locations of {len(found)} unlabeled cases ({with_fg} with foreground); "
-                               f"{self.unlabeled_oversample_foreground:.0%} of unlabeled crops centred on them")
-
-    def _ensemble_predictor(self) -> nnUNetPredictor:
-        """nnU-Net's sliding-window predictor (no mirroring) over the mean of S and C as they run now."""
-        nets = {b: unwrap_model(m, keep_compiled=True) for b, m in self.branches.items()}
-        predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False,
-                                    perform_everything_on_device=True, device=self.device, verbose=False,
-                                    verbose_preprocessing=False, allow_tqdm=False)
-        ensemble = AdvMIMEnsemble(nets["hybrid"], nets["cnn"])
-        predictor.manual_initialization(ensemble, self.plans_manager, self.configuration_manager, None,
-                                        self.dataset_json, self.__class__.__name__, None)
-        predictor.network = ensemble  # the branches as they run: undo the predictor's own torch.compile wrap
-        return predictor
 
     # ------------------------------------------------------------------ training
     def on_train_epoch_start(self):
@@ -499,90 +344,6 @@ class nnUNetTrainerAdvMIM(nnUNetTrainer):
         for k in advmim_log_keys():
             self.logger.local_logger.my_fantastic_logging.setdefault(k, [])
 
-    # ------------------------------------------------------------------ checkpoints
-    def per_rank_generators(self) -> dict:
-        """Generators saved and restored per DDP rank with the RNG states (``checkpointing.run_state``)."""
-        return {"mask_generator": self.mask_generator}
-
-    def _disc_settings(self) -> dict:
-        return {"optimizer": self.disc_optimizer, "lr": self.disc_lr, "grad_clip": self.disc_grad_clip}
-
-    def save_checkpoint(self, filename: str) -> None:
-        """nnU-Net's layout (``network_weights`` = the inference network; ``checkpointing.save_trainer_checkpoint``)
-        plus ``advmim``: both networks, both discriminators, every optimizer and the discriminators' grad scaler.
-        Tensors shared with ``network_weights`` are stored once. The schedules are functions of the epoch."""
-        save_trainer_checkpoint(self, filename, {"advmim": {
-            "predict_with": self.predict_with,
-            "weights": {b: unwrap_model(m).state_dict() for b, m in self.branches.items()},
-            "optimizers": {b: o.state_dict() for b, o in self.branch_optimizers.items()},
-            "discriminators": {b: unwrap_model(d).state_dict() for b, d in self.discriminators.items()},
-            "disc_optimizers": {b: o.state_dict() for b, o in self.disc_optimizers.items()},
-            "disc": self._disc_settings() if self.discriminators else None,
-            "disc_grad_scaler": self.disc_grad_scaler.state_dict() if self.disc_grad_scaler is not None else None,
-        }}, best_ema=self._best_ema_after_this_epoch())
-
-    def _best_ema_after_this_epoch(self):
-        """The best EMA pseudo Dice once this epoch's best-checkpoint handling has run. nnU-Net's ``on_epoch_end``
-        writes checkpoint_latest *before* updating ``_best_ema``, so a run resumed from it would compare against the
-        previous best and could overwrite checkpoint_best with a worse epoch; storing the updated value avoids that."""
-        ema = self.logger.local_logger.my_fantastic_logging.get("ema_fg_dice")
-        if not ema or len(ema) <= self.current_epoch:
-            return self._best_ema
-        now = ema[self.current_epoch]
-        return now if self._best_ema is None or now > self._best_ema else self._best_ema
-
-    def load_pretrained_weights(self, filename: str) -> None:
-        """``nnUNetv2_train ... -pretrained_weights FILE``: a checkpoint that holds both networks (joint pretraining by
-        ``nnUNetTrainerMIM_AdvMIM``, ``nnUNetTrainerAnatoMask_AdvMIM``, ``nnUNetTrainerMPSAMS_AdvMIM``, or an AdvMIM
-        training) loads into S and C; a checkpoint of one network loads into the network it fits, the one this
-        trainer predicts with first. nnU-Net's rule for each: every key but ``.seg_layers.`` with equal shape."""
-        nets = {b: unwrap_model(m) for b, m in self.branches.items()}
-        primary = "cnn" if self.predict_with == "ensemble" else self.predict_with
-        for b in load_pretrained_branches(nets, filename, primary):
-            self.print_to_log_file(f"Loaded the {b} network's weights from {filename} (-pretrained_weights)")
-
-    def load_checkpoint(self, filename_or_checkpoint: Union[dict, str]) -> None:
-        # weights_only=True: a file carrying foreign pickled objects is refused (checkpointing.safe_load), before
-        # anything is built
-        source = filename_or_checkpoint if isinstance(filename_or_checkpoint, str) else "The checkpoint"
-        checkpoint = safe_load(filename_or_checkpoint, map_location=self.device) \
-            if isinstance(filename_or_checkpoint, str) else filename_or_checkpoint
-        if not self.was_initialized:
-            self.initialize()
-        extra = checkpoint.get("advmim")
-        if extra is None:
-            raise RuntimeError(f"{source} has no AdvMIM state (not written by an AdvMIM trainer); to start from a "
-                               f"stock checkpoint use -pretrained_weights (the network it predicts with, "
-                               f"{self.predict_with}), ${PRETRAINED_ENV['cnn']} (C) or ${PRETRAINED_ENV['hybrid']} (S)")
-        self._check_same_training(source, extra, checkpoint.get("trainer_name"))
-        self._scaler("net")  # fp16 scalers are created lazily: create them so a saved scale is not lost on resume
-        apply_nnunet_checkpoint(self, checkpoint)
-        self._register_log_keys()
-        for b, m in self.branches.items():
-            unwrap_model(m).load_state_dict(strip_module_prefix(extra["weights"][b]))
-            self.branch_optimizers[b].load_state_dict(extra["optimizers"][b])
-        for b, d in self.discriminators.items():
-            unwrap_model(d).load_state_dict(strip_module_prefix(extra["discriminators"][b]))
-            self.disc_optimizers[b].load_state_dict(extra["disc_optimizers"][b])
-        if extra.get("disc_grad_scaler") is not None and self._scaler("disc") is not None:
-            self.disc_grad_scaler.load_state_dict(extra["disc_grad_scaler"])
-        restore_run_state(self, checkpoint, source)
-
-    def _check_same_training(self, source: str, extra: dict, trainer_name) -> None:
-        """A checkpoint resumes only in a trainer that trains what it trained: the same inference network, the
-        adversarial loss on or off as it was, the same discriminator optimizer (its saved states fit only that)."""
-        hint = f"; resume it with the trainer that started it ({trainer_name})"
-        if extra["predict_with"] != self.predict_with:
-            raise RuntimeError(f"{source} was written by a trainer predicting with {extra['predict_with']}, "
-                               f"{self.__class__.__name__} predicts with {self.predict_with}{hint}")
-        saved = extra.get("disc")
-        if bool(saved) != bool(self.discriminators):
-            was, now = ("with", "without") if saved else ("without", "with")
-            raise RuntimeError(f"{source} was trained {was} the adversarial loss, {self.__class__.__name__} trains "
-                               f"{now} it{hint}")
-        if saved and saved != self._disc_settings():
-            raise RuntimeError(f"{source} was trained with the discriminator settings {saved}, "
-                               f"{self.__class__.__name__} has {self._disc_settings()}{hint}")
 
 
 # ---------------------------------------------------------------------------------------------------- variants

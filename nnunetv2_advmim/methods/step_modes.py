@@ -87,6 +87,9 @@ def ddp_find_unused_parameters(mode: str, masked_domain: bool = True) -> bool:
     earlier ``no_sync`` passes are reduced with the rest). ``fast`` and ``balanced`` with the masked domain use every
     parameter in their one backward per network, so they skip that search."""
     check_mode(mode)
+    if mode == "reference":
+        raise ValueError("step_mode 'reference' (every term its own forward, for tests and benchmarks) does not run "
+                         "under DDP; set step_mode to 'fast', 'balanced', 'memory' or 'auto'")
     return mode == "memory" or not masked_domain
 
 

@@ -137,6 +137,8 @@ def test_ddp_unused_parameter_search_where_a_parameter_misses_its_gradient():
     assert not ddp_find_unused_parameters("fast") and not ddp_find_unused_parameters("balanced")
     with pytest.raises(ValueError, match="unknown AdvMIM step mode"):
         ddp_find_unused_parameters("quick")
+    with pytest.raises(ValueError, match="'reference'.*does not run under DDP"):  # asked only under DDP
+        ddp_find_unused_parameters("reference")
     for mode in ("fast", "balanced"):
         _, grads, _ = _run(mode)
         nets = _setup()[0]
