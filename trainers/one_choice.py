@@ -36,9 +36,13 @@ class OneChoiceMixin:
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device('cuda')):
         super().__init__(plans, configuration, fold, dataset_json, device)
+        self.apply_choices(self.choices())
+
+    def apply_choices(self, choices: dict) -> None:
+        """Set ``choices`` on this instance (a variant may adjust them first, e.g. from the parent's values)."""
         mro = type(self).__mro__
         parent = mro[mro.index(OneChoiceMixin) + 1].__name__
-        for name, value in self.choices().items():
+        for name, value in choices.items():
             if not hasattr(self, name):
                 raise AttributeError(f"{type(self).__name__}: {parent} has no attribute {name!r}")
             setattr(self, name, value)

@@ -114,3 +114,13 @@ def adamw_warmup_poly(params, lr: float, num_epochs: int, weight_decay: float, b
     opt = torch.optim.AdamW(params, lr, betas=betas, weight_decay=weight_decay)
     warmup = max(1, int(round(warmup_fraction * num_epochs)))
     return opt, EpochLR(opt, lambda e: warmup_poly_lr(e, num_epochs, lr, warmup))
+
+
+def keep_warmup_share(trainer, choices: dict) -> dict:
+    """``choices`` (a variant's attributes) plus ``warmup_epochs`` rescaled to keep its share of the schedule when
+    ``choices`` change ``num_epochs`` and the trainer's warm-up is a number of epochs (``None``, a share of
+    ``num_epochs`` resolved later, is left alone), at least one epoch."""
+    epochs, warmup = choices.get("num_epochs"), getattr(trainer, "warmup_epochs", None)
+    if epochs is None or warmup is None or "warmup_epochs" in choices:
+        return choices
+    return {**choices, "warmup_epochs": max(1, round(warmup * epochs / trainer.num_epochs))}

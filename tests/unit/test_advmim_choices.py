@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from nnunetv2_advmim.commands.study import find_trainer
+from nnunetv2_advmim.env import find_trainer
 from nnunetv2_advmim.methods.adversarial import PatchDiscriminator, discriminator_optimizer
 from nnunetv2_advmim.methods.advmim import MASKED_LABELED, MASKED_UNLABELED, AdvMIMWeights, part_loss
 from nnunetv2_advmim.methods.losses import cross_teaching_dice

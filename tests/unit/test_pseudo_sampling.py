@@ -3,7 +3,7 @@ import numpy as np
 import torch
 from types import SimpleNamespace
 
-from nnunetv2_advmim.commands.study import find_trainer
+from nnunetv2_advmim.env import find_trainer
 from nnunetv2_advmim.data.pseudo_sampling import next_cases, predict_locations, pseudo_label_locations, refresh_due
 from nnunetv2_advmim.data.semisup_loader import SemiSupervisedLoader, nnUNetUnlabeledDataLoader
 

@@ -11,12 +11,13 @@ import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunetv2_advmim.commands.small_plan import make_small_plans
-from nnunetv2_advmim.commands.study import (_fmt_delta, aggregate, arm_file_id, arm_parts, draw_order, find_trainer,
-                                            format_plan, labeled_cases, main, paired_difference,
-                                            paired_standard_error, parse_arm, parse_runs, plan_study, run_key,
-                                            run_to_run_sd, split_validation, study_budget, study_lock, variant_name,
-                                            variants_source, write_outputs)
-from nnunetv2_advmim.commands.study_design import between_draw_sd, cheapest_design, expected_paired_se
+from nnunetv2_advmim.commands.study import (aggregate, arm_file_id, arm_parts, draw_order, format_plan, labeled_cases,
+                                            main, paired_difference, paired_standard_error, parse_arm, parse_runs,
+                                            plan_study, run_key, run_to_run_sd, split_validation, study_budget,
+                                            study_lock, variant_name, variants_source, write_outputs)
+from nnunetv2_advmim.commands.study.design import between_draw_sd, cheapest_design, expected_paired_se
+from nnunetv2_advmim.commands.study.report import _fmt_delta
+from nnunetv2_advmim.env import find_trainer
 from nnunetv2_advmim.data.label_budget import budget_to_splits, budget_unlabeled_cases
 from nnunetv2_advmim.data.synthetic import SCARCE_LABELS, make_scarce_case, scarce_structures
 from nnunetv2_advmim.runtime.weights import advmim_network_weights
@@ -63,9 +64,10 @@ def test_parse_arm():
 
 
 def test_variant_source_sets_the_schedule_and_scales_warm_up():
-    class Base:
+    class Base:  # what the variant reads and sets of an nnU-Net trainer
         def __init__(self, plans, configuration, fold, dataset_json, device=None):
             self.num_epochs, self.warmup_epochs = 1000, 20
+            self.num_iterations_per_epoch = self.num_val_iterations_per_epoch = 250
 
     Base.__module__ = "nnunetv2.training.nnUNetTrainer.nnUNetTrainer"  # resolvable by package import
     source = variants_source([(variant_name("nnUNetTrainer", 50, 20), Base, 50, 20, 3)], threads=1)
@@ -78,6 +80,7 @@ def test_variant_source_sets_the_schedule_and_scales_warm_up():
 
     def share_of_num_epochs(self, plans, configuration, fold, dataset_json, device=None):
         self.num_epochs, self.warmup_epochs = 1000, None  # None: a share of num_epochs, resolved at optimizer set-up
+        self.num_iterations_per_epoch = self.num_val_iterations_per_epoch = 250
 
     Base.__init__ = share_of_num_epochs
     trainer = namespace["nnUNetTrainer_study50x20"]({}, "2d", 0, {})
@@ -167,7 +170,7 @@ def test_arms_that_predict_with_another_network_of_the_same_training():
     with pytest.raises(ValueError, match="empty"):
         parse_arm(":cnn", [4])
     source = variants_source([], None, [("T_study5x2_cnn", "T_study5x2", "cnn")])
-    assert "class T_study5x2_cnn(T_study5x2):\n    predict_with = 'cnn'" in source
+    assert "class T_study5x2_cnn(T_study5x2):\n    choice = {'predict_with': 'cnn'}" in source
 
     a, b = torch.zeros(2), torch.ones(3)
     ckpt = {"advmim": {"weights": {"hybrid": {"x.w": a}, "cnn": {"y.w": b}}}}
@@ -271,7 +274,7 @@ def test_study_variant_of_an_ablation_arm_loads_its_file(monkeypatch, name):
     namespace = {}
     exec(compile(source, "study_trainers.py", "exec"), namespace)
     variant = namespace[variant_name(name, 5, 2)]
-    assert variant.__mro__[1].__name__ == name and variant.choice == cls.choice
+    assert variant.__mro__[1].__name__ == name and cls.choice.items() <= variant.choices().items()
 
 
 def test_study_lock_allows_one_process_per_folder(tmp_path):
