@@ -42,7 +42,7 @@ against ``labelsTs``. The protocol:
 
 The package by concern: ``protocol`` (pure functions: arms, counts, splits, draws, keys), ``settings``
 (:class:`StudySettings`), ``variants`` (the trainer variants the study writes), ``runner`` (:class:`Study`: folders,
-training, prediction, evaluation, records, the lock), ``report`` (aggregates, paired differences, output files),
+training, prediction, evaluation, records), ``lock`` (one study process per folder), ``report`` (aggregates, paired differences, output files),
 ``design`` (draws and runs for a target standard error) and ``cli`` (the command line).
 """
 from nnunetv2_advmim.commands.study.cli import main
@@ -52,7 +52,8 @@ from nnunetv2_advmim.commands.study.protocol import (PP_SUFFIX, arm_file_id, arm
 from nnunetv2_advmim.commands.study.report import (aggregate, format_plan, paired_difference, paired_standard_error,
                                                    per_draw, plan_study, plot_study, reported_arms, run_to_run_sd,
                                                    write_outputs)
-from nnunetv2_advmim.commands.study.runner import Study, default_study_folder, study_lock
+from nnunetv2_advmim.commands.study.lock import study_lock
+from nnunetv2_advmim.commands.study.runner import Study, default_study_folder
 from nnunetv2_advmim.commands.study.settings import StudySettings
 from nnunetv2_advmim.commands.study.variants import variant_name, variants_source
 

@@ -44,6 +44,22 @@ def _plan_main(args, parser) -> int:
     return 0
 
 
+def _add_planning_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--plan-se", type=float, default=None, metavar="TARGET",
+                        help="train nothing: print how many draws and runs per draw would bring the standard error "
+                             "of each 'vs' down to TARGET Dice points, estimated from the runs in the study folder "
+                             "(-o, or -d/-c/-p's default folder), or from --sigma and --tau (docs/study.md)")
+    parser.add_argument("--sigma", type=float, default=None,
+                        help="with --plan-se: run-to-run standard deviation of one training, in Dice points "
+                             "(None: pooled over the study's draws with several runs)")
+    parser.add_argument("--tau", type=float, default=None,
+                        help="with --plan-se: standard deviation of the true difference between draws, in Dice "
+                             "points (None: estimated from the study; 0 without one)")
+    parser.add_argument("--cost-ratio", type=float, default=ADVMIM_COST_RATIO,
+                        help=f"with --plan-se: one training of an arm costs this many trainings of the reference "
+                             f"(about AdvMIM against stock nnU-Net)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nnUNetv2_advmim_study", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -94,19 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "its runs; adds runs to a finished study")
     parser.add_argument("-o", default=None,
                         help="study folder (None: $nnUNet_results/<Dataset>/study__<plans>__<configuration>)")
-    parser.add_argument("--plan-se", type=float, default=None, metavar="TARGET",
-                        help="train nothing: print how many draws and runs per draw would bring the standard error "
-                             "of each 'vs' down to TARGET Dice points, estimated from the runs in the study folder "
-                             "(-o, or -d/-c/-p's default folder), or from --sigma and --tau (docs/study.md)")
-    parser.add_argument("--sigma", type=float, default=None,
-                        help="with --plan-se: run-to-run standard deviation of one training, in Dice points "
-                             "(None: pooled over the study's draws with several runs)")
-    parser.add_argument("--tau", type=float, default=None,
-                        help="with --plan-se: standard deviation of the true difference between draws, in Dice "
-                             "points (None: estimated from the study; 0 without one)")
-    parser.add_argument("--cost-ratio", type=float, default=ADVMIM_COST_RATIO,
-                        help=f"with --plan-se: one training of an arm costs this many trainings of the reference "
-                             f"(about AdvMIM against stock nnU-Net)")
+    _add_planning_options(parser)
     return parser
 
 

@@ -1,7 +1,6 @@
 """Running a study (``nnunetv2_advmim.commands.study``): the study folder, the splits it owns, training, prediction
 and evaluation of every arm with the stock commands, records that make it resumable, and the lock that allows one
 study process per folder."""
-import contextlib
 import copy
 import dataclasses
 import json
@@ -16,6 +15,7 @@ from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
 
 from nnunetv2_advmim.commands.study.protocol import (PP_SUFFIX, arm_file_id, arm_parts, labeled_cases, parse_runs,
                                                      run_key, split_key, split_validation, study_budget)
+from nnunetv2_advmim.commands.study.lock import study_lock
 from nnunetv2_advmim.commands.study.report import write_outputs
 from nnunetv2_advmim.commands.study.settings import StudySettings
 from nnunetv2_advmim.commands.study.variants import VARIANTS_MODULE, variant_name, variants_source
@@ -27,7 +27,6 @@ from nnunetv2_advmim.runtime.checkpointing import atomic_save, safe_load
 from nnunetv2_advmim.runtime.weights import advmim_network_weights
 
 STUDY_FILE = "study.json"
-LOCK_FILE = "study.lock"
 # settings that fix what an arm's result means; a study folder refuses to continue with other values
 FIXED_SETTINGS = ("dataset", "configuration", "plans", "epochs", "iterations", "val_iterations", "seed", "n_val",
                   "match_time", "finetuners", "pretrain_epochs")
@@ -428,50 +427,6 @@ class Study:
         outputs = write_outputs(self, records, failures)
         self.log(f"Wrote {', '.join(outputs.values())}")
         return {"records": records, "failures": failures, "outputs": outputs}
-
-
-@contextlib.contextmanager
-def study_lock(folder: str):
-    """Hold ``<folder>/study.lock`` (this process's id) while a study runs in ``folder``; refuse when another living
-    process holds it. A lock left by a killed study is taken over."""
-    path = os.path.join(folder, LOCK_FILE)
-    while True:
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            break
-        except FileExistsError:
-            owner = _lock_owner(path)
-            if owner is not None and owner != os.getpid() and _process_alive(owner):
-                raise RuntimeError(f"another nnUNetv2_advmim_study (process {owner}) is running in {folder}; let it "
-                                   f"finish, or give this study another folder (-o). If no study is running there, "
-                                   f"delete {path}") from None
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(path)  # left by a study that was killed
-    with os.fdopen(fd, "w") as f:
-        f.write(str(os.getpid()))
-    try:
-        yield path
-    finally:
-        if _lock_owner(path) == os.getpid():
-            os.remove(path)
-
-
-def _lock_owner(path: str) -> Optional[int]:
-    try:
-        with open(path) as f:
-            return int(f.read().strip())
-    except (FileNotFoundError, ValueError):
-        return None
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    return True
 
 
 def _epoch_seconds(model_folder: str) -> List[float]:
