@@ -27,6 +27,7 @@ from typing import Any, Dict, List
 import numpy as np
 import torch
 
+from nnunetv2_advmim.runtime.distributed import all_gather
 from nnunetv2_advmim.wrappers import unwrap_model
 
 __all__ = ["CheckpointError", "UnsafeCheckpointError", "CorruptCheckpointError", "atomic_save", "safe_load",
@@ -336,12 +337,7 @@ def run_state(trainer) -> Dict[str, Any]:
     guard = getattr(trainer, "nonfinite_guard", None)
     own = {"rng_states": rng_states(),
            "generators": {k: g.get_state() for k, g in _generators(trainer).items()}}
-    rank, world = _rank_and_world(trainer)
-    if world > 1:
-        gathered = [None] * world
-        torch.distributed.all_gather_object(gathered, own)
-    else:
-        gathered = [own]
+    gathered = all_gather(own, _rank_and_world(trainer)[1] > 1)
     return {"rng_states": gathered[0]["rng_states"], "rank_states": gathered,
             "nonfinite_guard": guard.state_dict() if guard is not None else None}
 
