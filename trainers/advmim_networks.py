@@ -36,11 +36,11 @@ class AdvMIMNetworks:
         return build_branch(cls.predict_with, configuration_manager, num_input_channels, num_output_channels,
                             enable_deep_supervision)
 
-    def _compile_branches(self) -> bool:
+    def compiles_networks(self) -> bool:
         return super()._do_i_compile() if self.compile_networks is None else bool(self.compile_networks)
 
     def _do_i_compile(self):
-        return False  # nnU-Net's own compile of self.network is replaced by _compile_branches (S and C)
+        return False  # nnU-Net's own compile of self.network is replaced by compiles_networks (S and C)
 
     def _both_networks(self) -> dict:
         """S and C (the one ``self.network`` is among them), with the weights the environment variables name."""
@@ -60,7 +60,7 @@ class AdvMIMNetworks:
 
     def _wrap(self, nets: dict) -> dict:
         """S and C compiled (when nnU-Net would compile) and DDP-wrapped under DDP, as ``train_step`` runs them."""
-        if self._compile_branches():
+        if self.compiles_networks():
             self.print_to_log_file("Using torch.compile for both AdvMIM networks...")
             nets = {b: torch.compile(m) for b, m in nets.items()}
         if self.is_ddp:

@@ -228,16 +228,16 @@ class nnUNetTrainerAdvMIM(AdvMIMNetworks, AdvMIMCheckpoints, nnUNetTrainer):
         return network_masks({b: unwrap_model(n) for b, n in self.branches.items()}, shape, self.mask_ratio,
                              getattr(self, "mask_generator", None), self.device, self.mask_block_size)
 
-    def _amp_dtype(self):
+    def autocast_dtype(self):
         """None (float32), torch.bfloat16 or torch.float16 from ``self.amp`` (CUDA only; the CPU runs float32)."""
         return amp_dtype(self.amp, self.device)
 
     def _autocast(self):
-        return autocast_context(self._amp_dtype(), self.device)
+        return autocast_context(self.autocast_dtype(), self.device)
 
     def _scaler(self, which: str = "net"):
         """nnU-Net's GradScaler (or the discriminators' own) when training in fp16, else None (bf16/float32)."""
-        if self._amp_dtype() != torch.float16:
+        if self.autocast_dtype() != torch.float16:
             return None
         attr = "grad_scaler" if which == "net" else "disc_grad_scaler"
         if getattr(self, attr) is None:

@@ -318,7 +318,7 @@ def run_benchmark(dataset: str, configuration: str, plans_name: str = "nnUNetPla
     if hasattr(adv, "amp"):
         adv.amp = amp
     adv.on_train_epoch_start()
-    dtype = adv._amp_dtype() if hasattr(adv, "_amp_dtype") else amp_dtype(amp, dev)  # (b) uses the step's AMP
+    dtype = adv.autocast_dtype() if hasattr(adv, "autocast_dtype") else amp_dtype(amp, dev)  # (b) uses the step's AMP
     b_stock, b_adv = random_batch(stock, dev, 0, unlabeled=False), random_batch(adv, dev, 1)
     S, C = adv.branches["hybrid"], adv.branches["cnn"]
 
@@ -368,7 +368,7 @@ def run_benchmark(dataset: str, configuration: str, plans_name: str = "nnUNetPla
                            "amp_dtype": str(dtype).replace("torch.", "") if dtype else "off",
                            "nnUNet_compile": os.environ.get("nnUNet_compile", "unset (nnU-Net: on for CUDA)"),
                            "stock_compiled": bool(stock._do_i_compile()),
-                           "advmim_compiled": bool(adv._compile_branches() if hasattr(adv, "_compile_branches")
+                           "advmim_compiled": bool(adv.compiles_networks() if hasattr(adv, "compiles_networks")
                                                    else adv._do_i_compile()), "n": n, "warmup": warmup,
                            "memory": "CUDA max_memory_allocated" if dev.type == "cuda" else
                            "CPU VmHWM reset per step (in-process) + resident tensors",

@@ -375,8 +375,8 @@ def test_study_md_and_csv_give_the_paired_standard_error(tmp_path):
                 "labels": {"1": "a"}, "mean": {"1": {"Dice": dice, "HD95": 1.0, "NSD": 0.5}},
                 "foreground_mean": {"Dice": dice, "HD95": 1.0, "NSD": 0.5}, "labeled": ["c0"]}
 
-    study = types.SimpleNamespace(arms=[("S", [4]), ("T", [4])], pretrainers=[], _finetune_arms=lambda p: [p],
-                                  _reported=lambda arm: [arm], folder=str(tmp_path), epochs=1, iterations=10,
+    study = types.SimpleNamespace(arms=[("S", [4]), ("T", [4])], pretrainers=[], finetune_arms=lambda p: [p],
+                                  reported=lambda arm: [arm], folder=str(tmp_path), epochs=1, iterations=10,
                                   match_time=None, dataset_name="Dataset1_X", configuration="2d", plans="P",
                                   pool=["c0"], val=["c1"], draws=2, seed=0, raw=str(tmp_path), postprocess=False)
     write_outputs(study, [record("S", 0, 0.30), record("S", 1, 0.40), record("T", 0, 0.35), record("T", 1, 0.40)],

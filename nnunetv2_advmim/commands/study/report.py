@@ -173,8 +173,8 @@ def _sort_key(row, arm_order):
 def reported_arms(study) -> List[str]:
     """The arms of the report in their order: the trainers (-tr), then each pretrainer's fine-tuning arms, each
     followed by its ``+pp`` twin with postprocessing."""
-    trained = [t for t, _ in study.arms] + [a for p in study.pretrainers for a in study._finetune_arms(p)]
-    return [name for arm in trained for name in study._reported(arm)]
+    trained = [t for t, _ in study.arms] + [a for p in study.pretrainers for a in study.finetune_arms(p)]
+    return [name for arm in trained for name in study.reported(arm)]
 
 
 def write_outputs(study, records: Sequence[dict], failures: Sequence[dict]) -> Dict[str, str]:

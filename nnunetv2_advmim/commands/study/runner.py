@@ -110,7 +110,7 @@ class Study:
 
     def trained_arms(self) -> List[str]:
         """Every arm in the order of the report: the trainers (-tr), then the fine-tuning arms of each pretrainer."""
-        return [t for t, _ in self.arms] + [a for p in self.pretrainers for a in self._finetune_arms(p)]
+        return [t for t, _ in self.arms] + [a for p in self.pretrainers for a in self.finetune_arms(p)]
 
     # ---------------------------------------------------------------- folders and settings
     def _check_settings(self):
@@ -134,7 +134,7 @@ class Study:
     def _holds_both(self, trainer: str) -> bool:
         return hasattr(self.classes.get(trainer), "predict_with")
 
-    def _finetune_arms(self, pretrainer: str) -> List[str]:
+    def finetune_arms(self, pretrainer: str) -> List[str]:
         """Per fine-tuner the arm ``FINETUNER_from_PRETRAINER`` and, for AdvMIM-family fine-tuners, its predictions
         with the ``--finetune-networks`` (the same training)."""
         arms = []
@@ -156,7 +156,7 @@ class Study:
                  for t, cls in self.classes.items() if self.match_time and t not in self.pretrainers]
         unique = {v[0]: v for v in variants + calib}
         networked = [arm for arm, _ in self.arms if arm_parts(arm)[1]] + \
-            [a for p in self.pretrainers for a in self._finetune_arms(p)[1:]]
+            [a for p in self.pretrainers for a in self.finetune_arms(p)[1:]]
         predicting = list({self._predicting_variant(arm): (self._predicting_variant(arm),
                                                            self._variant(self._trainer_of(arm)[0]), arm_parts(arm)[1])
                            for arm in networked}.values())
@@ -365,7 +365,7 @@ class Study:
         write_json_atomic(record_file, record)
         return record
 
-    def _reported(self, arm: str) -> List[str]:
+    def reported(self, arm: str) -> List[str]:
         """The arm and, with postprocessing, its ``+pp`` twin."""
         return [arm, arm + PP_SUFFIX] if self.postprocess else [arm]
 
@@ -423,7 +423,7 @@ class Study:
             self.log(f"  {arm + PP_SUFFIX}: mean foreground Dice {pp['foreground_mean']['Dice']:.3f} "
                      f"(postprocessing chosen on the validation cases: {steps})")
         records = [r for r in (read_json(self._record_file(run_key(n, d, run), name)) for a, n, d, run in jobs
-                               for name in self._reported(a)) if r is not None]
+                               for name in self.reported(a)) if r is not None]
         outputs = write_outputs(self, records, failures)
         self.log(f"Wrote {', '.join(outputs.values())}")
         return {"records": records, "failures": failures, "outputs": outputs}
