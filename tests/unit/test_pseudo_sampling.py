@@ -117,3 +117,28 @@ def test_trainer_refreshes_on_schedule():
     for fake.current_epoch in range(epochs):
         trainer_cls._maybe_refresh_pseudo_locations(fake)
     assert calls == []
+
+
+def test_refresh_predicts_this_ranks_share_of_the_window_and_hands_every_result_to_the_loader():
+    from nnunetv2_advmim.data.pseudo_sampling import refresh_locations
+
+    class Loader:
+        unlabeled_keys = ["a", "b", "c", "d", "e"]
+        unlabeled_dataset = "pool"
+        added = None
+
+        def add_pseudo_locations(self, locations, percent):
+            self.added = (locations, percent)
+
+    predicted = []
+    predictor = SimpleNamespace(predict_sliding_window_return_logits=lambda x: predicted.append(1) or _logits(
+        tuple(x.shape[1:]), {}))
+    dataset = SimpleNamespace(load_data=lambda k: np.ones((1, 1, 4, 4), np.float32))
+    loader = Loader()
+    loader.unlabeled_dataset = dataset
+    other_rank = {"z": {1: []}}
+    found, cursor = refresh_locations(loader, predictor, cursor=1, max_cases=4, foreground_labels=[1],
+                                      oversample_foreground_percent=0.5, rank=1, world=2,
+                                      gather=lambda f: [other_rank, f])
+    assert cursor == 0 and len(predicted) == 2  # window b, c, d, e; rank 1 predicts c and e
+    assert sorted(found) == ["c", "e", "z"] and loader.added == (found, 0.5)

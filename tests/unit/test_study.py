@@ -479,3 +479,25 @@ def test_plan_se_on_the_command_line(tmp_path, capsys):
     assert "3 draws, each with 1 run(s) of the arm and 2 of S" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["--plan-se", "1"])  # neither a study folder nor --sigma
+
+
+def test_one_choice_variant_of_a_variant_keeps_its_parents_choices():
+    """A variant's parent may be a variant: its choices apply first; a class attribute (read before any instance,
+    as nnU-Net's build_network_architecture reads predict_with) is set on the variant class too."""
+    from nnunetv2_advmim.trainers.one_choice import OneChoice
+
+    class Parent:
+        predict_with = "cnn"
+
+        def __init__(self, plans, configuration, fold, dataset_json, device=None):
+            self.lambda_u, self.other = 1.0, "kept"
+
+    class A(OneChoice, Parent):
+        choice = {"lambda_u": 0.5, "predict_with": "hybrid"}
+
+    class B(OneChoice, A):
+        choice = {"other": "changed"}
+
+    assert A.predict_with == "hybrid" and Parent.predict_with == "cnn" and B.__mro__[1] is A
+    b = B({}, "2d", 0, {})
+    assert (b.lambda_u, b.other, b.predict_with) == (0.5, "changed", "hybrid")
