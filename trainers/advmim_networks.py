@@ -1,6 +1,6 @@
 """The parts of ``nnUNetTrainerAdvMIM`` that build and run its networks: S and C (from the plans, with the weights the
-environment names), compile and DDP, the step mode, the optimizers of S, C and the discriminators, and the
-foreground-aware unlabeled crops (the ensemble's pseudo-labels). A mixin of the trainer; its settings are the
+environment names), compile and DDP, the step mode, the optimizers of S, C and the discriminators, the
+foreground-aware unlabeled crops (the ensemble's pseudo-labels), mixed precision and device moves. A mixin of the trainer; its settings are the
 trainer's class attributes.
 """
 import os
@@ -20,6 +20,7 @@ from nnunetv2_advmim.methods.schedules import adamw_warmup_poly, sgd_poly
 from nnunetv2_advmim.methods.step_modes import choose_step_mode, ddp_find_unused_parameters, most_memory_saving
 from nnunetv2_advmim.runtime.distributed import all_gather
 from nnunetv2_advmim.runtime.memory import cuda_step_peak_bytes
+from nnunetv2_advmim.runtime.precision import amp_dtype, autocast_context
 from nnunetv2_advmim.runtime.weights import load_branch_weights
 from nnunetv2_advmim.wrappers import unwrap_model
 
@@ -172,3 +173,24 @@ class AdvMIMNetworks:
                                         self.dataset_json, self.__class__.__name__, None)
         predictor.network = ensemble  # the branches as they run: undo the predictor's own torch.compile wrap
         return predictor
+
+    # ------------------------------------------------------------------ execution
+    def autocast_dtype(self):
+        """None (float32), torch.bfloat16 or torch.float16 from ``self.amp`` (CUDA only; the CPU runs float32)."""
+        return amp_dtype(self.amp, self.device)
+
+    def _autocast(self):
+        return autocast_context(self.autocast_dtype(), self.device)
+
+    def _scaler(self, which: str = "net"):
+        """nnU-Net's GradScaler (or the discriminators' own) when training in fp16, else None (bf16/float32)."""
+        if self.autocast_dtype() != torch.float16:
+            return None
+        attr = "grad_scaler" if which == "net" else "disc_grad_scaler"
+        if getattr(self, attr) is None:
+            setattr(self, attr, torch.amp.GradScaler("cuda"))
+        return getattr(self, attr)
+
+    def _to_device(self, x):
+        return [t.to(self.device, non_blocking=True) for t in x] if isinstance(x, list) \
+            else x.to(self.device, non_blocking=True)

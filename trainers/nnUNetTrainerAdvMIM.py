@@ -41,8 +41,7 @@ from nnunetv2_advmim.methods.schedules import sigmoid_rampup
 from nnunetv2_advmim.runtime.checkpointing import restore_pending_rng_states
 from nnunetv2_advmim.runtime.distributed import all_gather
 from nnunetv2_advmim.runtime.numerics import NonFiniteGuard, discriminator_collapsed, enable_determinism, seed_from_env
-from nnunetv2_advmim.runtime.precision import (NNUNET_GRAD_CLIP, amp_dtype, autocast_context, guarded_step,
-                                               scaled_backward)
+from nnunetv2_advmim.runtime.precision import NNUNET_GRAD_CLIP, guarded_step, scaled_backward
 from nnunetv2_advmim.runtime.safety import refuse_finished_run
 from nnunetv2_advmim.runtime.weights import route_pretrained_weights
 from nnunetv2_advmim.trainers.advmim_checkpoints import AdvMIMCheckpoints
@@ -227,26 +226,6 @@ class nnUNetTrainerAdvMIM(AdvMIMNetworks, AdvMIMCheckpoints, nnUNetTrainer):
         """Per network, the mask of ``[x_l; x_u]`` (``shape`` = that batch's input shape; ``methods.masking``)."""
         return network_masks({b: unwrap_model(n) for b, n in self.branches.items()}, shape, self.mask_ratio,
                              getattr(self, "mask_generator", None), self.device, self.mask_block_size)
-
-    def autocast_dtype(self):
-        """None (float32), torch.bfloat16 or torch.float16 from ``self.amp`` (CUDA only; the CPU runs float32)."""
-        return amp_dtype(self.amp, self.device)
-
-    def _autocast(self):
-        return autocast_context(self.autocast_dtype(), self.device)
-
-    def _scaler(self, which: str = "net"):
-        """nnU-Net's GradScaler (or the discriminators' own) when training in fp16, else None (bf16/float32)."""
-        if self.autocast_dtype() != torch.float16:
-            return None
-        attr = "grad_scaler" if which == "net" else "disc_grad_scaler"
-        if getattr(self, attr) is None:
-            setattr(self, attr, torch.amp.GradScaler("cuda"))
-        return getattr(self, attr)
-
-    def _to_device(self, x):
-        return [t.to(self.device, non_blocking=True) for t in x] if isinstance(x, list) \
-            else x.to(self.device, non_blocking=True)
 
     def train_step(self, batch: dict) -> dict:
         """One AdvMIM iteration (``methods.advmim.advmim_step``). No host synchronisation except the one finiteness
