@@ -121,10 +121,9 @@ setup(
             "nnUNetv2_advmim_check_weights=nnunetv2_advmim.commands.check_weights:main",
             "nnUNetv2_advmim_mim_visualize=nnunetv2_advmim.commands.mim_visualize:main",
             "nnUNetv2_advmim_benchmark=nnunetv2_advmim.benchmark.cli:main",
-            "nnUNetv2_advmim_study=nnunetv2_advmim.commands.study:main",
+            "nnUNetv2_advmim_study=nnunetv2_advmim.commands.study.cli:main",
             "nnUNetv2_advmim_small_plan=nnunetv2_advmim.commands.small_plan:main",
             "nnUNetv2_advmim_verify_raw=nnunetv2_advmim.commands.verify_raw:main",
-            "nnUNetv2_advmim_migrate=nnunetv2_advmim.commands.migrate:main",
         ],
     },
     classifiers=[

@@ -21,6 +21,7 @@ from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from torch import nn
 
 from nnunetv2_advmim.architectures.ensemble import AdvMIMEnsemble
+from nnunetv2_advmim.methods.advmim import BRANCHES
 
 HYBRID = "nnunetv2_advmim.architectures.HybridTransformerUNet"
 MASKABLE_OF = {  # stock dynamic-network-architectures class -> its maskable subclass
@@ -35,7 +36,6 @@ TRANSFORMER_DEFAULTS = dict(transformer_stages=2, embed_dim=None, depth=4, num_h
                             drop_path_rate=0.1)
 # hybrid-only arguments, dropped when C is built from a hybrid plan
 TRANSFORMER_ONLY = tuple(TRANSFORMER_DEFAULTS) + ("qkv_bias", "drop_rate", "attn_drop_rate")
-BRANCHES = ("hybrid", "cnn")
 
 
 def class_name(dotted: str) -> str:

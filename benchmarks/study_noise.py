@@ -12,7 +12,7 @@ import math
 import os
 
 from nnunetv2_advmim.commands.study import plan_study, run_to_run_sd
-from nnunetv2_advmim.commands.study_design import between_draw_sd, cheapest_design, expected_paired_se
+from nnunetv2_advmim.commands.study.design import between_draw_sd, cheapest_design, expected_paired_se
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "study_results")
 

@@ -8,7 +8,9 @@ appended to whatever the user set. ``nnUNetv2_advmim_env`` prints the equivalent
 who prefer to set the variable themselves (or who set ``NNUNETV2_ADVMIM_NO_AUTOREGISTER=1``).
 """
 import argparse
+import contextlib
 import importlib.util
+import io
 import os
 from nnunetv2_advmim.cli import DefaultsHelpFormatter
 
@@ -43,6 +45,20 @@ def register_trainer_folder(environ=None) -> None:
     if environ.get(OPT_OUT_VAR, "").strip() not in ("", "0"):
         return
     environ[ENV_VAR] = extend_search_path(environ.get(ENV_VAR), trainer_folder())
+
+
+def find_trainer(name: str):
+    """The trainer class ``nnUNetv2_train -tr name`` would use (nnU-Net's own lookup over its package and the
+    ``nnUNet_extTrainer`` folders), without its printout; a clear error when there is none."""
+    # imported here: nnU-Net's lookup imports torch, and this module runs at every interpreter start-up
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        try:
+            return recursive_find_trainer_class_by_name(name)
+        except RuntimeError:
+            raise ValueError(f"trainer {name!r} was not found by nnU-Net's lookup (nnunetv2 and the folders in "
+                             f"{ENV_VAR}); check the name") from None
 
 
 def shell_line(folder: str) -> str:

@@ -55,19 +55,13 @@ def copy_planned(planned, new_id, new_name):
 
 
 def short_trainer(module: str, base: str, name: str, final_validation: bool = True, **attributes) -> str:
-    """Source of a short trainer variant ``name`` of ``module.base`` setting ``attributes`` after ``__init__``;
-    ``final_validation=False`` skips nnU-Net's final validation (sliding-window prediction of every validation
-    case, minutes on 2 cores) where a test checks something else.
-
-    nnU-Net 2.8.1 needs the exact ``__init__`` signature of ``nnUNetTrainer`` (it records the init kwargs), which is
-    why test variants are written out rather than parametrised."""
-    sets = "".join(f"        self.{k} = {v!r}\n" for k, v in attributes.items())
+    """Source of a short trainer variant ``name`` of ``module.base`` that sets ``attributes`` (``OneChoice``, the
+    package's one way to declare a variant); ``final_validation=False`` skips nnU-Net's final validation
+    (sliding-window prediction of every validation case, minutes on 2 cores) where a test checks something else."""
     skip = ("\n    def perform_actual_validation(self, save_probabilities: bool = False):\n        pass\n"
             if not final_validation else "")
-    return (f"import torch\nfrom {module} import {base}\n\n\nclass {name}({base}):\n"
-            f"    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,\n"
-            f"                 device: torch.device = torch.device('cuda')):\n"
-            f"        super().__init__(plans, configuration, fold, dataset_json, device)\n{sets}{skip}")
+    return (f"from nnunetv2_advmim.trainers.one_choice import OneChoice\nfrom {module} import {base}\n\n\n"
+            f"class {name}(OneChoice, {base}):\n    choice = {attributes!r}\n{skip}")
 
 
 # a short stock-trainer variant most end-to-end tests can reuse

@@ -10,7 +10,7 @@ Every trainer trains the plans' downstream network (maskable subclass, outputs =
 supervision; ``nnunetv2_advmim.architectures.from_plans.build_pretraining_network``) on every training image plus the
 unlabeled pool (random crops, no labels read), with the block-normalised MSE on masked blocks
 (``nnunetv2_advmim.methods.mim.masked_reconstruction_loss``), AdamW (lr 1e-4, weight decay 1e-5), 20-epoch warm-up
-then cosine, gradient clipping 12. ``_Hybrid`` variants train the hybrid CNN-Transformer U-Net converted from
+then cosine, nnU-Net's gradient clipping (``runtime.precision.NNUNET_GRAD_CLIP``). ``_Hybrid`` variants train the hybrid CNN-Transformer U-Net converted from
 the same plans (the network AdvMIM uses as its primary branch); a plan that already names
 ``HybridTransformerUNet`` (``-p nnUNetPlans_hybrid``) gives the same with the plain trainer names.
 
@@ -29,7 +29,6 @@ give identical losses). The final "validation" (also ``--val``) writes ``mim_exa
 masks with AnatoMask's hard / MPS-AMS's lesion-like blocks in red, targets and reconstructions) instead of
 segmentation metrics.
 """
-import contextlib
 import os
 from time import time
 
@@ -38,24 +37,24 @@ import torch
 from batchgenerators.utilities.file_and_folder_operations import join
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.collate_outputs import collate_outputs
-from nnunetv2.utilities.helpers import dummy_context
-from torch import autocast
-from torch import distributed as dist
-from torch.nn.parallel import DistributedDataParallel as DDP
 
-from nnunetv2_advmim.architectures.from_plans import build_pretraining_branch, build_pretraining_network
+from nnunetv2_advmim.architectures.from_plans import build_pretraining_network
 from nnunetv2_advmim.data.pretraining_loader import get_pretraining_dataloaders
 from nnunetv2_advmim.evaluation.mim_examples import example_batch, save_mim_figure
 from nnunetv2_advmim.methods import mim
 from nnunetv2_advmim.methods.ema import EMATeacher
 from nnunetv2_advmim.methods.masking import block_mask, mask_grid, rank_seed
 from nnunetv2_advmim.methods.schedules import WarmupCosineLRScheduler
-from nnunetv2_advmim.runtime.checkpointing import (apply_nnunet_checkpoint, atomic_save, restore_pending_rng_states,
-                                                   restore_run_state, run_state, safe_load, unwrap_model)
+from nnunetv2_advmim.runtime.checkpointing import (apply_nnunet_checkpoint, restore_pending_rng_states,
+                                                   restore_run_state, safe_load, save_trainer_checkpoint)
+from nnunetv2_advmim.runtime.distributed import all_gather
 from nnunetv2_advmim.runtime.numerics import (SEED_ENV, NonFiniteGuard, enable_determinism, keep_cudnn_deterministic,
                                              seed_from_env)
-from nnunetv2_advmim.runtime.precision import guarded_step
+from nnunetv2_advmim.runtime.precision import NNUNET_GRAD_CLIP, amp_dtype, autocast_context, guarded_step
 from nnunetv2_advmim.runtime.safety import refuse_finished_run
+from nnunetv2_advmim.trainers.advmim_pretraining import AdvMIMPretraining
+from nnunetv2_advmim.trainers.one_choice import OneChoice
+from nnunetv2_advmim.wrappers import unwrap_model
 
 MIM_LOG_KEYS = ("mim_mask_ratio", "mim_hard_ratio")
 
@@ -148,7 +147,7 @@ class nnUNetTrainerMIM(nnUNetTrainer):
         pass
 
     def _autocast(self):
-        return autocast(self.device.type, enabled=True) if self.device.type == 'cuda' else dummy_context()
+        return autocast_context(amp_dtype("fp16", self.device), self.device)  # nnU-Net's fp16 autocast on CUDA
 
     def mim_settings(self) -> dict:
         """The masking and data choices of this run, logged once at the start of training."""
@@ -171,7 +170,7 @@ class nnUNetTrainerMIM(nnUNetTrainer):
         with self._autocast():
             pred = self.network(data, mask=mask)
             loss = self.loss(pred, data, mask, block)
-        ok = guarded_step({"": self.optimizer}, self.grad_scaler, losses={"": loss}, clip=12,
+        ok = guarded_step({"": self.optimizer}, self.grad_scaler, losses={"": loss}, clip=NNUNET_GRAD_CLIP,
                           guard=self.nonfinite_guard, checked={'loss': loss})
         if ok:
             self.after_optimizer_step()
@@ -181,10 +180,7 @@ class nnUNetTrainerMIM(nnUNetTrainer):
         """Mean training loss of the epoch over the applied steps (skipped non-finite steps are left out and
         counted by the guard; NaN when every step was skipped)."""
         losses = np.asarray(collate_outputs(train_outputs)['loss'], dtype=np.float64).ravel()
-        if self.is_ddp:
-            gathered = [None for _ in range(dist.get_world_size())]
-            dist.all_gather_object(gathered, losses)
-            losses = np.concatenate(gathered)
+        losses = np.concatenate(all_gather(losses, self.is_ddp))
         finite = losses[np.isfinite(losses)]
         self.logger.log('train_losses', float(finite.mean()) if finite.size else float('nan'), self.current_epoch)
 
@@ -203,12 +199,7 @@ class nnUNetTrainerMIM(nnUNetTrainer):
 
     def on_validation_epoch_end(self, val_outputs):
         losses = collate_outputs(val_outputs)['loss']
-        if self.is_ddp:
-            gathered = [None for _ in range(dist.get_world_size())]
-            dist.all_gather_object(gathered, losses)
-            loss_here = float(np.vstack(gathered).mean())
-        else:
-            loss_here = float(np.mean(losses))
+        loss_here = float(np.vstack(all_gather(losses, self.is_ddp)).mean())
         self.logger.log('val_losses', loss_here, self.current_epoch)
         # no segmentation: the Dice entries of nnU-Net's logger stay NaN (progress.png plots losses)
         self.logger.log('mean_fg_dice', float('nan'), self.current_epoch)
@@ -262,28 +253,9 @@ class nnUNetTrainerMIM(nnUNetTrainer):
         atomically. Tensors are stored on the CPU, so stock ``load_pretrained_weights`` (which has no
         ``map_location``) also works on a machine without the GPU. Every DDP rank calls this (nnU-Net does) and
         hands its RNG states to rank 0, which writes the file."""
-        if self.disable_checkpointing:
-            if self.local_rank == 0:
-                self.print_to_log_file('No checkpoint written, checkpointing is disabled')
-            return
-        per_rank = run_state(self)  # collective under DDP: before the other ranks return
-        if self.local_rank != 0:
-            return
-        checkpoint = {
-            'network_weights': {k: v.detach().cpu() for k, v in unwrap_model(self.network).state_dict().items()},
-            'optimizer_state': self.optimizer.state_dict(),
-            'grad_scaler_state': self.grad_scaler.state_dict() if self.grad_scaler is not None else None,
-            'logging': self.logger.get_checkpoint(),
-            '_best_ema': self._best_ema,
-            'current_epoch': self.current_epoch + 1,
-            'init_args': self.my_init_kwargs,
-            'trainer_name': self.__class__.__name__,
-            'inference_allowed_mirroring_axes': self.inference_allowed_mirroring_axes,
-            'mim_state': self.mim_state_dict(),
-            **self.checkpoint_extras(),
-            **per_rank,
-        }
-        atomic_save(checkpoint, filename)
+        weights = {k: v.detach().cpu() for k, v in unwrap_model(self.network).state_dict().items()}
+        save_trainer_checkpoint(self, filename, {'mim_state': self.mim_state_dict(), **self.checkpoint_extras()},
+                                network_weights=weights)
 
     def checkpoint_extras(self) -> dict:
         """Top-level checkpoint entries beyond nnU-Net's and ``mim_state`` (none here)."""
@@ -328,7 +300,7 @@ class nnUNetTrainerAnatoMask(nnUNetTrainerMIM):
 
     Per iteration: random M1 (ratio 0.6); ``n_hard = floor(n_masked * r(epoch))`` highest-error blocks of M1
     (teacher's error scored by ``anatomask_ranking``: 'variance_weighted' = the error against block-normalised
-    targets times the block's intensity variance, the default, chosen by a fine-tuning study; 'normalised' (the
+    targets times the block's intensity variance, the default (docs/pretraining.md); 'normalised' (the
     loss's error alone) or 'raw', see ``mim.block_ranking_errors``), random others up to ``n_masked``; ``r`` =
     masking dynamics with ``r_max`` (0.5) and ``hard_schedule`` ('easy_to_hard' or 'hard_to_easy'). The teacher is
     updated after every optimizer step (decay 0.999 -> 0.9999 over the first quarter of all iterations).
@@ -436,126 +408,6 @@ class nnUNetTrainerMPSAMS(nnUNetTrainerMIM):
 
 
 # -------------------------------------------------------------------------------------------------- AdvMIM's two networks
-class AdvMIMPretraining:
-    """Mixin: pretrain both of AdvMIM's networks in one run, for ``nnUNetTrainerAdvMIM -pretrained_weights``.
-
-    C (the plans' CNN, maskable, as AdvMIM builds it) is ``self.network``; S (the hybrid CNN-Transformer converted
-    from the same plans) trains beside it on the same batches with its own masks, optimizer, learning-rate schedule
-    and, for AnatoMask, its own EMA teacher: each iteration runs the method's single-network step once per network
-    (:meth:`as_hybrid` binds S's parts to the trainer's attributes for S's step). Validation, the best checkpoint
-    and ``train_losses`` use the mean of both networks' reconstruction losses; both are logged.
-
-    The checkpoint keeps nnU-Net's layout with C as ``network_weights`` (so stock fine-tuning of the CNN loads it
-    too) and adds ``branch_weights`` (S); ``mim_state`` holds S's optimizer and teacher for ``--c``.
-    """
-
-    BOUND = ("network", "optimizer", "lr_scheduler", "teacher")  # what one network's MIM step uses
-
-    @classmethod
-    def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels: int,
-                                   num_output_channels: int, enable_deep_supervision: bool = True):
-        """C, as AdvMIM builds it from these plans, with ``num_input_channels`` outputs."""
-        return build_pretraining_branch("cnn", configuration_manager, num_input_channels)
-
-    def initialize(self):
-        super().initialize()  # C: network, optimizer, schedule (and teacher)
-        hybrid = build_pretraining_branch("hybrid", self.configuration_manager, self.num_input_channels)
-        hybrid = hybrid.to(self.device)
-        if self._do_i_compile():
-            hybrid = torch.compile(hybrid)
-        if self.is_ddp:
-            hybrid = DDP(torch.nn.SyncBatchNorm.convert_sync_batchnorm(hybrid), device_ids=[self.local_rank])
-        self.hybrid_parts = {"network": hybrid}
-        with self.as_hybrid():
-            self.optimizer, self.lr_scheduler = self.configure_optimizers()
-            if hasattr(self, "new_teacher"):
-                self.teacher = self.new_teacher(self.network)
-        self.print_to_log_file(f"Pretraining both AdvMIM networks: C ({type(unwrap_model(self.network)).__name__}) "
-                               f"and S ({type(unwrap_model(hybrid)).__name__})")
-
-    @contextlib.contextmanager
-    def as_hybrid(self):
-        """Within this context the trainer's network, optimizer, schedule and teacher are S's."""
-        saved = {a: getattr(self, a) for a in self.BOUND if hasattr(self, a)}
-        for a, v in self.hybrid_parts.items():
-            setattr(self, a, v)
-        try:
-            yield
-        finally:
-            for a in self.BOUND:
-                if hasattr(self, a):
-                    self.hybrid_parts[a] = getattr(self, a)
-            for a, v in saved.items():
-                setattr(self, a, v)
-
-    def on_train_epoch_start(self):
-        super().on_train_epoch_start()
-        with self.as_hybrid():
-            self.network.train()
-            self.lr_scheduler.step(self.current_epoch)
-
-    def train_step(self, batch: dict) -> dict:
-        cnn = super().train_step(batch)
-        with self.as_hybrid():
-            hybrid = super().train_step(batch)
-        return {'loss': (cnn['loss'] + hybrid['loss']) / 2, 'loss_cnn': cnn['loss'], 'loss_hybrid': hybrid['loss']}
-
-    def on_train_epoch_end(self, train_outputs):
-        super().on_train_epoch_end(train_outputs)
-        self._print_branch_losses('train', train_outputs)
-
-    def on_validation_epoch_start(self):
-        super().on_validation_epoch_start()
-        self.hybrid_parts["network"].eval()
-
-    def validation_step(self, batch: dict) -> dict:
-        cnn = super().validation_step(batch)
-        with self.as_hybrid():
-            hybrid = super().validation_step(batch)
-        return {'loss': (cnn['loss'] + hybrid['loss']) / 2, 'loss_cnn': cnn['loss'], 'loss_hybrid': hybrid['loss']}
-
-    def on_validation_epoch_end(self, val_outputs):
-        super().on_validation_epoch_end(val_outputs)
-        self._print_branch_losses('val', val_outputs)
-
-    def _print_branch_losses(self, stage: str, outputs) -> None:
-        collated = collate_outputs(outputs)
-        means = {b: float(np.nanmean(np.asarray(collated[f'loss_{b}'], dtype=np.float64))) for b in ("cnn", "hybrid")}
-        self.print_to_log_file(f"{stage} reconstruction loss per network: C {means['cnn']:.4f}, S {means['hybrid']:.4f}")
-
-    def mim_state_dict(self) -> dict:
-        state = super().mim_state_dict()
-        with self.as_hybrid():
-            state['hybrid'] = {'mim_state': super().mim_state_dict(), 'optimizer': self.optimizer.state_dict()}
-        return state
-
-    def load_mim_state_dict(self, state: dict) -> None:
-        super().load_mim_state_dict(state)
-        if 'hybrid' not in state:
-            raise RuntimeError(f"The checkpoint's mim_state has no S network: it was not written by a joint AdvMIM "
-                               f"pretraining and cannot resume {self.__class__.__name__}.")
-        with self.as_hybrid():
-            super().load_mim_state_dict(state['hybrid']['mim_state'])
-            self.optimizer.load_state_dict(state['hybrid']['optimizer'])
-
-    def checkpoint_extras(self) -> dict:
-        hybrid = unwrap_model(self.hybrid_parts["network"])
-        return {**super().checkpoint_extras(),
-                'branch_weights': {'hybrid': {k: v.detach().cpu() for k, v in hybrid.state_dict().items()}}}
-
-    def load_checkpoint(self, filename_or_checkpoint) -> None:
-        super().load_checkpoint(filename_or_checkpoint)
-        ckpt = safe_load(filename_or_checkpoint, map_location=self.device)
-        unwrap_model(self.hybrid_parts["network"]).load_state_dict(ckpt['branch_weights']['hybrid'])
-
-    def perform_actual_validation(self, save_probabilities: bool = False):
-        super().perform_actual_validation(save_probabilities)
-        if self.local_rank == 0:
-            with self.as_hybrid():
-                out = self.save_mim_examples(join(self.output_folder, 'mim_examples_hybrid.png'))
-            self.print_to_log_file(f"MIM pretraining of S: wrote the visual check {out}")
-
-
 class nnUNetTrainerMIM_AdvMIM(AdvMIMPretraining, nnUNetTrainerMIM):
     """Random-block MIM of both AdvMIM networks (C and S) in one run; load with ``nnUNetTrainerAdvMIM
     -pretrained_weights``."""
@@ -572,67 +424,43 @@ class nnUNetTrainerMPSAMS_AdvMIM(AdvMIMPretraining, nnUNetTrainerMPSAMS):
 
 
 # -------------------------------------------------------------------------------------------------- variants
-class nnUNetTrainerAnatoMask_HardToEasy(nnUNetTrainerAnatoMask):
+class nnUNetTrainerAnatoMask_HardToEasy(OneChoice, nnUNetTrainerAnatoMask):
     """AnatoMask with the hard-to-easy masking dynamics (r starts at r_max and falls to 0)."""
-
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device('cuda')):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.hard_schedule = 'hard_to_easy'
+    choice = {"hard_schedule": "hard_to_easy"}
 
 
-class nnUNetTrainerMIM_Hybrid(nnUNetTrainerMIM):
+class nnUNetTrainerMIM_Hybrid(OneChoice, nnUNetTrainerMIM):
     """Random-block MIM of the hybrid CNN-Transformer U-Net (AdvMIM's primary network) from CNN plans."""
-    hybrid = True
+    choice = {"hybrid": True}
 
 
-class nnUNetTrainerAnatoMask_Hybrid(nnUNetTrainerAnatoMask):
+class nnUNetTrainerAnatoMask_Hybrid(OneChoice, nnUNetTrainerAnatoMask):
     """AnatoMask pretraining of the hybrid CNN-Transformer U-Net (AdvMIM's primary network) from CNN plans."""
-    hybrid = True
+    choice = {"hybrid": True}
 
 
-class nnUNetTrainerMPSAMS_Hybrid(nnUNetTrainerMPSAMS):
+class nnUNetTrainerMPSAMS_Hybrid(OneChoice, nnUNetTrainerMPSAMS):
     """MPS-AMS pretraining of the hybrid CNN-Transformer U-Net (AdvMIM's primary network) from CNN plans."""
-    hybrid = True
+    choice = {"hybrid": True}
 
 
-def _short_schedule(trainer, epochs: int, iterations: int, val_iterations: int, warmup: int) -> None:
-    trainer.num_epochs = epochs
-    trainer.num_iterations_per_epoch = iterations
-    trainer.num_val_iterations_per_epoch = val_iterations
-    trainer.warmup_epochs = warmup
+# the demo's short CPU schedule: 10 epochs x 15 iterations, 2-epoch warm-up, lr 1e-3
+DEMO_SCHEDULE = {"num_epochs": 10, "num_iterations_per_epoch": 15, "num_val_iterations_per_epoch": 2,
+                 "warmup_epochs": 2, "initial_lr": 1e-3}
 
 
-class nnUNetTrainerMIM_demo(nnUNetTrainerMIM):
-    """Random MIM on the demo's short CPU schedule: 10 epochs x 15 iterations, 2-epoch warm-up, lr 1e-3."""
-
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device('cuda')):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        _short_schedule(self, 10, 15, 2, 2)
-        self.initial_lr = 1e-3
+class nnUNetTrainerMIM_demo(OneChoice, nnUNetTrainerMIM):
+    """Random MIM on the demo's short CPU schedule (``DEMO_SCHEDULE``)."""
+    choice = DEMO_SCHEDULE
 
 
-class nnUNetTrainerAnatoMask_demo(nnUNetTrainerAnatoMask):
-    """AnatoMask on the demo's short CPU schedule: 10 epochs x 15 iterations, 2-epoch warm-up, lr 1e-3.
-
-    With 150 updates the stock EMA decay (0.999 -> 0.9999) would leave the teacher at its initial weights, so
-    the demo uses 0.9 -> 0.99 (same linear ramp over the first quarter)."""
-
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device('cuda')):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        _short_schedule(self, 10, 15, 2, 2)
-        self.initial_lr = 1e-3
-        self.ema_decay_start = 0.9
-        self.ema_decay_end = 0.99
+class nnUNetTrainerAnatoMask_demo(OneChoice, nnUNetTrainerAnatoMask):
+    """AnatoMask on the demo's short CPU schedule (``DEMO_SCHEDULE``). With 150 updates the stock EMA decay
+    (0.999 -> 0.9999) would leave the teacher at its initial weights, so the demo uses 0.9 -> 0.99 (same linear
+    ramp over the first quarter)."""
+    choice = {**DEMO_SCHEDULE, "ema_decay_start": 0.9, "ema_decay_end": 0.99}
 
 
-class nnUNetTrainerMPSAMS_demo(nnUNetTrainerMPSAMS):
-    """MPS-AMS on the demo's short CPU schedule: 10 epochs x 15 iterations, 2-epoch warm-up, lr 1e-3."""
-
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device('cuda')):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        _short_schedule(self, 10, 15, 2, 2)
-        self.initial_lr = 1e-3
+class nnUNetTrainerMPSAMS_demo(OneChoice, nnUNetTrainerMPSAMS):
+    """MPS-AMS on the demo's short CPU schedule (``DEMO_SCHEDULE``)."""
+    choice = DEMO_SCHEDULE

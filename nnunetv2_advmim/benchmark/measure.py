@@ -8,7 +8,7 @@ read the figures):
     branches) on the labeled batch, nnU-Net's DC+CE loss with deep supervision, AMP as the AdvMIM trainer uses it;
 (c) ``advmim_<mode>``: ``nnUNetTrainerAdvMIM_withAdv.train_step`` (the full method, with the discriminators that
     ``nnUNetTrainerAdvMIM`` leaves out by default) in every execution mode of
-    ``nnunetv2_advmim.methods.advmim.STEP_MODES`` (``trainer.step_mode``);
+    ``nnunetv2_advmim.methods.step_modes.STEP_MODES`` (``trainer.step_mode``);
 (d) the MIM pretraining steps (random, AnatoMask, MPS-AMS) through :func:`nnunetv2_advmim.benchmark.mim_steps.step_times`
     (its own interleaved run on real pretraining batches);
 (e) the data pipeline alone: labeled + unlabeled batches per second from
@@ -50,7 +50,7 @@ from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 
 from nnunetv2_advmim.benchmark.mim_steps import STRATEGIES, step_times
 from nnunetv2_advmim.data.semisup_loader import get_semisup_dataloaders
-from nnunetv2_advmim.methods.advmim import STEP_MODES
+from nnunetv2_advmim.methods.step_modes import STEP_MODES
 from nnunetv2_advmim.runtime.atomic import write_json_atomic
 from nnunetv2_advmim.runtime.memory import reset_peak_rss, status_bytes
 from nnunetv2_advmim.runtime.precision import amp_dtype
@@ -252,9 +252,9 @@ def data_pipeline_rate(trainer, n_batches: int = 20, warmup: int = 3) -> dict:
             next(loader)
         dt = time.perf_counter() - t0
     finally:
-        for a in (loader, val_loader):
-            if hasattr(a, "_finish"):
-                a._finish()
+        loader.finish()
+        if hasattr(val_loader, "_finish"):  # batchgenerators' augmenter (none without worker processes)
+            val_loader._finish()
     return {"workers": workers, "batches": n_batches, "seconds": dt, "batches_per_s": n_batches / dt}
 
 
@@ -318,7 +318,7 @@ def run_benchmark(dataset: str, configuration: str, plans_name: str = "nnUNetPla
     if hasattr(adv, "amp"):
         adv.amp = amp
     adv.on_train_epoch_start()
-    dtype = adv._amp_dtype() if hasattr(adv, "_amp_dtype") else amp_dtype(amp, dev)  # (b) uses the step's AMP
+    dtype = adv.autocast_dtype() if hasattr(adv, "autocast_dtype") else amp_dtype(amp, dev)  # (b) uses the step's AMP
     b_stock, b_adv = random_batch(stock, dev, 0, unlabeled=False), random_batch(adv, dev, 1)
     S, C = adv.branches["hybrid"], adv.branches["cnn"]
 
@@ -368,7 +368,7 @@ def run_benchmark(dataset: str, configuration: str, plans_name: str = "nnUNetPla
                            "amp_dtype": str(dtype).replace("torch.", "") if dtype else "off",
                            "nnUNet_compile": os.environ.get("nnUNet_compile", "unset (nnU-Net: on for CUDA)"),
                            "stock_compiled": bool(stock._do_i_compile()),
-                           "advmim_compiled": bool(adv._compile_branches() if hasattr(adv, "_compile_branches")
+                           "advmim_compiled": bool(adv.compiles_networks() if hasattr(adv, "compiles_networks")
                                                    else adv._do_i_compile()), "n": n, "warmup": warmup,
                            "memory": "CUDA max_memory_allocated" if dev.type == "cuda" else
                            "CPU VmHWM reset per step (in-process) + resident tensors",

@@ -11,11 +11,12 @@ pseudo-labels instead of labels:
 - :func:`predict_locations`: those locations for whole preprocessed cases, predicted by sliding window with
   nnU-Net's ``nnUNetPredictor`` (no mirroring);
 - :func:`refresh_due` and :func:`next_cases`: when to recompute them and for which cases (a window that cycles
-  through the pool, so a large pool costs a bounded prediction time per refresh).
+  through the pool, so a large pool costs a bounded prediction time per refresh); :func:`refresh_locations` does
+  one refresh and hands the result to the loader.
 
 Labels of unlabeled cases are never read: ``UnlabeledDataset`` removes ``class_locations`` from their properties.
 """
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -72,3 +73,16 @@ def locations_from_state(state: Dict[str, Dict[int, torch.Tensor]]) -> Dict[str,
     """Inverse of :func:`locations_state`: numpy arrays, an absent label as an empty list (nnU-Net's format)."""
     return {case: {int(label): (t.cpu().numpy() if t.numel() else []) for label, t in locs.items()}
             for case, locs in state.items()}
+
+
+def refresh_locations(loader, predictor, cursor: int, max_cases: int, foreground_labels: Sequence[int],
+                      oversample_foreground_percent: float, seed: int = 1234, rank: int = 0, world: int = 1,
+                      gather=lambda found: [found]) -> Tuple[Dict[str, dict], int]:
+    """Predict the next window of ``loader``'s unlabeled pool (:func:`next_cases` from ``cursor``; this rank's
+    share of it under DDP, ``gather`` brings every rank's results together) and hand the locations to the
+    ``SemiSupervisedLoader`` (``add_pseudo_locations``). Returns (the window's locations, the next cursor)."""
+    keys, cursor = next_cases(loader.unlabeled_keys, cursor, max_cases)
+    found = predict_locations(predictor, loader.unlabeled_dataset, keys[rank::world], foreground_labels, seed)
+    found = {k: v for part in gather(found) for k, v in part.items()}
+    loader.add_pseudo_locations(found, oversample_foreground_percent)
+    return found, cursor

@@ -21,7 +21,7 @@ another implementation and gives slightly different floats.
 
 :class:`SemiSupervisedLoader` yields ``{'data', 'target', 'keys'}`` (the labeled batch, as nnU-Net's
 ``train_step`` expects) plus ``{'data_unlabeled', 'keys_unlabeled'}``. Its worker processes start at the first
-``next``; call ``_finish()`` at the end of training (nnU-Net's ``on_train_end`` only stops its own augmenter
+``next``; call ``finish()`` at the end of training (nnU-Net's ``on_train_end`` only stops its own augmenter
 types). Everything here pickles (worker processes receive the data loaders).
 """
 from typing import Optional
@@ -171,7 +171,24 @@ class SemiSupervisedLoader:
                 self.unlabeled_loader, self.num_processes_unlabeled, max(6, self.num_processes_unlabeled // 2),
                 self.pin_memory))
 
-    def _finish(self):
+    @property
+    def unlabeled_keys(self) -> list:
+        """The unlabeled pool's case identifiers, in the loader's order."""
+        return list(self.unlabeled_loader.indices)
+
+    @property
+    def unlabeled_dataset(self):
+        """The unlabeled pool (``UnlabeledDataset``: ``load_data(key)`` gives a preprocessed image, no labels)."""
+        return self.unlabeled_loader._data
+
+    def add_pseudo_locations(self, locations: dict, oversample_foreground_percent: float) -> None:
+        """Centre ``oversample_foreground_percent`` of the unlabeled crops on pseudo-label foreground: ``locations``
+        (``{case: {label: voxels}}``, ``data.pseudo_sampling``) join those known already; workers restart."""
+        self.update_unlabeled(pseudo_locations={**self.unlabeled_loader.pseudo_locations, **locations},
+                              oversample_foreground_percent=oversample_foreground_percent)
+
+    def finish(self):
+        """Stop the worker processes (call at the end of training; the next ``next`` would start new ones)."""
         if self._augmenters is not None:
             for a in self._augmenters:
                 if hasattr(a, "_finish"):
@@ -184,7 +201,7 @@ class SemiSupervisedLoader:
         return state
 
 
-def split_semisup_keys(trainer, include_validation: bool = False):
+def split_semisup_keys(trainer):
     """(labeled training keys, validation keys, unlabeled pool ``{id: folder}``) of the trainer's fold.
 
     Labeled keys = the fold's training keys from ``trainer.do_split()`` minus the unlabeled pool, so a case of
@@ -193,7 +210,7 @@ def split_semisup_keys(trainer, include_validation: bool = False):
     tr_keys, val_keys = trainer.do_split()
     folder_base = trainer.preprocessed_dataset_folder_base
     data_identifier = trainer.configuration_manager.data_identifier
-    pool = find_unlabeled_cases(folder_base, data_identifier, trainer.fold, include_validation)
+    pool = find_unlabeled_cases(folder_base, data_identifier, trainer.fold)
     require_unlabeled_pool(pool, folder_base, data_identifier, trainer.fold, trainer.configuration_name)
     labeled = [k for k in tr_keys if k not in pool]
     if not labeled:
@@ -204,13 +221,11 @@ def split_semisup_keys(trainer, include_validation: bool = False):
     return labeled, list(val_keys), pool
 
 
-def get_semisup_dataloaders(trainer, unlabeled_batch_size: Optional[int] = None, include_validation: bool = False,
-                            num_processes_unlabeled: Optional[int] = None):
+def get_semisup_dataloaders(trainer, unlabeled_batch_size: Optional[int] = None):
     """(train loader, validation augmenter) for a semi-supervised ``nnUNetTrainer`` subclass (module docstring).
 
     ``unlabeled_batch_size`` defaults to the plan's batch size (``trainer.batch_size``). Worker processes:
-    ``nnUNet_n_proc_DA`` split between the two streams (at least one each), unless
-    ``num_processes_unlabeled`` is given.
+    ``nnUNet_n_proc_DA`` split between the two streams (at least one each).
     """
 
     if trainer.is_cascaded:
@@ -237,7 +252,7 @@ def get_semisup_dataloaders(trainer, unlabeled_batch_size: Optional[int] = None,
                                                        foreground_labels=lm.foreground_labels,
                                                        regions=common["regions"], ignore_label=lm.ignore_label)
 
-    labeled_keys, val_keys, pool = split_semisup_keys(trainer, include_validation)
+    labeled_keys, val_keys, pool = split_semisup_keys(trainer)
     trainer.print_to_log_file(f"Semi-supervised data: {len(labeled_keys)} labeled training cases, {len(pool)} "
                               f"unlabeled cases, {len(val_keys)} validation cases")
     dataset_tr = trainer.dataset_class(trainer.preprocessed_dataset_folder, labeled_keys,
@@ -260,8 +275,6 @@ def get_semisup_dataloaders(trainer, unlabeled_batch_size: Optional[int] = None,
     pin_memory = trainer.device.type == "cuda"
     if n == 0:
         n_lab, n_unl = 0, 0
-    elif num_processes_unlabeled is not None:
-        n_lab, n_unl = max(1, n), num_processes_unlabeled
     else:
         n_lab = max(1, (n + 1) // 2)
         n_unl = max(1, n - n_lab)

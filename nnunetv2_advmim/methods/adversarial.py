@@ -138,22 +138,3 @@ def discriminator_optimizer(params, kind: str, lr: float, num_epochs: int, betas
         opt = torch.optim.SGD(params, lr, momentum=momentum, weight_decay=weight_decay)
         return opt, PolyLRScheduler(opt, lr, num_epochs)
     raise ValueError(f"unknown discriminator optimizer {kind!r}; expected one of {DISCRIMINATOR_OPTIMIZERS}")
-
-
-def saved_discriminator_settings(state: dict) -> Optional[dict]:
-    """The discriminator settings an AdvMIM checkpoint (its ``advmim`` entry) was trained with, as
-    ``{"optimizer": ..., "lr": ..., "grad_clip": ...}``; None when it trained no discriminators.
-
-    Checkpoints record them under ``disc``. For older ones they are read from the saved optimizer states: Adam's
-    parameter groups carry ``betas`` (its lr is constant, so the saved lr is the setting; those trainers did not
-    clip), SGD's carry ``momentum`` (its lr decays, so only the kind is known).
-    """
-    if state.get("disc"):
-        return dict(state["disc"])
-    optimizers = state.get("disc_optimizers") or {}
-    if not optimizers:
-        return None
-    group = next(iter(optimizers.values()))["param_groups"][0]
-    if "betas" in group:
-        return {"optimizer": "adam", "lr": group["lr"], "grad_clip": None}
-    return {"optimizer": "sgd"}

@@ -19,9 +19,8 @@ run over the batch too, as nnU-Net's supervised Dice where the plan says ``batch
 from the same unlabeled crops as "fake" (then real and fake differ by the mask only).
 
 Each line belongs to one *part* of the batch a network sees (:data:`PARTS`); :func:`part_loss` computes a part's
-contribution, and everything that trains (:func:`advmim_generator_step`) and every per-domain view
-(:func:`plain_domain_loss`, :func:`masked_domain_loss`) is built from it. Labels of unlabeled cases never enter
-(there are none in the batch).
+contribution, and the training step (:func:`advmim_generator_step`) is built from it. Labels of unlabeled cases never
+enter (there are none in the batch).
 """
 import contextlib
 from dataclasses import dataclass, field
@@ -33,22 +32,14 @@ from torch import nn
 from nnunetv2_advmim.methods.adversarial import frozen, lsgan_discriminator_loss, lsgan_generator_loss
 from nnunetv2_advmim.methods.losses import (certainty_weighted_ce, certainty_weighted_dice, cross_teaching_dice,
                                             pseudo_labels_and_certainty)
-from nnunetv2_advmim.runtime.checkpointing import unwrap_model
+from nnunetv2_advmim.methods.step_modes import (LABELED, MASKED_LABELED, MASKED_UNLABELED, PARTS,  # noqa: F401
+                                                UNLABELED, forward_parts, passes)
+from nnunetv2_advmim.wrappers import unwrap_model
 
 Logits = Union[torch.Tensor, List[torch.Tensor]]
-BRANCHES = ("hybrid", "cnn")
+BRANCHES = ("hybrid", "cnn")  # AdvMIM's two networks: S (CNN-Transformer hybrid) and C (the plan's CNN)
 
-# the four parts of one network's iteration: x_l or x_u, original or masked domain
-LABELED, UNLABELED, MASKED_LABELED, MASKED_UNLABELED = "labeled", "unlabeled", "masked_labeled", "masked_unlabeled"
-PARTS = (LABELED, UNLABELED, MASKED_LABELED, MASKED_UNLABELED)
-
-
-def is_masked(part: str) -> bool:
-    return part in (MASKED_LABELED, MASKED_UNLABELED)
-
-
-def is_unlabeled(part: str) -> bool:
-    return part in (UNLABELED, MASKED_UNLABELED)
+PARTNER = {"hybrid": "cnn", "cnn": "hybrid"}  # whose pseudo-labels each network learns from
 
 
 # ----------------------------------------------------------------------------------------------- outputs
@@ -158,47 +149,6 @@ def part_loss(part: str, output: Logits, target, supervised_loss: Callable,
     return PartLoss(loss, {"masked_ce": ce, "masked_dice": dice, "adversarial": adv}, fake=probs_u.detach())
 
 
-def _domain_loss(parts, logits: Logits, target, n_labeled: int, supervised_loss: Callable,
-                 partner_logits_u: torch.Tensor, discriminator, weights: AdvMIMWeights) -> Dict[str, PartLoss]:
-    out_l, logits_u = split_batch(logits, n_labeled)
-    _check_partner(logits_u, partner_logits_u)
-    return {p: part_loss(p, out_l if not is_unlabeled(p) else logits_u, target, supervised_loss, partner_logits_u,
-                         discriminator, weights) for p in parts}
-
-
-def _total(parts: Dict[str, PartLoss]) -> torch.Tensor:
-    return sum(p.loss for p in parts.values() if p.loss is not None)
-
-
-def plain_domain_loss(logits: Logits, target, n_labeled: int, supervised_loss: Callable, partner_logits_u: torch.Tensor,
-                      lambda_ct: float = 0.1, rampup: float = 1.0) -> Dict[str, torch.Tensor]:
-    """Original-domain part of ``L_N`` for one forward of N on ``[x_l; x_u]`` (the first ``n_labeled`` samples are
-    ``x_l``): :func:`part_loss` of :data:`LABELED` and :data:`UNLABELED`.
-
-    Returns ``sup``, ``cross_teaching`` (unweighted), ``certainty`` (mean ``w_O``), ``total``, ``probs_l``
-    (detached ``p(N(x_l))``) and ``logits_u`` (detached ``N(x_u)``).
-    """
-    parts = _domain_loss((LABELED, UNLABELED), logits, target, n_labeled, supervised_loss, partner_logits_u, None,
-                         AdvMIMWeights(lambda_ct=lambda_ct, rampup=rampup))
-    return {**parts[LABELED].terms, **parts[UNLABELED].terms, "total": _total(parts),
-            "probs_l": parts[LABELED].real, "logits_u": parts[UNLABELED].logits_u}
-
-
-def masked_domain_loss(logits_masked: Logits, target, n_labeled: int, supervised_loss: Callable,
-                       partner_logits_u: torch.Tensor, discriminator: Optional[nn.Module] = None,
-                       lambda_u: float = 1.0, lambda_adv: float = 0.001) -> Dict[str, torch.Tensor]:
-    """Masked-domain part of ``L_N`` for one masked forward of N on ``[x_l; x_u]``: :func:`part_loss` of
-    :data:`MASKED_LABELED` and :data:`MASKED_UNLABELED`.
-
-    Returns the unweighted ``masked_sup``, ``masked_ce``, ``masked_dice``, ``adversarial``, the ``total`` and
-    ``probs_u`` (detached ``p(N^m(x_u))``).
-    """
-    parts = _domain_loss((MASKED_LABELED, MASKED_UNLABELED), logits_masked, target, n_labeled, supervised_loss,
-                         partner_logits_u, discriminator, AdvMIMWeights(lambda_u=lambda_u, lambda_adv=lambda_adv))
-    return {**parts[MASKED_LABELED].terms, **parts[MASKED_UNLABELED].terms, "total": _total(parts),
-            "probs_u": parts[MASKED_UNLABELED].fake}
-
-
 def discriminator_loss(discriminator: Callable[[torch.Tensor], torch.Tensor], probs_real: torch.Tensor,
                        probs_fake: torch.Tensor, weight: float = 0.1) -> Dict[str, torch.Tensor]:
     """``L_D_N = 0.1 [mean((D(real) - 1)^2) + mean(D(fake)^2)]`` on detached softmax maps.
@@ -213,188 +163,143 @@ def discriminator_loss(discriminator: Callable[[torch.Tensor], torch.Tensor], pr
             "fake": d_fake.detach().float().mean()}
 
 
-# ----------------------------------------------------------------------------------------------- execution modes
-STEP_MODES = ("fast", "balanced", "memory", "reference")
-"""How :func:`advmim_generator_step` schedules the passes of one iteration. All four compute the same loss, hence
-the same gradients up to float rounding; they differ in time and memory:
+class _Accumulator:
+    """What one generator step collects: per network its unweighted terms and its loss totals, the discriminators'
+    real and fake maps, and each network's partner logits on ``x_u`` (detached, float)."""
 
-- ``fast``: one forward per network on ``[x_l; x_u; x_l; x_u]`` with the mask on the second half (original and
-  masked domain batched; instance norm is per sample, and an all-False mask row leaves a sample exactly
-  unmasked), both networks' graphs alive, one backward. No extra pass: the time floor plus batching gains.
-- ``balanced``: C's pseudo-labels first (a no-grad forward of C on ``x_u``), then per network one forward on the
-  4-part batch and its backward; one network's graph alive at a time.
-- ``memory``: C's pseudo-labels first (no grad), then every (network, part) pass on its own batch of B with its
-  own backward, so the peak is one network's single pass at the plan's batch size (S's own pseudo-labels for C
-  come from its unlabeled pass, detached, before that pass's graph is freed). Under DDP the gradients of a
-  network are all-reduced once, at its last pass.
-- ``reference``: the straightforward version: every term its own forward, all eight graphs alive, one backward.
-  For tests and benchmarks; not supported under DDP.
-"""
-# Peak GPU memory of one AdvMIM step relative to one stock nnU-Net step at the same plans and batch: the largest
-# "x stock" peak of each mode over the three H100 runs of nnUNetv2_advmim_benchmark in docs/benchmark.md
-# (3d_fullres 128^3 batch 2 with and without torch.compile, 2d 512^2 batch 12)
-STEP_MODE_MEMORY_RATIO = {"fast": 7.65, "balanced": 4.29, "memory": 1.30}
-STEP_MODE_MEMORY_MARGIN = 1.15  # head room for allocator fragmentation and plans unlike the benchmarked ones
+    def __init__(self, target, supervised_loss: Callable, masked_labeled_loss: Dict[str, Callable],
+                 discriminators: Dict[str, nn.Module], weights: AdvMIMWeights, ddp: bool):
+        self.target, self.supervised_loss, self.masked_labeled_loss = target, supervised_loss, masked_labeled_loss
+        self.discriminators, self.weights, self.ddp = discriminators, weights, ddp
+        self.terms = {b: {} for b in BRANCHES}
+        self.totals = {b: [] for b in BRANCHES}
+        self.real, self.fake, self.partner = {}, {}, {}
 
+    def loss(self, b: str, part: str, output) -> Optional[torch.Tensor]:
+        """Network ``b``'s contribution of ``part`` (:func:`part_loss`); keeps its terms and maps."""
+        sup = self.masked_labeled_loss.get(b, self.supervised_loss) if part == MASKED_LABELED else self.supervised_loss
+        r = part_loss(part, output, self.target, sup, self.partner.get(b), self.discriminators.get(b), self.weights,
+                      self.ddp)
+        self.terms[b].update(r.terms)
+        if r.real is not None:
+            self.real[b] = r.real
+        if r.fake is not None:
+            self.fake[b] = r.fake
+        if r.logits_u is not None:
+            self.partner[PARTNER[b]] = upcast(r.logits_u)
+        return r.loss
 
-def choose_step_mode(free_bytes: Optional[int], stock_step_bytes: Optional[int], device_type: str,
-                     margin: float = STEP_MODE_MEMORY_MARGIN):
-    """``(mode, reason)`` for ``step_mode = "auto"``: the fastest mode whose estimated peak fits.
+    def add_total(self, b: str, loss: torch.Tensor) -> None:
+        self.totals[b].append(loss.detach())
 
-    On a GPU the estimate of a mode is ``STEP_MODE_MEMORY_RATIO[mode] * stock_step_bytes * margin``; ``fast`` if it
-    fits into ``free_bytes`` (the memory this process can use), else ``balanced``, else ``memory`` (the mode that
-    needs about the stock step's memory; chosen also when nothing is known). Off the GPU the passes are
-    compute-bound, batching gains nothing and ``memory``, with the smallest working set, is the fastest mode.
-    """
-    if device_type != "cuda":
-        return "memory", (f"on {device_type} the passes are compute-bound and 'memory' (smallest working set) is "
-                          f"the fastest mode")
-    if not free_bytes or not stock_step_bytes or free_bytes <= 0 or stock_step_bytes <= 0:
-        return "memory", "the GPU memory could not be measured; 'memory' needs about the stock step's memory"
-    gib = 2 ** 30
-    for mode in ("fast", "balanced"):
-        need = STEP_MODE_MEMORY_RATIO[mode] * stock_step_bytes * margin
-        if need <= free_bytes:
-            return mode, (f"its estimated peak {need / gib:.1f} GiB ({STEP_MODE_MEMORY_RATIO[mode]}x the stock "
-                          f"step's {stock_step_bytes / gib:.2f} GiB, x{margin} margin) fits into "
-                          f"{free_bytes / gib:.1f} GiB available")
-    need = STEP_MODE_MEMORY_RATIO["balanced"] * stock_step_bytes * margin
-    return "memory", (f"'balanced' would need about {need / gib:.1f} GiB ({STEP_MODE_MEMORY_RATIO['balanced']}x the "
-                      f"stock step's {stock_step_bytes / gib:.2f} GiB, x{margin} margin), more than the "
-                      f"{free_bytes / gib:.1f} GiB available")
+    def result(self) -> dict:
+        terms = {b: {k: upcast(v.detach()) for k, v in self.terms[b].items()} for b in BRANCHES}
+        for b in BRANCHES:
+            terms[b]["total"] = torch.stack([upcast(t) for t in self.totals[b]]).sum()
+        logits_u = {b: self.partner[PARTNER[b]] for b in BRANCHES if PARTNER[b] in self.partner}
+        return {"terms": terms, "real": self.real, "fake": self.fake, "logits_u": logits_u}
 
 
-def most_memory_saving(modes) -> str:
-    """The mode of ``modes`` with the smallest estimated peak (DDP ranks must all run the same mode)."""
-    return min(modes, key=lambda m: STEP_MODE_MEMORY_RATIO.get(m, float("inf")))
+def _all_at_once(acc: _Accumulator, nets, groups, parts, x_l, x_u, masks, autocast, backward) -> None:
+    """``fast`` / ``reference``: every forward, then every loss, one backward."""
+    outputs = {}
+    with autocast():
+        for b in BRANCHES:
+            for g in groups:
+                mask = None if masks is None else masks[b]
+                outputs.update({(b, p): o for p, o in forward_parts(nets[b], g, x_l, x_u, mask).items()})
+        for b in BRANCHES:
+            acc.partner[PARTNER[b]] = upcast(full_resolution(outputs[(b, UNLABELED)]).detach())
+        losses = []
+        for b in BRANCHES:
+            for p in parts:
+                loss = acc.loss(b, p, outputs[(b, p)])
+                if loss is not None:
+                    acc.add_total(b, loss)
+                    losses.append(loss)
+    backward(sum(losses))
 
 
-def ddp_find_unused_parameters(mode: str, masked_domain: bool = True) -> bool:
-    """Whether the DDP wrappers of S and C need ``find_unused_parameters=True`` for this step.
-
-    DDP all-reduces a gradient bucket when every parameter in it has received its gradient in the synchronised
-    backward; a parameter without one leaves its bucket un-reduced, so the ranks' weights drift apart (and the next
-    forward raises). In ``memory`` mode the synchronised backward of a network is its last pass (the masked
-    unlabeled one), which leaves the deep-supervision heads without gradient; without the masked domain (CTCT) the
-    mask token never gets one. DDP then has to find those parameters itself (their gradients accumulated in the
-    earlier ``no_sync`` passes are reduced with the rest). ``fast`` and ``balanced`` with the masked domain use every
-    parameter in their one backward per network, so they skip that search."""
-    if mode not in STEP_MODES:
-        raise ValueError(f"unknown AdvMIM step mode {mode!r}; expected one of {STEP_MODES}")
-    return mode == "memory" or not masked_domain
-
-
-_PASSES = {  # per network: the parts forwarded together in one call, in this order
-    "fast": [PARTS], "balanced": [PARTS], "reference": [(p,) for p in PARTS],
-    "memory": [(UNLABELED,), (LABELED,), (MASKED_LABELED,), (MASKED_UNLABELED,)],
-}
-
-
-def _forward_parts(net, parts, x_l: torch.Tensor, x_u: torch.Tensor, mask: Optional[torch.Tensor]):
-    """One forward of ``net`` on the parts concatenated along the batch -> {part: output (list with deep sup.)}.
-
-    ``mask``: block mask of ``[x_l; x_u]`` (``(2B, *grid)``); unmasked parts of a mixed batch get all-False rows."""
-    n_l = x_l.shape[0]
-    xs = [x_u if is_unlabeled(p) else x_l for p in parts]
-    x = torch.cat(xs) if len(xs) > 1 else xs[0]
-    if any(is_masked(p) for p in parts):
-        rows = [mask[n_l:] if is_unlabeled(p) else mask[:n_l] for p in parts]
-        out = net(x, mask=torch.cat([r if is_masked(p) else torch.zeros_like(r) for p, r in zip(parts, rows)]))
-    else:
-        out = net(x)
-    result, start = {}, 0
-    for part, xp in zip(parts, xs):
-        sl = slice(start, start + xp.shape[0])
-        result[part] = [o[sl] for o in out] if isinstance(out, (list, tuple)) else out[sl]
-        start += xp.shape[0]
-    return result
+def _pass_by_pass(acc: _Accumulator, nets, groups, x_l, x_u, masks, autocast, backward, no_sync) -> None:
+    """``balanced`` / ``memory``: C's pseudo-labels first, then pass by pass, one graph alive at a time."""
+    with torch.no_grad(), autocast():
+        # the module itself: a DDP wrapper would prepare a gradient reduction for this no-grad pass
+        acc.partner["hybrid"] = upcast(full_resolution(unwrap_model(nets["cnn"], keep_compiled=True)(x_u)))
+    for b in BRANCHES:
+        for i, g in enumerate(groups):
+            last = i == len(groups) - 1
+            with (contextlib.nullcontext() if last else no_sync(nets[b])):
+                with autocast():
+                    outs = forward_parts(nets[b], g, x_l, x_u, None if masks is None else masks[b])
+                    losses = [loss for p in g if (loss := acc.loss(b, p, outs[p])) is not None]
+                if losses:
+                    total = sum(losses)
+                    acc.add_total(b, total)
+                    backward(total)
 
 
 def advmim_generator_step(nets: Dict[str, nn.Module], x_l: torch.Tensor, target, x_u: torch.Tensor,
                           supervised_loss: Callable, masks: Optional[Dict[str, torch.Tensor]] = None,
                           discriminators: Optional[Dict[str, nn.Module]] = None, mode: str = "balanced",
-                          lambda_ct: float = 0.1, rampup: float = 1.0, lambda_u: float = 1.0,
-                          lambda_adv: float = 0.001, backward: Callable[[torch.Tensor], None] = torch.Tensor.backward,
+                          backward: Callable[[torch.Tensor], None] = torch.Tensor.backward,
                           autocast: Callable = None, no_sync: Callable = None, ddp: bool = False,
                           weights: Optional[AdvMIMWeights] = None,
                           masked_labeled_loss: Optional[Dict[str, Callable]] = None) -> dict:
-    """Losses of S and C for one iteration and their gradients (accumulated in ``.grad``), in execution ``mode``.
+    """Losses of S and C for one iteration and their gradients (accumulated in ``.grad``), in step ``mode``
+    (``methods.step_modes``).
 
     ``nets``: ``{"hybrid": S, "cnn": C}`` with ``forward(x, mask=None)``; ``masks``: per network the block mask of
-    ``[x_l; x_u]`` (``None``: no masked domain, i.e. CTCT); ``discriminators``: per network, or ``None``/missing for
-    no adversarial term. ``backward(loss)`` runs a backward (the trainer's scales with its GradScaler);
-    ``autocast()`` returns the autocast context; ``no_sync(net)`` returns DDP's ``no_sync`` context for all but the
-    last backward of a network in ``memory`` mode; ``ddp``: the networks are DDP-wrapped and the batch is this
-    rank's share (the weighted CE is then normalised over all ranks, so the averaged gradients equal those of one
-    process on the concatenated batches). ``weights``: all of :class:`AdvMIMWeights` at once (replaces
-    ``lambda_ct``, ``rampup``, ``lambda_u``, ``lambda_adv``). ``masked_labeled_loss``: per network the loss of its
-    masked labeled part (default ``supervised_loss``; the official code uses CE alone for S). Returns ``terms`` (per network, unweighted, detached,
-    plus ``total``), ``real`` (``p(N(x_l))``), ``fake`` (``p(N^m(x_u))``) and ``logits_u`` (``N(x_u)``, the partners' pseudo-label source), all
-    detached, for the discriminators. Nothing here calls ``.item()``: no host synchronisation.
+    ``[x_l; x_u]`` (``None``: no masked domain, i.e. CTCT); ``discriminators``: per network (plain modules, used
+    frozen), or ``None``/missing for no adversarial term. ``backward(loss)`` runs a backward (a trainer's scales with
+    its GradScaler); ``autocast()`` returns the autocast context; ``no_sync(net)`` returns DDP's ``no_sync`` context
+    for all but the last backward of a network in the pass-by-pass modes; ``ddp``: the networks are DDP-wrapped and
+    the batch is this rank's share (the weighted CE is then normalised over all ranks, so the averaged gradients
+    equal those of one process on the concatenated batches). ``weights``: the weights of ``L_N``.
+    ``masked_labeled_loss``: per network the loss of its masked labeled part (default ``supervised_loss``; the
+    official code uses CE alone for S). Returns ``terms`` (per network, unweighted, detached, plus ``total``),
+    ``real`` (``p(N(x_l))``), ``fake`` (``p(N^m(x_u))``) and ``logits_u`` (``N(x_u)``), all detached, for the
+    discriminators. Nothing here calls ``.item()``: no host synchronisation.
     """
-    if mode not in STEP_MODES:
-        raise ValueError(f"unknown AdvMIM step mode {mode!r}; expected one of {STEP_MODES}")
-    autocast = autocast or contextlib.nullcontext
-    no_sync = no_sync or (lambda net: contextlib.nullcontext())
-    discriminators = discriminators or {}
-    if weights is None:
-        weights = AdvMIMWeights(lambda_u=lambda_u, lambda_ct=lambda_ct, lambda_adv=lambda_adv, rampup=rampup)
     parts = PARTS if masks is not None else (LABELED, UNLABELED)
-    passes = [g for g in (tuple(p for p in g if p in parts) for g in _PASSES[mode]) if g]
-    partner_of = {"hybrid": "cnn", "cnn": "hybrid"}
-    partner = {}  # network -> partner's unmasked logits on x_u (detached, float)
-    terms = {b: {} for b in BRANCHES}
-    totals = {b: [] for b in BRANCHES}
-    real, fake = {}, {}
+    groups = passes(mode, parts)
+    autocast = autocast or contextlib.nullcontext
+    acc = _Accumulator(target, supervised_loss, masked_labeled_loss or {}, discriminators or {},
+                       weights or AdvMIMWeights(), ddp)
+    if mode in ("fast", "reference"):
+        _all_at_once(acc, nets, groups, parts, x_l, x_u, masks, autocast, backward)
+    else:
+        _pass_by_pass(acc, nets, groups, x_l, x_u, masks, autocast, backward,
+                      no_sync or (lambda net: contextlib.nullcontext()))
+    return acc.result()
 
-    masked_labeled_loss = masked_labeled_loss or {}
 
-    def loss_of(b, part, output):
-        sup = masked_labeled_loss.get(b, supervised_loss) if part == MASKED_LABELED else supervised_loss
-        r = part_loss(part, output, target, sup, partner.get(b), discriminators.get(b), weights, ddp)
-        terms[b].update(r.terms)
-        if r.real is not None:
-            real[b] = r.real
-        if r.fake is not None:
-            fake[b] = r.fake
-        if r.logits_u is not None:
-            partner[partner_of[b]] = upcast(r.logits_u)
-        return r.loss
+def advmim_step(nets: Dict[str, nn.Module], discriminators: Dict[str, nn.Module], x_l: torch.Tensor, target,
+                x_u: torch.Tensor, supervised_loss: Callable, masks: Optional[Dict[str, torch.Tensor]],
+                weights: AdvMIMWeights, mode: str, disc_real: str = "labeled", disc_weight: float = 0.1,
+                autocast: Callable = None, **generator_options) -> dict:
+    """One AdvMIM iteration (module docstring): both networks' ``L_N`` with their gradients
+    (:func:`advmim_generator_step`, which takes ``backward``, ``no_sync``, ``ddp`` and ``masked_labeled_loss`` from
+    ``generator_options``), then each discriminator's ``L_D_N`` on the detached maps.
 
-    if mode in ("fast", "reference"):  # forward everything, then losses, one backward
-        outputs = {}
+    ``discriminators`` may be DDP-wrapped (their own loss goes through the wrapper; the generator term uses the
+    module, frozen). ``disc_real``: the "real" maps, ``p(N(x_l))`` (``"labeled"``, the paper's) or ``p(N(x_u))``
+    (``"unlabeled"``: real and fake then differ by the mask only). Returns ``terms`` (per network, as the generator
+    step's plus ``disc_loss``, ``disc_real``, ``disc_fake``) and ``disc_losses`` (per network, with graph: their
+    backward and step are the caller's, after its finiteness check of the networks' step).
+    """
+    if disc_real not in ("labeled", "unlabeled"):
+        raise ValueError(f"disc_real must be 'labeled' or 'unlabeled', got {disc_real!r}")
+    autocast = autocast or contextlib.nullcontext
+    out = advmim_generator_step(nets, x_l, target, x_u, supervised_loss, masks,
+                                {b: unwrap_model(d) for b, d in discriminators.items()}, mode, autocast=autocast,
+                                weights=weights, **generator_options)
+    real = out["real"] if disc_real == "labeled" else \
+        {b: torch.softmax(logits, 1) for b, logits in out["logits_u"].items()}
+    disc_losses = {}
+    for b, d in discriminators.items():
         with autocast():
-            for b in BRANCHES:
-                for g in passes:
-                    mask = None if masks is None else masks[b]
-                    outputs.update({(b, p): o for p, o in _forward_parts(nets[b], g, x_l, x_u, mask).items()})
-            for b in BRANCHES:
-                partner[partner_of[b]] = upcast(full_resolution(outputs[(b, UNLABELED)]).detach())
-            losses = []
-            for b in BRANCHES:
-                for p in parts:
-                    loss = loss_of(b, p, outputs[(b, p)])
-                    if loss is not None:
-                        totals[b].append(loss.detach())
-                        losses.append(loss)
-        backward(sum(losses))
-    else:  # balanced / memory: C's pseudo-labels first, then pass by pass, one graph at a time
-        with torch.no_grad(), autocast():
-            # the module itself: a DDP wrapper would prepare a gradient reduction for this no-grad pass
-            partner["hybrid"] = upcast(full_resolution(unwrap_model(nets["cnn"], keep_compiled=True)(x_u)))
-        for b in BRANCHES:
-            for i, g in enumerate(passes):
-                last = i == len(passes) - 1
-                with (contextlib.nullcontext() if last else no_sync(nets[b])):
-                    with autocast():
-                        outs = _forward_parts(nets[b], g, x_l, x_u, None if masks is None else masks[b])
-                        losses = [loss for p in g if (loss := loss_of(b, p, outs[p])) is not None]
-                    if losses:
-                        total = sum(losses)
-                        totals[b].append(total.detach())
-                        backward(total)
-    for b in BRANCHES:
-        terms[b] = {k: upcast(v.detach()) for k, v in terms[b].items()}
-        terms[b]["total"] = torch.stack([upcast(t) for t in totals[b]]).sum()
-    logits_u = {b: partner[partner_of[b]] for b in BRANCHES if partner_of[b] in partner}
-    return {"terms": terms, "real": real, "fake": fake, "logits_u": logits_u}
+            dl = discriminator_loss(d, real[b], out["fake"][b], disc_weight)
+        disc_losses[b] = dl["loss"]
+        out["terms"][b].update({"disc_loss": dl["loss"].detach().float(), "disc_real": dl["real"],
+                                "disc_fake": dl["fake"]})
+    return {"terms": out["terms"], "disc_losses": disc_losses}

@@ -11,7 +11,7 @@ from typing import Any, Dict
 import torch
 from torch import nn
 
-from nnunetv2_advmim.runtime.checkpointing import unwrap_model
+from nnunetv2_advmim.wrappers import unwrap_model
 
 __all__ = ["EMATeacher", "ema_decay"]
 

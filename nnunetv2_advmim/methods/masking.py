@@ -138,3 +138,20 @@ def apply_mask_token(features: torch.Tensor, voxel_mask: torch.Tensor, token: to
     if tuple(m.shape[2:]) != tuple(features.shape[2:]):
         m = F.interpolate(m.float(), size=features.shape[2:], mode="nearest") > 0.5
     return torch.where(m, token.to(features.dtype), features)
+
+
+def network_masks(nets: dict, shape: Shape, ratio: float, generator: Optional[torch.Generator], device,
+                  block: Optional[Union[int, Sequence[int]]] = None) -> dict:
+    """Per network, the mask of one batch of input shape ``shape`` (B, C, *spatial): a block mask on the network's
+    own grid (``net.mask_grid``), or, when ``block`` sets the block size (voxels, :func:`chosen_block_size`), a
+    voxel mask of those blocks."""
+    masks = {}
+    spatial = tuple(shape[2:])
+    for name, net in nets.items():
+        if block is None:
+            masks[name] = block_mask(shape[0], net.mask_grid(spatial), ratio, generator, device)
+            continue
+        edge = chosen_block_size(spatial, net.mask_block_size(spatial), block)
+        m = block_mask(shape[0], mask_grid(spatial, edge), ratio, generator)
+        masks[name] = upsample_mask(m, spatial, edge).to(device)
+    return masks

@@ -4,12 +4,14 @@ the same schedule).
 - :func:`sigmoid_rampup`: the ramp-up of AdvMIM's cross-teaching weight ``lambda_ct``;
 - :func:`warmup_poly_lr` / :class:`EpochLR`: warm-up + poly decay of AdvMIM's hybrid branch and of fine-tuning with
   a warm-up (:func:`warmup_epochs_for` picks its length);
-- :func:`warmup_cosine_lr` / :class:`WarmupCosineLRScheduler`: warm-up + cosine decay of MIM pretraining.
+- :func:`warmup_cosine_lr` / :class:`WarmupCosineLRScheduler`: warm-up + cosine decay of MIM pretraining;
+- :func:`sgd_poly` and :func:`adamw_warmup_poly`: an optimizer with its schedule (AdvMIM's C and S).
 """
 import math
 from typing import Callable, Optional
 
 import torch
+from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 from torch.optim.lr_scheduler import _LRScheduler
 
 
@@ -98,3 +100,27 @@ class WarmupCosineLRScheduler(_LRScheduler):
 
     def get_last_lr(self):
         return self._last_lr
+
+
+def sgd_poly(params, lr: float, num_epochs: int, weight_decay: float, momentum: float, nesterov: bool):
+    """(SGD, nnU-Net's poly schedule): nnU-Net's optimizer with the given momentum settings."""
+    opt = torch.optim.SGD(params, lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov)
+    return opt, PolyLRScheduler(opt, lr, num_epochs)
+
+
+def adamw_warmup_poly(params, lr: float, num_epochs: int, weight_decay: float, betas, warmup_fraction: float):
+    """(AdamW, linear warm-up over ``warmup_fraction`` of the epochs (at least one) then poly decay): the settings
+    of nnU-Net's transformer (Primus) trainers."""
+    opt = torch.optim.AdamW(params, lr, betas=betas, weight_decay=weight_decay)
+    warmup = max(1, int(round(warmup_fraction * num_epochs)))
+    return opt, EpochLR(opt, lambda e: warmup_poly_lr(e, num_epochs, lr, warmup))
+
+
+def keep_warmup_share(trainer, choices: dict) -> dict:
+    """``choices`` (a variant's attributes) plus ``warmup_epochs`` rescaled to keep its share of the schedule when
+    ``choices`` change ``num_epochs`` and the trainer's warm-up is a number of epochs (``None``, a share of
+    ``num_epochs`` resolved later, is left alone), at least one epoch."""
+    epochs, warmup = choices.get("num_epochs"), getattr(trainer, "warmup_epochs", None)
+    if epochs is None or warmup is None or "warmup_epochs" in choices:
+        return choices
+    return {**choices, "warmup_epochs": max(1, round(warmup * epochs / trainer.num_epochs))}

@@ -11,11 +11,11 @@
   Missing and truncated/corrupt files get errors that name the file and what to do.
 - :func:`rng_states` / :func:`set_rng_states`: python ``random``, numpy's global generator, torch CPU and CUDA
   generators as plain tensors/lists/ints, so they pass :func:`safe_load`.
-- :func:`apply_nnunet_checkpoint`: what nnU-Net 2.8.1's ``nnUNetTrainer.load_checkpoint`` does with a loaded
+- :func:`save_trainer_checkpoint`: the checkpoint both trainer families write (nnU-Net's layout plus their own
+  entries and the run state); :func:`apply_nnunet_checkpoint`: what nnU-Net 2.8.1's ``nnUNetTrainer.load_checkpoint`` does with a loaded
   checkpoint dict (2.8.1 itself can only load from a path, with ``weights_only=False``).
 - :func:`run_state` / :func:`restore_run_state`: RNG states (of every DDP rank) and non-finite guard counters in
-  and out of a checkpoint, so ``--c`` continues a killed run exactly on every rank; :func:`unwrap_model`: the
-  module behind DDP and ``torch.compile`` wrappers.
+  and out of a checkpoint, so ``--c`` continues a killed run exactly on every rank.
 """
 import os
 import pickle
@@ -26,10 +26,12 @@ from typing import Any, Dict, List
 
 import numpy as np
 import torch
-from torch import nn
+
+from nnunetv2_advmim.runtime.distributed import all_gather
+from nnunetv2_advmim.wrappers import unwrap_model
 
 __all__ = ["CheckpointError", "UnsafeCheckpointError", "CorruptCheckpointError", "atomic_save", "safe_load",
-           "safe_globals", "rng_states", "set_rng_states", "unwrap_model", "strip_module_prefix",
+           "safe_globals", "rng_states", "set_rng_states", "strip_module_prefix", "save_trainer_checkpoint",
            "apply_nnunet_checkpoint", "run_state", "restore_run_state", "restore_pending_rng_states"]
 
 
@@ -250,22 +252,44 @@ def set_rng_states(d: Dict[str, Any]) -> None:
 
 
 # --------------------------------------------------------------------------------------------- trainers
-def unwrap_model(model: nn.Module, keep_compiled: bool = False) -> nn.Module:
-    """The plain module behind DDP (``.module``) and ``torch.compile`` (``._orig_mod``) wrappers: what state dicts
-    are saved from. ``keep_compiled`` removes only DDP (a no-grad forward that must not prepare a reduction)."""
-    while True:
-        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-            model = model.module
-        elif not keep_compiled and isinstance(getattr(model, "_orig_mod", None), nn.Module):
-            model = model._orig_mod
-        else:
-            return model
-
-
 def strip_module_prefix(state_dict: Dict[str, Any], own_keys=None) -> Dict[str, Any]:
     """State dict without DDP's ``module.`` prefixes (kept on keys that ``own_keys`` holds as they are)."""
     return {k[7:] if k.startswith("module.") and (own_keys is None or k not in own_keys) else k: v
             for k, v in state_dict.items()}
+
+
+_DEFAULT = object()
+
+
+def save_trainer_checkpoint(trainer, filename: str, extra: Dict[str, Any], network_weights=None,
+                            best_ema=_DEFAULT) -> None:
+    """Write a trainer's checkpoint: nnU-Net 2.8.1's layout (``network_weights`` = ``trainer.network``'s state dict
+    unless given, optimizer, grad scaler, logger, best EMA Dice, epoch + 1, init args, trainer name, mirroring
+    axes), the trainer's own entries ``extra`` and :func:`run_state`, written by :func:`atomic_save`.
+
+    Every DDP rank calls this (nnU-Net does at the same epochs): the RNG states are gathered from all ranks, then
+    only rank 0 writes. ``best_ema``: the value to store instead of ``trainer._best_ema``."""
+    if trainer.disable_checkpointing:
+        if trainer.local_rank == 0:
+            trainer.print_to_log_file("No checkpoint written, checkpointing is disabled")
+        return
+    per_rank = run_state(trainer)  # collective under DDP: before the other ranks return
+    if trainer.local_rank != 0:
+        return
+    checkpoint = {
+        "network_weights": unwrap_model(trainer.network).state_dict() if network_weights is None else network_weights,
+        "optimizer_state": trainer.optimizer.state_dict(),
+        "grad_scaler_state": trainer.grad_scaler.state_dict() if trainer.grad_scaler is not None else None,
+        "logging": trainer.logger.get_checkpoint(),
+        "_best_ema": trainer._best_ema if best_ema is _DEFAULT else best_ema,
+        "current_epoch": trainer.current_epoch + 1,
+        "init_args": trainer.my_init_kwargs,
+        "trainer_name": trainer.__class__.__name__,
+        "inference_allowed_mirroring_axes": trainer.inference_allowed_mirroring_axes,
+        **extra,
+        **per_rank,
+    }
+    atomic_save(checkpoint, filename)
 
 
 def apply_nnunet_checkpoint(trainer, checkpoint: dict) -> None:
@@ -313,12 +337,7 @@ def run_state(trainer) -> Dict[str, Any]:
     guard = getattr(trainer, "nonfinite_guard", None)
     own = {"rng_states": rng_states(),
            "generators": {k: g.get_state() for k, g in _generators(trainer).items()}}
-    rank, world = _rank_and_world(trainer)
-    if world > 1:
-        gathered = [None] * world
-        torch.distributed.all_gather_object(gathered, own)
-    else:
-        gathered = [own]
+    gathered = all_gather(own, _rank_and_world(trainer)[1] > 1)
     return {"rng_states": gathered[0]["rng_states"], "rank_states": gathered,
             "nonfinite_guard": guard.state_dict() if guard is not None else None}
 

@@ -1,6 +1,7 @@
 """Mixed precision and the optimizer step every trainer runs: scale, unscale, clip, check, step.
 
-:func:`amp_dtype` turns an ``amp`` setting into an autocast dtype; :func:`guarded_step` is the one sequence that
+:func:`amp_dtype` turns an ``amp`` setting into an autocast dtype (:func:`autocast_context` enters it);
+:func:`guarded_step` is the one sequence that
 applies gradients, used for networks and discriminators alike::
 
     backward (scaled under fp16) -> unscale -> clip -> one finiteness check (agreed by all DDP ranks)
@@ -10,6 +11,7 @@ It returns whether the optimizers stepped: False for a step the check rejected a
 scaler skipped (inf gradients after scaling), so work that must follow only applied steps (an EMA teacher update,
 the AdvMIM discriminator step) can depend on it.
 """
+import contextlib
 from typing import Dict, Optional
 
 import torch
@@ -17,6 +19,12 @@ import torch
 from nnunetv2_advmim.runtime.numerics import NonFiniteGuard, all_ranks_agree_finite
 
 AMP_CHOICES = ("auto", "bf16", "fp16", "off")
+NNUNET_GRAD_CLIP = 12.0  # nnU-Net's gradient-norm clipping in its train_step; our trainers keep it
+
+
+def autocast_context(dtype: Optional[torch.dtype], device: torch.device):
+    """``torch.autocast`` to ``dtype`` on ``device``, or a no-op context for float32 (``dtype`` None)."""
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
 def amp_dtype(amp: str, device: torch.device) -> Optional[torch.dtype]:

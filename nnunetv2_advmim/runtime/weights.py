@@ -21,7 +21,8 @@ from typing import Callable, Dict, Iterable, List
 import torch
 from torch import nn
 
-from nnunetv2_advmim.runtime.checkpointing import safe_load, unwrap_model
+from nnunetv2_advmim.runtime.checkpointing import safe_load
+from nnunetv2_advmim.wrappers import unwrap_model
 
 SKIP = (".seg_layers.",)
 

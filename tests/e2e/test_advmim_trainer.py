@@ -15,21 +15,17 @@ import torch
 
 from helpers import Planned, run_cmd
 from nnunetv2_advmim.data.synthetic import make_synthetic_dataset
-from nnunetv2_advmim.runtime.checkpointing import unwrap_model
+from nnunetv2_advmim.wrappers import unwrap_model
 
 SHORT_VARIANT = '''
 import os
-import torch
 from nnunetv2_advmim.trainers.nnUNetTrainerAdvMIM import {base}
+from nnunetv2_advmim.trainers.one_choice import OneChoice
 
 
-class {name}({base}):
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device('cuda')):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = int(os.environ.get("ADVMIM_TEST_EPOCHS", "1"))
-        self.num_iterations_per_epoch = 2
-        self.num_val_iterations_per_epoch = 1
+class {name}(OneChoice, {base}):
+    choice = {{"num_epochs": int(os.environ.get("ADVMIM_TEST_EPOCHS", "1")), "num_iterations_per_epoch": 2,
+              "num_val_iterations_per_epoch": 1}}
 '''
 
 
@@ -265,7 +261,6 @@ def test_partner_checkpoint_loads_into_c_through_the_environment(advmim_2d, tmp_
 
 @pytest.mark.parametrize("name, predicts, n_disc, masked", [
     ("nnUNetTrainerAdvMIM", "MaskablePlainConvUNet", 0, True),  # the default: no adversarial loss
-    ("nnUNetTrainerAdvMIM_noAdv", "MaskablePlainConvUNet", 0, True),
     ("nnUNetTrainerCTCT", "MaskablePlainConvUNet", 0, False),
     ("nnUNetTrainerAdvMIM_Hybrid", "HybridTransformerUNet", 0, True),
     ("nnUNetTrainerAdvMIM_withAdv", "MaskablePlainConvUNet", 2, True),
@@ -331,33 +326,32 @@ def test_pseudo_label_locations_refresh_in_a_real_trainer(advmim_2d, monkeypatch
     assert all(unwrap_model(m).decoder.deep_supervision for m in t.branches.values())
     batch = next(t.dataloader_train)
     assert batch["data_unlabeled"].shape[0] == t.batch_size
-    t.dataloader_train._finish()
+    t.dataloader_train.finish()
     log = open(t.log_file).read()
     assert "Pseudo-label locations of 2 unlabeled cases" in log
     # the settings in use, logged once at the start (the measurements are in the docs)
     assert "predict_with=cnn" in log and "unlabeled_oversample_foreground=0.5" in log, log[-3000:]
 
 
-def test_run_started_with_the_adversarial_loss_resumes_with_it(advmim_2d, tmp_path):
-    """A checkpoint written with the adversarial loss (the default before it was turned off) resumes in the default
-    trainer with its discriminators, their optimizer and its states; the reverse is refused with the file named."""
+def test_resume_needs_the_trainer_that_started_the_run(advmim_2d, tmp_path):
+    """A checkpoint written with the adversarial loss resumes with it, in the trainer that wrote it; a trainer without
+    it refuses that checkpoint, and the reverse is refused too, each with the file named."""
     torch.manual_seed(6)
     t = _trainer(advmim_2d, "nnUNetTrainerAdvMIM_withAdv")
     t.on_train_epoch_start()
     t.train_step(_batch(t))
     ckpt = str(tmp_path / "with_adv.pth")
     t.save_checkpoint(ckpt)
-    resumed = _trainer(advmim_2d, "nnUNetTrainerAdvMIM")
-    assert resumed.discriminators == {} and not resumed.adversarial
+    resumed = _trainer(advmim_2d, "nnUNetTrainerAdvMIM_withAdv")
     resumed.load_checkpoint(ckpt)
-    assert resumed.adversarial and set(resumed.discriminators) == {"hybrid", "cnn"}
     for b in ("hybrid", "cnn"):
         assert _same(_params(t.discriminators[b]), _params(resumed.discriminators[b]))
         assert resumed.disc_optimizers[b].state_dict()["param_groups"] == t.disc_optimizers[b].state_dict()["param_groups"]
     resumed.on_train_epoch_start()
     out = resumed.train_step(_batch(resumed, seed=2))
     assert out["finite"] and resumed.step_terms(out)["cnn_disc_loss"] > 0
-    assert "continues with it as it started" in open(resumed.log_file).read()
+    with pytest.raises(RuntimeError, match="with_adv.pth.*with the adversarial loss.*nnUNetTrainerAdvMIM_withAdv"):
+        _trainer(advmim_2d, "nnUNetTrainerAdvMIM").load_checkpoint(ckpt)
 
     plain = _trainer(advmim_2d, "nnUNetTrainerAdvMIM")
     without = str(tmp_path / "without_adv.pth")

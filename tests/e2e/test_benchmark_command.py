@@ -15,7 +15,7 @@ def test_benchmark_command_end_to_end(tmp_path, nnunet_env):
                     "--workdir", str(tmp_path / "work"), "-o", str(out)], env=env, timeout=300)
     assert "targets:" in proc.stdout
     r = json.loads(out.read_text())
-    from nnunetv2_advmim.methods.advmim import STEP_MODES
+    from nnunetv2_advmim.methods.step_modes import STEP_MODES
     expected = {"stock", "S", "C"} | {f"advmim_{m}" for m in STEP_MODES}
     assert set(r["items"]) == expected
     for name, v in r["items"].items():

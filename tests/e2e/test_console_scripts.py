@@ -13,8 +13,7 @@ def test_console_scripts(tmp_path):
     worker process pays MONAI's import, several seconds, so the suite leaves the worker pool out)."""
     import subprocess
 
-    for cmd in ("nnUNetv2_advmim_compare", "nnUNetv2_advmim_export_submission", "nnUNetv2_advmim_verify_raw",
-                "nnUNetv2_advmim_migrate"):
+    for cmd in ("nnUNetv2_advmim_compare", "nnUNetv2_advmim_export_submission", "nnUNetv2_advmim_verify_raw"):
         proc = subprocess.run([cmd, "-h"], capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0 and "usage" in proc.stdout
     write_evaluation_folders(tmp_path, seed=2)

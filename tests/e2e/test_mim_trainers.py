@@ -205,7 +205,7 @@ def test_joint_pretraining_loads_both_advmim_networks(mim_env):
     into AdvMIM through nnU-Net's own loading path, every weight equal; the stock commands fine-tune AdvMIM and the
     plain nnUNetTrainer (C's weights) from the same file."""
     from nnunetv2.run.run_training import maybe_load_checkpoint
-    from nnunetv2_advmim.runtime.checkpointing import unwrap_model
+    from nnunetv2_advmim.wrappers import unwrap_model
     from nnunetv2_advmim.trainers import nnUNetTrainerAdvMIM as advmim
 
     trainer = "nnUNetTrainerAnatoMask_AdvMIM_t"

@@ -61,7 +61,7 @@ def test_semisup_loader_3d_budget_and_unlabeled_images(planned_3d, monkeypatch):
         assert type(train_loader._augmenters[1]).__name__ == "NonDetMultiThreadedAugmenter"
         assert set(next(val_loader)["keys"]) <= set(budget["folds"][0]["val"])
     finally:
-        train_loader._finish()
+        train_loader.finish()
         val_loader._finish()
 
 
@@ -78,5 +78,5 @@ def test_semisup_loader_2d_and_empty_pool_error(planned_2d, monkeypatch):
         labeled = [f"case_{i:03d}" for i in range(6)]
         _check_batches(train_loader, trainer, labeled, [f"unlabeled_{i:03d}" for i in range(4)], 2)
     finally:
-        train_loader._finish()
+        train_loader.finish()
         val_loader._finish()

@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from nnunetv2_advmim.commands.study import find_trainer
-from nnunetv2_advmim.methods.adversarial import (PatchDiscriminator, discriminator_optimizer,
-                                                   saved_discriminator_settings)
+from nnunetv2_advmim.env import find_trainer
+from nnunetv2_advmim.methods.adversarial import PatchDiscriminator, discriminator_optimizer
 from nnunetv2_advmim.methods.advmim import MASKED_LABELED, MASKED_UNLABELED, AdvMIMWeights, part_loss
 from nnunetv2_advmim.methods.losses import cross_teaching_dice
 from nnunetv2_advmim.methods.masking import chosen_block_size
@@ -118,47 +117,31 @@ def test_discriminator_optimizers():
         discriminator_optimizer(params, "rmsprop", 1e-4, 10)
 
 
-def test_saved_discriminator_settings_recorded_or_read_from_the_optimizer_states():
-    params = [torch.nn.Parameter(torch.zeros(3))]
-    adam, _ = discriminator_optimizer(params, "adam", 1e-4, 10)
-    sgd, _ = discriminator_optimizer(params, "sgd", 1e-2, 10)
-    recorded = {"optimizer": "sgd", "lr": 1e-2, "grad_clip": 12.0}
-    assert saved_discriminator_settings({"disc": recorded, "disc_optimizers": {"cnn": adam.state_dict()}}) == recorded
-    # checkpoints written before the record: the kind from the parameter groups, Adam's constant lr with it
-    assert saved_discriminator_settings({"disc_optimizers": {"cnn": adam.state_dict()}}) == \
-        {"optimizer": "adam", "lr": 1e-4, "grad_clip": None}
-    assert saved_discriminator_settings({"disc_optimizers": {"cnn": sgd.state_dict()}}) == {"optimizer": "sgd"}
-    assert saved_discriminator_settings({"disc": None, "disc_optimizers": {}}) is None  # no adversarial loss
-
-
-def test_resumed_run_keeps_the_discriminator_optimizer_it_started_with():
+def test_resume_refuses_a_checkpoint_of_another_training():
+    """A checkpoint resumes only where the trainer trains what it trained: inference network, adversarial loss on or
+    off, discriminator optimizer; each refusal names the file and the trainer that wrote it."""
     trainer = find_trainer("nnUNetTrainerAdvMIM")
-    logged = []
-    fake = SimpleNamespace(disc_optimizer="sgd", disc_lr=1e-2, disc_grad_clip=12.0, disc_betas=(0.9, 0.99),
-                           disc_weight_decay=0.0, num_epochs=10, print_to_log_file=logged.append,
-                           discriminators={b: PatchDiscriminator(2, torch.nn.Conv2d, features=(2, 2, 2, 2))
-                                           for b in ("hybrid", "cnn")})
+    fake = SimpleNamespace(predict_with="cnn", disc_optimizer="adam", disc_lr=1e-4, disc_grad_clip=None,
+                           discriminators={"cnn": object()})
     fake._disc_settings = lambda: trainer._disc_settings(fake)
-    fake._build_disc_optimizers = lambda: trainer._build_disc_optimizers(fake)
-    fake._build_disc_optimizers()
-    trainer._continue_with_saved_disc_settings(fake, {"optimizer": "sgd"}, "ckpt.pth")
-    assert not logged and isinstance(fake.disc_optimizers["cnn"], torch.optim.SGD)  # same kind: nothing to do
-    trainer._continue_with_saved_disc_settings(fake, {"optimizer": "adam", "lr": 1e-4, "grad_clip": None}, "ckpt.pth")
-    assert (fake.disc_optimizer, fake.disc_lr, fake.disc_grad_clip) == ("adam", 1e-4, None)
-    assert all(isinstance(o, torch.optim.Adam) and o.param_groups[0]["lr"] == 1e-4
-               for o in fake.disc_optimizers.values())
-    assert fake.disc_schedulers == {} and "ckpt.pth" in logged[0] and "continues" in logged[0]
-    saved = {b: o.state_dict() for b, o in fake.disc_optimizers.items()}
-    for b, o in fake.disc_optimizers.items():  # the saved Adam states load into the rebuilt optimizers
-        o.load_state_dict(saved[b])
+    same = {"predict_with": "cnn", "disc": {"optimizer": "adam", "lr": 1e-4, "grad_clip": None}}
+    trainer._check_same_training(fake, "ckpt.pth", same, "nnUNetTrainerAdvMIM_withAdv")  # the same: no error
+    for extra, match in (({**same, "predict_with": "hybrid"}, "ckpt.pth.*predicting with hybrid"),
+                         ({**same, "disc": None}, "ckpt.pth was trained without the adversarial loss"),
+                         ({**same, "disc": {"optimizer": "sgd", "lr": 0.05, "grad_clip": 5.0}}, "'sgd'")):
+        with pytest.raises(RuntimeError, match=match) as e:
+            trainer._check_same_training(fake, "ckpt.pth", extra, "nnUNetTrainerAdvMIM_withAdv")
+        assert "nnUNetTrainerAdvMIM_withAdv" in str(e.value)
+    fake.discriminators = {}
+    with pytest.raises(RuntimeError, match="trained with the adversarial loss"):
+        trainer._check_same_training(fake, "ckpt.pth", same, "nnUNetTrainerAdvMIM_withAdv")
 
 
 def test_inference_network_of_each_variant():
     """C is the default inference network of the whole AdvMIM family (measured ahead of S); `_Hybrid` keeps the
-    paper's S, `_Ensemble` averages both, and `_CNN` is the default under its older name."""
-    expected = {"nnUNetTrainerAdvMIM": "cnn", "nnUNetTrainerAdvMIM_noAdv": "cnn", "nnUNetTrainerCTCT": "cnn",
-                "nnUNetTrainerAdvMIM_withAdv": "cnn",
-                "nnUNetTrainerAdvMIM_CNN": "cnn", "nnUNetTrainerAdvMIM_Hybrid": "hybrid",
+    paper's S, `_Ensemble` averages both."""
+    expected = {"nnUNetTrainerAdvMIM": "cnn", "nnUNetTrainerCTCT": "cnn", "nnUNetTrainerAdvMIM_withAdv": "cnn",
+                "nnUNetTrainerAdvMIM_Hybrid": "hybrid",
                 "nnUNetTrainerAdvMIM_Ensemble": "ensemble", "nnUNetTrainerAdvMIM_paper": "hybrid",
                 "nnUNetTrainerAdvMIM_maskedCEOnly": "cnn"}
     assert {name: find_trainer(name).predict_with for name in expected} == expected

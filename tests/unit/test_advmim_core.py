@@ -8,7 +8,8 @@ from torch import nn
 
 from nnunetv2_advmim.architectures.ensemble import AdvMIMEnsemble
 from nnunetv2_advmim.architectures.from_plans import branch_architecture
-from nnunetv2_advmim.methods.advmim import discriminator_loss, masked_domain_loss, plain_domain_loss, split_batch
+from nnunetv2_advmim.methods.advmim import (LABELED, MASKED_LABELED, MASKED_UNLABELED, UNLABELED, AdvMIMWeights,
+                                            discriminator_loss, part_loss, split_batch)
 from nnunetv2_advmim.methods.schedules import warmup_poly_lr
 
 
@@ -35,6 +36,28 @@ def _sup(output, target):
 
 
 _sup.seen = []
+
+
+def _parts(parts, logits, target, n_labeled, sup, partner, discriminator, weights):
+    """The training step's per-part losses (``part_loss``) for one forward on ``[x_l; x_u]``, summed per domain."""
+    out_l, logits_u = split_batch(logits, n_labeled)
+    results = {p: part_loss(p, logits_u if p in (UNLABELED, MASKED_UNLABELED) else out_l, target, sup, partner,
+                            discriminator, weights) for p in parts}
+    terms = {k: v for r in results.values() for k, v in r.terms.items()}
+    terms["total"] = sum(r.loss for r in results.values() if r.loss is not None)
+    return terms, results
+
+
+def plain_domain_loss(logits, target, n_labeled, sup, partner, lambda_ct=0.1, rampup=1.0):
+    terms, r = _parts((LABELED, UNLABELED), logits, target, n_labeled, sup, partner, None,
+                      AdvMIMWeights(lambda_ct=lambda_ct, rampup=rampup))
+    return {**terms, "probs_l": r[LABELED].real, "logits_u": r[UNLABELED].logits_u}
+
+
+def masked_domain_loss(logits, target, n_labeled, sup, partner, discriminator=None, lambda_u=1.0, lambda_adv=0.001):
+    terms, r = _parts((MASKED_LABELED, MASKED_UNLABELED), logits, target, n_labeled, sup, partner, discriminator,
+                      AdvMIMWeights(lambda_u=lambda_u, lambda_adv=lambda_adv))
+    return {**terms, "probs_u": r[MASKED_UNLABELED].fake}
 
 
 def test_split_batch_keeps_labeled_scales_and_unlabeled_full_resolution():

@@ -15,7 +15,8 @@ from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
 
 from nnunetv2_advmim.methods.adversarial import PatchDiscriminator
 from nnunetv2_advmim.architectures.from_plans import build_branch
-from nnunetv2_advmim.methods.advmim import STEP_MODES, advmim_generator_step
+from nnunetv2_advmim.methods.advmim import AdvMIMWeights, advmim_generator_step
+from nnunetv2_advmim.methods.step_modes import STEP_MODES
 from nnunetv2_advmim.methods.masking import block_mask
 
 from helpers import TINY_2D_PLAN as PLAN
@@ -40,8 +41,9 @@ def _setup(seed=0):
 def _run(mode, masked=True, adversarial=True, lambda_ct=0.1):
     nets, discs, x_l, x_u, target, masks, loss = _setup()
     out = advmim_generator_step(nets, x_l, target, x_u, loss, masks if masked else None,
-                                discs if adversarial else None, mode, lambda_ct=lambda_ct, rampup=0.5, lambda_u=1.0,
-                                lambda_adv=0.5)  # a large lambda_adv so the adversarial gradient is visible
+                                discs if adversarial else None, mode,
+                                # a large lambda_adv so the adversarial gradient is visible
+                                weights=AdvMIMWeights(lambda_ct=lambda_ct, rampup=0.5, lambda_u=1.0, lambda_adv=0.5))
     grads = {b: {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None} for b, net in nets.items()}
     disc_grads = [p.grad for d in discs.values() for p in d.parameters()]
     return out, grads, disc_grads
@@ -127,14 +129,16 @@ def test_ddp_unused_parameter_search_where_a_parameter_misses_its_gradient():
     fast/balanced with the masked domain give every parameter one in their single backward per network; memory
     mode's last pass (masked unlabeled) does not reach the deep-supervision heads; CTCT never reaches the mask
     token."""
-    from nnunetv2_advmim.methods.advmim import (MASKED_UNLABELED, AdvMIMWeights, _forward_parts,
-                                                ddp_find_unused_parameters, part_loss)
+    from nnunetv2_advmim.methods.advmim import MASKED_UNLABELED, AdvMIMWeights, part_loss
+    from nnunetv2_advmim.methods.step_modes import ddp_find_unused_parameters, forward_parts
 
     assert ddp_find_unused_parameters("memory") and ddp_find_unused_parameters("memory", masked_domain=False)
     assert ddp_find_unused_parameters("fast", masked_domain=False)
     assert not ddp_find_unused_parameters("fast") and not ddp_find_unused_parameters("balanced")
     with pytest.raises(ValueError, match="unknown AdvMIM step mode"):
         ddp_find_unused_parameters("quick")
+    with pytest.raises(ValueError, match="'reference'.*does not run under DDP"):  # asked only under DDP
+        ddp_find_unused_parameters("reference")
     for mode in ("fast", "balanced"):
         _, grads, _ = _run(mode)
         nets = _setup()[0]
@@ -143,7 +147,7 @@ def test_ddp_unused_parameter_search_where_a_parameter_misses_its_gradient():
     assert all("mask_token" not in n for b in grads for n in grads[b])
     nets, discs, x_l, x_u, target, masks, loss = _setup()
     net = nets["cnn"]
-    out = _forward_parts(net, (MASKED_UNLABELED,), x_l, x_u, masks["cnn"])[MASKED_UNLABELED]
+    out = forward_parts(net, (MASKED_UNLABELED,), x_l, x_u, masks["cnn"])[MASKED_UNLABELED]
     partner = torch.randn(B, K, P, P, dtype=torch.float64)
     part_loss(MASKED_UNLABELED, out, target, loss, partner, discs["cnn"], AdvMIMWeights()).loss.backward()
     missing = {n for n, p in net.named_parameters() if p.grad is None}
@@ -152,8 +156,8 @@ def test_ddp_unused_parameter_search_where_a_parameter_misses_its_gradient():
 
 
 def test_auto_step_mode_picks_the_fastest_mode_that_fits():
-    from nnunetv2_advmim.methods.advmim import (STEP_MODE_MEMORY_MARGIN, STEP_MODE_MEMORY_RATIO, choose_step_mode,
-                                                most_memory_saving)
+    from nnunetv2_advmim.methods.step_modes import (STEP_MODE_MEMORY_MARGIN, STEP_MODE_MEMORY_RATIO,
+                                                    choose_step_mode, most_memory_saving)
 
     gib = 2 ** 30
     assert STEP_MODE_MEMORY_RATIO == {"fast": 7.65, "balanced": 4.29, "memory": 1.30}

@@ -86,13 +86,14 @@ def _targets(y):
 def _one_step(nets, discs, gen_discs, x_l, y, x_u, masks, mode, loss, ddp, no_sync=None):
     """One AdvMIM iteration as the trainer's train_step runs it, with plain SGD (weights = a function of the
     gradients only) and no clipping. ``masks=None``: CTCT (no masked domain, the discriminators stay out)."""
-    from nnunetv2_advmim.methods.advmim import advmim_generator_step, discriminator_loss
+    from nnunetv2_advmim.methods.advmim import AdvMIMWeights, advmim_generator_step, discriminator_loss
 
     params = [p for m in list(nets.values()) + list(discs.values()) for p in m.parameters()]
     opt = torch.optim.SGD(params, lr=SGD_LR)
     opt.zero_grad(set_to_none=True)
-    out = advmim_generator_step(nets, x_l, _targets(y), x_u, loss, masks, gen_discs, mode, lambda_ct=0.1,
-                                rampup=0.5, lambda_u=1.0, lambda_adv=0.5, no_sync=no_sync, ddp=ddp)
+    out = advmim_generator_step(nets, x_l, _targets(y), x_u, loss, masks, gen_discs, mode,
+                                weights=AdvMIMWeights(lambda_ct=0.1, rampup=0.5, lambda_u=1.0, lambda_adv=0.5),
+                                no_sync=no_sync, ddp=ddp)
     if masks is not None:
         disc_loss = sum(discriminator_loss(d, out["real"][b], out["fake"][b])["loss"] for b, d in discs.items())
         disc_loss.backward()
@@ -105,8 +106,8 @@ def _advmim_worker(rank, port, folder, wce_over_ranks=True):
 
     from torch.nn.parallel import DistributedDataParallel as DDP
 
-    from nnunetv2_advmim.methods.advmim import ddp_find_unused_parameters
-    from nnunetv2_advmim.runtime.checkpointing import unwrap_model
+    from nnunetv2_advmim.methods.step_modes import ddp_find_unused_parameters
+    from nnunetv2_advmim.wrappers import unwrap_model
 
     _init(rank, port)
     no_sync = lambda net: net.no_sync() if isinstance(net, DDP) else contextlib.nullcontext()  # noqa: E731

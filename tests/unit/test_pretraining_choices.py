@@ -16,7 +16,7 @@ from batchgeneratorsv2.transforms.utils.pseudo2d import Convert2DTo3DTransform, 
 from batchgeneratorsv2.transforms.utils.random import OneOfTransform, RandomTransform
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from nnunetv2_advmim.commands.study import find_trainer
+from nnunetv2_advmim.env import find_trainer
 from nnunetv2_advmim.data.pretraining_loader import (INTENSITY_TRANSFORMS, is_intensity_transform,
                                                      pretraining_transforms, without_intensity_transforms)
 from nnunetv2_advmim.methods.mim import (anatomask_select, block_ranking_errors, kmeans, lesion_candidate_blocks,

@@ -3,7 +3,7 @@ import numpy as np
 import torch
 from types import SimpleNamespace
 
-from nnunetv2_advmim.commands.study import find_trainer
+from nnunetv2_advmim.env import find_trainer
 from nnunetv2_advmim.data.pseudo_sampling import next_cases, predict_locations, pseudo_label_locations, refresh_due
 from nnunetv2_advmim.data.semisup_loader import SemiSupervisedLoader, nnUNetUnlabeledDataLoader
 
@@ -128,3 +128,28 @@ def test_locations_round_trip_through_a_weights_only_checkpoint(tmp_path):
     back = locations_from_state(safe_load(str(tmp_path / "c.pth"))["pseudo"])
     assert set(back) == {"case_1", "case_2"} and back["case_1"][2] == [] and back["case_2"] == {1: [], 2: []}
     np.testing.assert_array_equal(back["case_1"][1], [[0, 3, 4], [0, 5, 6]])
+
+
+def test_refresh_predicts_this_ranks_share_of_the_window_and_hands_every_result_to_the_loader():
+    from nnunetv2_advmim.data.pseudo_sampling import refresh_locations
+
+    class Loader:
+        unlabeled_keys = ["a", "b", "c", "d", "e"]
+        unlabeled_dataset = "pool"
+        added = None
+
+        def add_pseudo_locations(self, locations, percent):
+            self.added = (locations, percent)
+
+    predicted = []
+    predictor = SimpleNamespace(predict_sliding_window_return_logits=lambda x: predicted.append(1) or _logits(
+        tuple(x.shape[1:]), {}))
+    dataset = SimpleNamespace(load_data=lambda k: np.ones((1, 1, 4, 4), np.float32))
+    loader = Loader()
+    loader.unlabeled_dataset = dataset
+    other_rank = {"z": {1: []}}
+    found, cursor = refresh_locations(loader, predictor, cursor=1, max_cases=4, foreground_labels=[1],
+                                      oversample_foreground_percent=0.5, rank=1, world=2,
+                                      gather=lambda f: [other_rank, f])
+    assert cursor == 0 and len(predicted) == 2  # window b, c, d, e; rank 1 predicts c and e
+    assert sorted(found) == ["c", "e", "z"] and loader.added == (found, 0.5)

@@ -11,12 +11,13 @@ import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunetv2_advmim.commands.small_plan import make_small_plans
-from nnunetv2_advmim.commands.study import (_fmt_delta, aggregate, arm_file_id, arm_parts, draw_order, find_trainer,
-                                            format_plan, labeled_cases, main, paired_difference,
-                                            paired_standard_error, parse_arm, parse_runs, plan_study, run_key,
-                                            run_to_run_sd, split_validation, study_budget, study_lock, variant_name,
-                                            variants_source, write_outputs)
-from nnunetv2_advmim.commands.study_design import between_draw_sd, cheapest_design, expected_paired_se
+from nnunetv2_advmim.commands.study import (aggregate, arm_file_id, arm_parts, draw_order, format_plan, labeled_cases,
+                                            main, paired_difference, paired_standard_error, parse_arm, parse_runs,
+                                            plan_study, run_key, run_to_run_sd, split_validation, study_budget,
+                                            study_lock, variant_name, variants_source, write_outputs)
+from nnunetv2_advmim.commands.study.design import between_draw_sd, cheapest_design, expected_paired_se
+from nnunetv2_advmim.commands.study.report import _fmt_delta
+from nnunetv2_advmim.env import find_trainer
 from nnunetv2_advmim.data.label_budget import budget_to_splits, budget_unlabeled_cases
 from nnunetv2_advmim.data.synthetic import SCARCE_LABELS, make_scarce_case, scarce_structures
 from nnunetv2_advmim.runtime.weights import advmim_network_weights
@@ -63,9 +64,10 @@ def test_parse_arm():
 
 
 def test_variant_source_sets_the_schedule_and_scales_warm_up():
-    class Base:
+    class Base:  # what the variant reads and sets of an nnU-Net trainer
         def __init__(self, plans, configuration, fold, dataset_json, device=None):
             self.num_epochs, self.warmup_epochs = 1000, 20
+            self.num_iterations_per_epoch = self.num_val_iterations_per_epoch = 250
 
     Base.__module__ = "nnunetv2.training.nnUNetTrainer.nnUNetTrainer"  # resolvable by package import
     source = variants_source([(variant_name("nnUNetTrainer", 50, 20), Base, 50, 20, 3)], threads=1)
@@ -78,6 +80,7 @@ def test_variant_source_sets_the_schedule_and_scales_warm_up():
 
     def share_of_num_epochs(self, plans, configuration, fold, dataset_json, device=None):
         self.num_epochs, self.warmup_epochs = 1000, None  # None: a share of num_epochs, resolved at optimizer set-up
+        self.num_iterations_per_epoch = self.num_val_iterations_per_epoch = 250
 
     Base.__init__ = share_of_num_epochs
     trainer = namespace["nnUNetTrainer_study50x20"]({}, "2d", 0, {})
@@ -167,7 +170,7 @@ def test_arms_that_predict_with_another_network_of_the_same_training():
     with pytest.raises(ValueError, match="empty"):
         parse_arm(":cnn", [4])
     source = variants_source([], None, [("T_study5x2_cnn", "T_study5x2", "cnn")])
-    assert "class T_study5x2_cnn(T_study5x2):\n    predict_with = 'cnn'" in source
+    assert "class T_study5x2_cnn(T_study5x2):\n    choice = {'predict_with': 'cnn'}" in source
 
     a, b = torch.zeros(2), torch.ones(3)
     ckpt = {"advmim": {"weights": {"hybrid": {"x.w": a}, "cnn": {"y.w": b}}}}
@@ -199,8 +202,10 @@ def test_ablation_arms_change_one_known_choice_each():
     import re
     from nnunetv2_advmim.trainers.nnUNetTrainerAdvMIM import nnUNetTrainerAdvMIM as base
     defaults = {}
-    for cls in (nnUNetTrainer, base):  # nnU-Net's own attributes (initial_lr), then AdvMIM's
-        defaults.update(re.findall(r"self\.(\w+) = ([^#\n]+?)\s*(?:#|\n)", inspect.getsource(cls.__init__)))
+    # nnU-Net's own attributes (initial_lr, set in its __init__), then AdvMIM's settings (class attributes)
+    defaults.update(re.findall(r"self\.(\w+) = ([^#\n]+?)\s*(?:#|\n)", inspect.getsource(nnUNetTrainer.__init__)))
+    defaults.update({k: repr(v) for k, v in vars(base).items() if isinstance(v, (bool, int, float, str, tuple, type(None)))
+                     and not k.startswith("_")})
     names = ["rampups", "batchDice", "discUnlabeled", "block16", "sgdDisc", "fgUnlabeled", "uRampup", "ratio50",
              "noMaskedUnlabeled", "halfLR", "noMaskedLabeled"]
     for name in names:
@@ -278,7 +283,7 @@ def test_study_variant_of_an_ablation_arm_loads_its_file(monkeypatch, tmp_path, 
     namespace = {}
     exec(compile(source, "study_trainers.py", "exec"), namespace)
     variant = namespace[variant_name(name, 5, 2)]
-    assert variant.__mro__[1].__name__ == name and variant.choice == cls.choice == choice
+    assert variant.__mro__[1].__name__ == name and cls.choice.items() <= variant.choices().items()
 
 
 def test_study_lock_allows_one_process_per_folder(tmp_path):
@@ -376,8 +381,8 @@ def test_study_md_and_csv_give_the_paired_standard_error(tmp_path):
                 "labels": {"1": "a"}, "mean": {"1": {"Dice": dice, "HD95": 1.0, "NSD": 0.5}},
                 "foreground_mean": {"Dice": dice, "HD95": 1.0, "NSD": 0.5}, "labeled": ["c0"]}
 
-    study = types.SimpleNamespace(arms=[("S", [4]), ("T", [4])], pretrainers=[], _finetune_arms=lambda p: [p],
-                                  _reported=lambda arm: [arm], folder=str(tmp_path), epochs=1, iterations=10,
+    study = types.SimpleNamespace(arms=[("S", [4]), ("T", [4])], pretrainers=[], finetune_arms=lambda p: [p],
+                                  reported=lambda arm: [arm], folder=str(tmp_path), epochs=1, iterations=10,
                                   match_time=None, dataset_name="Dataset1_X", configuration="2d", plans="P",
                                   pool=["c0"], val=["c1"], draws=2, seed=0, raw=str(tmp_path), postprocess=False)
     write_outputs(study, [record("S", 0, 0.30), record("S", 1, 0.40), record("T", 0, 0.35), record("T", 1, 0.40)],
@@ -480,3 +485,25 @@ def test_plan_se_on_the_command_line(tmp_path, capsys):
     assert "3 draws, each with 1 run(s) of the arm and 2 of S" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["--plan-se", "1"])  # neither a study folder nor --sigma
+
+
+def test_one_choice_variant_of_a_variant_keeps_its_parents_choices():
+    """A variant's parent may be a variant: its choices apply first; a class attribute (read before any instance,
+    as nnU-Net's build_network_architecture reads predict_with) is set on the variant class too."""
+    from nnunetv2_advmim.trainers.one_choice import OneChoice
+
+    class Parent:
+        predict_with = "cnn"
+
+        def __init__(self, plans, configuration, fold, dataset_json, device=None):
+            self.lambda_u, self.other = 1.0, "kept"
+
+    class A(OneChoice, Parent):
+        choice = {"lambda_u": 0.5, "predict_with": "hybrid"}
+
+    class B(OneChoice, A):
+        choice = {"other": "changed"}
+
+    assert A.predict_with == "hybrid" and Parent.predict_with == "cnn" and B.__mro__[1] is A
+    b = B({}, "2d", 0, {})
+    assert (b.lambda_u, b.other, b.predict_with) == (0.5, "changed", "hybrid")

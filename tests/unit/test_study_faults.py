@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from nnunetv2_advmim.commands import study as study_mod
+from nnunetv2_advmim.commands.study import runner as study_runner
 from nnunetv2_advmim.commands.study import Study, study_lock, variants_source
 
 
@@ -65,7 +65,7 @@ def test_lock_file_nobody_holds_is_free_whatever_it_says(tmp_path):
 CHILD = "import os, sys, time; open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(120)"
 PARENT = """
 import sys
-from nnunetv2_advmim.commands.study import _run
+from nnunetv2_advmim.commands.study.runner import _run
 _run([sys.executable, '-c', {child!r}, {pidfile!r}], None, {log!r})
 """
 
@@ -129,7 +129,7 @@ def _fake_study(tmp_path, monkeypatch):
     model = tmp_path / "results" / "Dataset1_X" / "V__P__2d" / "fold_0"
     model.mkdir(parents=True)
     commands, messages = [], []
-    monkeypatch.setattr(study_mod, "_run", lambda cmd, env, log_file: commands.append(cmd) or 1.0)
+    monkeypatch.setattr(study_runner, "_run", lambda cmd, env, log_file: commands.append(cmd) or 1.0)
     fake = SimpleNamespace(dataset_name="Dataset1_X", configuration="2d", plans="P", device="cpu",
                            log=messages.append, _model_folder=lambda results, trainer: str(model),
                            _variant=lambda trainer: "V")
