@@ -1,7 +1,7 @@
 """ACDC end to end on a miniature ACDC folder (11 patients, 2 frames each, 4 slices of 24x24 at 1.5x1.5x10 mm):
 ``nnUNetv2_advmim_convert_acdc``, ``nnUNetv2_advmim_verify_raw``, stock planning of 2d and 3d_fullres, both
-protocols of ``nnUNetv2_advmim_label_budget``, short stock and AdvMIM trainings through ``nnUNetv2_train``, and
-the CPU smoke mode of ``benchmarks/acdc_gpu.sh``.
+protocols of ``nnUNetv2_advmim_label_budget``, short stock and AdvMIM trainings through ``nnUNetv2_train``, a
+short ``nnUNetv2_advmim_study`` on both protocols, and the CPU smoke mode of ``benchmarks/acdc_gpu.sh``.
 
 The folder holds the papers' 7 labeled patients, 2 more training patients, 1 validation and 1 test patient; the
 other 89 patients of the split are missing, so it is converted with ``--allow-missing-patients`` (tests/unit/
@@ -78,6 +78,22 @@ def test_converted_acdc_verifies_plans_budgets_and_trains(nnunet_env, fake_acdc,
         log = "".join(open(os.path.join(fold, f)).read() for f in os.listdir(fold) if f.startswith("training_log"))
         assert "This split has 6 training and 2 validation cases" in log  # the 3 labeled patients' frames
     assert os.path.isdir(raw)
+
+    # the study on the papers' protocols: their labeled patients, validation patients and pool, one draw each
+    study = os.path.join(env["nnUNet_results"], "acdc_study")
+    run_cmd(["nnUNetv2_advmim_study", "-d", "927", "-c", "2d", "-n", "acdc-3", "acdc-7", "-tr", "nnUNetTrainer",
+             "--epochs", "1", "--iterations", "2", "--val-iterations", "1", "-device", "cpu", "--threads", "1",
+             "-o", study], env=env, timeout=1200)
+    for protocol, labeled in (("acdc-3", PAPERS_7[:3]), ("acdc-7", PAPERS_7)):
+        with open(os.path.join(study, "arms", f"n{protocol}_d0__nnUNetTrainer.json")) as f:
+            record = json.load(f)
+        assert record["labeled"] == _frames(frames, labeled) and record["n_labeled"] == 2 * len(labeled)
+        with open(os.path.join(study, "preprocessed", f"n{protocol}_d0", "Dataset927_ACDC", "label_budget.json")) as f:
+            assert json.load(f)["folds"] == [{"val": _frames(frames, ["patient028"]),
+                                              "unlabeled": _frames(frames, [p for p in FAKE[:-2] if p not in labeled])}]
+    assert not os.path.exists(os.path.join(study, "arms", "nacdc-3_d1__nnUNetTrainer.json"))  # one draw
+    md = open(os.path.join(study, "study.md")).read()
+    assert "published protocols acdc-3, acdc-7" in md and "| acdc-3 (6) | nnUNetTrainer |" in md
 
 
 @pytest.mark.timeout(1800)

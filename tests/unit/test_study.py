@@ -384,7 +384,7 @@ def test_study_md_and_csv_give_the_paired_standard_error(tmp_path):
     study = types.SimpleNamespace(arms=[("S", [4]), ("T", [4])], pretrainers=[], finetune_arms=lambda p: [p],
                                   reported=lambda arm: [arm], folder=str(tmp_path), epochs=1, iterations=10,
                                   match_time=None, dataset_name="Dataset1_X", configuration="2d", plans="P",
-                                  pool=["c0"], val=["c1"], draws=2, seed=0, raw=str(tmp_path), postprocess=False)
+                                  pool=["c0"], val=["c1"], counts=[4], draws=2, seed=0, raw=str(tmp_path), postprocess=False)
     write_outputs(study, [record("S", 0, 0.30), record("S", 1, 0.40), record("T", 0, 0.35), record("T", 1, 0.40)],
                   [])
     md = (tmp_path / "study.md").read_text()

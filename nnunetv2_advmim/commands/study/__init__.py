@@ -10,6 +10,9 @@ against ``labelsTs``. The protocol:
   takes its first ``n`` cases, so within a draw the labeled sets are nested (the 2 cases are among the 4, the 4
   among the 8). ``all`` labels the whole pool (the fully supervised ceiling). Cases of the pool that are not
   labeled are the unlabeled pool, together with the dataset's preprocessed ``imagesUnlabeled``.
+- **Published protocols** (``-n acdc-3 acdc-7 acdc-all`` on a dataset converted with
+  ``nnUNetv2_advmim_convert_acdc``): the papers' labeled patients, validation patients and training pool replace
+  the drawn ones; each protocol is one draw (``--runs`` still repeats its trainings).
 - **Splits**: each (count, draw) gets a study-owned preprocessed dataset folder,
   ``<study>/preprocessed/n<n>_d<k>/<Dataset>/``, whose entries are symbolic links to the planned dataset (plans,
   preprocessed data) plus its own ``splits_final.json`` (fold 0) and ``label_budget.json``. Training runs with

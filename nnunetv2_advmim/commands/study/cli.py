@@ -70,7 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-d", help="dataset ID or DatasetXXX_Name (planned and preprocessed); required")
     parser.add_argument("-c", help="configuration, e.g. 2d or 3d_fullres; required")
     parser.add_argument("-p", default="nnUNetPlans", help="plans identifier")
-    parser.add_argument("-n", nargs="+", help="labeled counts, e.g. 2 4 8 all; required")
+    parser.add_argument("-n", nargs="+",
+                        help="labeled counts, e.g. 2 4 8 all; or published protocols of a dataset converted with "
+                             "nnUNetv2_advmim_convert_acdc (acdc-3 acdc-7 acdc-all: the papers' labeled patients and "
+                             "split, one draw each); required")
     parser.add_argument("--draws", type=int, default=3, help="draws of the labeled cases per count")
     parser.add_argument("-tr", nargs="*", default=["nnUNetTrainer"],
                         help="trainers to compare; TRAINER@4,8 runs one only at those counts; TRAINER:cnn (or "

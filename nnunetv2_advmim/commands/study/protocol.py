@@ -1,9 +1,15 @@
 """The study's protocol as pure functions (``nnunetv2_advmim.commands.study``): arms and labeled counts, the
-validation split, the nested draws of labeled cases, the keys of splits and runs, and file names of arms."""
+validation split, the nested draws of labeled cases, the keys of splits and runs, and file names of arms.
+
+A count is a number of labeled cases drawn from the pool, ``all``, or a published protocol (``acdc-3``, ``acdc-7``,
+``acdc-all``: :mod:`nnunetv2_advmim.data.acdc_split`), which fixes the labeled cases, the validation cases and the
+pool, so a study of protocols has one draw per count and the protocol's split instead of a drawn one."""
+import math
 from typing import Dict, List, Sequence
 
 import numpy as np
 
+from nnunetv2_advmim.data.acdc_split import PROTOCOLS, protocol_budget, split_of_dataset
 from nnunetv2_advmim.runtime.weights import ADVMIM_NETWORKS
 
 PP_SUFFIX = "+pp"  # the arm of an arm's test predictions after nnU-Net's postprocessing
@@ -29,12 +35,52 @@ def parse_arm(spec: str, counts: Sequence) -> tuple:
 
 
 def parse_count(text) -> object:
-    if str(text) == "all":
-        return "all"
-    n = int(text)
+    if str(text) == "all" or str(text) in PROTOCOLS:
+        return str(text)
+    try:
+        n = int(text)
+    except ValueError:
+        raise ValueError(f"labeled count {text!r}: give a number, 'all' or a published protocol "
+                         f"({', '.join(sorted(PROTOCOLS))})") from None
     if n < 1:
         raise ValueError(f"labeled counts must be at least 1 or 'all', got {text}")
     return n
+
+
+def is_protocol(n) -> bool:
+    return isinstance(n, str) and n in PROTOCOLS
+
+
+def is_every_case(n) -> bool:
+    """``all``, or a protocol that labels every training case (``acdc-all``): the reference, not a point of a curve."""
+    return n == "all" or (is_protocol(n) and PROTOCOLS[n] is None)
+
+
+def single_draw(n) -> bool:
+    """Counts whose labeled cases are fixed (``all``, a protocol): one draw, however many ``--draws``."""
+    return n == "all" or is_protocol(n)
+
+
+def count_sort_key(n) -> float:
+    """Order of counts in reports: numbers, protocols by their labeled patients, every case last."""
+    n = str(n)
+    if is_every_case(n):
+        return math.inf
+    return float(PROTOCOLS[n]) if n in PROTOCOLS else float(int(n))
+
+
+def protocol_split(cases: Sequence[str], protocols: Sequence[str], dataset_json: dict) -> tuple:
+    """(validation cases, pool, {protocol: labeled cases}) of a study of published protocols: every protocol's label
+    budget (``acdc_split.protocol_budget``, which refuses a dataset that is not a converted ACDC) over the split the
+    converter recorded in ``dataset.json``. The pool is the split's training cases, labeled and unlabeled alike."""
+    split = split_of_dataset(dataset_json)
+    val, pool, labeled = [], [], {}
+    for protocol in protocols:
+        budget = protocol_budget(cases, protocol, split)
+        fold = budget["folds"][0]
+        labeled[protocol] = list(budget["labeled"])
+        val, pool = list(fold["val"]), sorted(set(budget["labeled"]) | set(fold["unlabeled"]))
+    return val, pool, labeled
 
 
 def split_validation(cases: Sequence[str], n_val: int, seed: int) -> tuple:

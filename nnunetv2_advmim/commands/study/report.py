@@ -14,7 +14,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from nnunetv2_advmim.commands.study.design import (ADVMIM_COST_RATIO, between_draw_sd,  # noqa: E402
                                                    cheapest_design)
-from nnunetv2_advmim.commands.study.protocol import PP_SUFFIX  # noqa: E402
+from nnunetv2_advmim.commands.study.protocol import (PP_SUFFIX, count_sort_key, is_every_case,  # noqa: E402
+                                                     is_protocol, single_draw)
 
 OUTPUTS = ("study.md", "study.csv", "study_runs.csv", "study.png")
 METRIC_NAMES = ("Dice", "HD95", "NSD")
@@ -107,7 +108,7 @@ def plan_study(records: Sequence[dict], reference: str, target_se: float, cost_r
     minus the noise of each draw's run counts (``between_draw_sd``), unless given; 0 (``tau_assumed``) when it cannot
     be estimated (one draw). ``design`` is None when sigma is unknown (no draw with several runs)."""
     plans = []
-    counts = sorted({str(r["n"]) for r in records}, key=lambda n: math.inf if n == "all" else int(n))
+    counts = sorted({str(r["n"]) for r in records}, key=count_sort_key)
     for n in counts:
         at_n = [r for r in records if str(r["n"]) == n]
         for arm in dict.fromkeys(r["arm"] for r in at_n):
@@ -167,7 +168,7 @@ def _fmt_points(sd: float) -> str:
 
 
 def _sort_key(row, arm_order):
-    return (math.inf if row["n"] == "all" else int(row["n"]), arm_order.index(row["arm"]))
+    return (count_sort_key(row["n"]), arm_order.index(row["arm"]))
 
 
 def reported_arms(study) -> List[str]:
@@ -204,7 +205,7 @@ def _write_markdown(study, rows, deltas, used_labels, baseline, failures, filena
     for r in rows:
         delta = deltas[(r["arm"], r["n"])]
         lines.append("| " + " | ".join(
-            [str(r["n"]) if r["n"] != "all" else f"all ({r['n_labeled']})", r["arm"], str(r["draws"])]
+            [str(r["n"]) if not single_draw(r["n"]) else f"{r['n']} ({r['n_labeled']})", r["arm"], str(r["draws"])]
             + ([str(r["runs"])] if several_runs else []) + [str(r["iterations"]), f"{r['train_s']:.0f}"]
             + [_fmt(r[f"Dice_{n}"]) for n in used_labels]
             + [_fmt(r["Dice_mean"]), "" if delta is None else _fmt_delta(delta)]
@@ -216,8 +217,11 @@ def _write_markdown(study, rows, deltas, used_labels, baseline, failures, filena
                 f"(iterations column)")
     md = [f"# Label-efficiency study: {study.dataset_name}, {study.configuration}, plans {study.plans}", "",
           f"- Schedule: {schedule}.",
-          f"- Labeled cases drawn from a pool of {len(study.pool)}; {len(study.val)} validation cases shared by "
-          f"every arm; {study.draws} draw(s) per count (seed {study.seed}), nested across counts.",
+          (f"- Labeled cases of the published protocols {', '.join(study.counts)} (one draw each; the protocol's "
+           f"split): a pool of {len(study.pool)}, {len(study.val)} validation cases shared by every arm."
+           if any(is_protocol(n) for n in study.counts) else
+           f"- Labeled cases drawn from a pool of {len(study.pool)}; {len(study.val)} validation cases shared by "
+           f"every arm; {study.draws} draw(s) per count (seed {study.seed}), nested across counts."),
           f"- Test set: `{os.path.join(study.raw, 'imagesTs')}` against `labelsTs`; values are mean ± standard "
           f"deviation over draws of the per-label mean over test cases; 'vs' is the difference of mean Dice to "
           f"{baseline} on the same draws, in Dice points: mean ± standard deviation of the per-draw differences "
@@ -271,25 +275,31 @@ def _write_runs_csv(records, arm_order, used_labels, filename) -> None:
                        + [r["foreground_mean"][m] for m in METRIC_NAMES] + [" ".join(r["labeled"])])
 
 
+def _plot_x(row) -> int:
+    """A count's place on the x axis: its labeled cases (a protocol's frames or slices count, not its patients)."""
+    return int(row["n_labeled"]) if is_protocol(row["n"]) else int(row["n"])
+
+
 def plot_study(rows: Sequence[dict], arm_order: Sequence[str], png_file: str, title: str) -> str:
     fig, ax = plt.subplots(figsize=(8.5, 4.5))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, arm in enumerate(arm_order):
         c = colours[i % len(colours)]
-        pts = sorted((int(r["n"]), *r["Dice_mean"]) for r in rows if r["arm"] == arm and r["n"] != "all")
+        pts = sorted((_plot_x(r), *r["Dice_mean"]) for r in rows if r["arm"] == arm and not is_every_case(r["n"]))
         if pts:
             x, mu, sd = map(np.array, zip(*pts))
             dodge = 2.0 ** (0.04 * (i - (len(arm_order) - 1) / 2))  # arms side by side at each count, not on top
             ax.errorbar(x * dodge, mu, yerr=np.nan_to_num(sd), marker="o", capsize=3, color=c, label=arm)
         for r in rows:
-            if r["arm"] == arm and r["n"] == "all":
+            if r["arm"] == arm and is_every_case(r["n"]):
                 ax.axhline(r["Dice_mean"][0], color=c, linestyle="--", linewidth=1,
                            label=f"{arm}, all {r['n_labeled']} labeled")
-    counts = sorted({int(r["n"]) for r in rows if r["n"] != "all"})
-    if counts:
+    ticks = {_plot_x(r): str(r["n"]) + (f" ({r['n_labeled']})" if is_protocol(r["n"]) else "")
+             for r in rows if not is_every_case(r["n"])}
+    if ticks:
         ax.set_xscale("log", base=2)
-        ax.set_xticks(counts)
-        ax.set_xticklabels([str(c) for c in counts])
+        ax.set_xticks(sorted(ticks))
+        ax.set_xticklabels([ticks[x] for x in sorted(ticks)])
     ax.set_xlabel("labeled training cases")
     ax.set_ylabel("mean foreground Dice (test set)")
     ax.set_title(title, fontsize=8)

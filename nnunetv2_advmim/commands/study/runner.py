@@ -13,8 +13,9 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
 
-from nnunetv2_advmim.commands.study.protocol import (PP_SUFFIX, arm_file_id, arm_parts, labeled_cases, parse_runs,
-                                                     run_key, split_key, split_validation, study_budget)
+from nnunetv2_advmim.commands.study.protocol import (PP_SUFFIX, arm_file_id, arm_parts, is_protocol, labeled_cases,
+                                                     parse_runs, protocol_split, run_key, single_draw, split_key,
+                                                     split_validation, study_budget)
 from nnunetv2_advmim.commands.study.lock import study_lock
 from nnunetv2_advmim.runtime.checkpoint_files import usable_checkpoint
 from nnunetv2_advmim.runtime.child_process import run_child
@@ -60,11 +61,15 @@ class Study:
         self.dataset_name = os.path.basename(self.preprocessed)
         self._check_dataset()
         cases = training_cases(self.preprocessed, self.plans)
-        self.n_val = max(2, round(0.2 * len(cases))) if self.n_val is None else self.n_val
-        self.val, self.pool = split_validation(cases, self.n_val, self.seed)
+        if any(is_protocol(n) for n in self.counts):  # the protocol's split (settings allow protocols only then)
+            self.val, self.pool, self.protocol_labeled = protocol_split(cases, self.counts, self.dataset_json)
+            self.n_val = len(self.val)
+        else:
+            self.n_val = max(2, round(0.2 * len(cases))) if self.n_val is None else self.n_val
+            self.val, self.pool = split_validation(cases, self.n_val, self.seed)
+            self.protocol_labeled = {}
         for n in self.counts:
-            if n != "all":
-                labeled_cases(self.pool, n, 0, self.seed)  # range check before any training
+            self.labeled(n, 0)  # range check before any training
         if self.output_folder is None:
             if not os.environ.get("nnUNet_results"):
                 raise RuntimeError("nnUNet_results is not set; set it or pass -o STUDY_FOLDER")
@@ -109,6 +114,12 @@ class Study:
             raise ValueError(f"--finetune-networks: no fine-tuner ({', '.join(self.finetuners)}) is an AdvMIM-family "
                              f"trainer (predict_with); only a training that holds both networks can be predicted with "
                              f"another network")
+
+    def labeled(self, n, draw: int) -> List[str]:
+        """The labeled cases of count ``n`` in draw ``draw``: a protocol's own, else drawn from the pool."""
+        if n in self.protocol_labeled:
+            return self.protocol_labeled[n]
+        return labeled_cases(self.pool, n, draw, self.seed)
 
     def trained_arms(self) -> List[str]:
         """Every arm in the order of the report: the trainers (-tr), then the fine-tuning arms of each pretrainer."""
@@ -245,7 +256,7 @@ class Study:
         path = os.path.join(self.folder, "calibration.json")
         calib = read_json(path) or {}
         key = split_key(self.counts[0], 0)
-        root = self._split_folder(key, labeled_cases(self.pool, self.counts[0], 0, self.seed))
+        root = self._split_folder(key, self.labeled(self.counts[0], 0))
         for trainer in [t for t, _ in self.arms]:
             if trainer in calib:
                 continue
@@ -272,7 +283,7 @@ class Study:
         """(labeled cases, results root, environment, log file) of one arm run; every run of a (count, draw) trains on
         the same split."""
         key = run_key(n, draw, run)
-        labeled = labeled_cases(self.pool, n, draw, self.seed)
+        labeled = self.labeled(n, draw)
         results = os.path.join(self.folder, "results", key, arm_parts(arm)[0])  # Trainer:network shares Trainer's
         env = self._env(self._split_folder(split_key(n, draw), labeled), results)
         return labeled, results, env, self._log_file(key, arm)
@@ -372,7 +383,7 @@ class Study:
         return [arm, arm + PP_SUFFIX] if self.postprocess else [arm]
 
     def jobs(self) -> List[tuple]:
-        return [(arm, n, d, r) for n in self.counts for d in range(1 if n == "all" else self.draws)
+        return [(arm, n, d, r) for n in self.counts for d in range(1 if single_draw(n) else self.draws)
                 for arm in self._arm_names(n) for r in range(self.runs[arm])]
 
     def run(self) -> dict:

@@ -2,7 +2,7 @@
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Union
 
-from nnunetv2_advmim.commands.study.protocol import arm_parts, parse_arm, parse_count
+from nnunetv2_advmim.commands.study.protocol import arm_parts, is_protocol, parse_arm, parse_count
 
 
 @dataclass
@@ -37,6 +37,12 @@ class StudySettings:
         self.counts = [parse_count(c) for c in self.counts]
         if not self.counts:
             raise ValueError("give at least one labeled count (-n)")
+        if any(is_protocol(n) for n in self.counts):
+            if not all(is_protocol(n) for n in self.counts):
+                raise ValueError(f"-n {' '.join(map(str, self.counts))}: a published protocol fixes the study's split, "
+                                 f"so give protocols only (e.g. -n acdc-3 acdc-7 acdc-all)")
+            if self.n_val is not None:
+                raise ValueError("--n-val: a published protocol fixes the validation cases; leave --n-val out")
         if self.draws < 1:
             raise ValueError(f"--draws must be at least 1, got {self.draws}")
         if self.epochs < 1 or self.iterations < 1 or self.val_iterations < 1:
