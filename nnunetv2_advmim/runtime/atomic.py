@@ -14,9 +14,9 @@ import os
 import shutil
 import tempfile
 import time
-from typing import Any, Optional
+from typing import IO, Any, Callable, Optional
 
-__all__ = ["fsync_folder", "write_json_atomic", "keep_backup", "backup_name"]
+__all__ = ["fsync_folder", "current_umask", "replace_atomically", "write_json_atomic", "keep_backup", "backup_name"]
 
 
 def fsync_folder(folder: str) -> None:
@@ -33,23 +33,32 @@ def fsync_folder(folder: str) -> None:
         os.close(fd)
 
 
-def _umask() -> int:
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux allows (os.umask can only set it)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
     umask = os.umask(0o022)
     os.umask(umask)
     return umask
 
 
-def write_json_atomic(path: str, content: Any, indent: Optional[int] = 2, sort_keys: bool = False) -> None:
-    """Write ``content`` as JSON to ``path`` atomically (module docstring); creates the folder if needed."""
-    path = os.fspath(path)
+def replace_atomically(path: str, write: Callable[[IO], None], binary: bool = False,
+                       prefix: Optional[str] = None, suffix: str = ".tmp") -> None:
+    """Give ``path`` the content ``write(f)`` writes, atomically (module docstring): a unique temporary file
+    ``<prefix><random><suffix>`` in ``path``'s folder (prefix default ``.<name>.``), flushed and fsynced, renamed
+    onto ``path``, then the folder fsynced. Whatever fails, the temporary file is removed and ``path`` is as it
+    was."""
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    text = json.dumps(content, indent=indent, sort_keys=sort_keys)  # serialise first: a bad value writes nothing
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=prefix or f".{os.path.basename(path)}.", suffix=suffix, dir=folder)
     try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the mode open() would
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp creates 0600; give the file the mode open() would
+        with os.fdopen(fd, "wb" if binary else "w") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -60,6 +69,14 @@ def write_json_atomic(path: str, content: Any, indent: Optional[int] = 2, sort_k
             pass
         raise
     fsync_folder(folder)
+
+
+def write_json_atomic(path: str, content: Any, indent: Optional[int] = 2, sort_keys: bool = False) -> None:
+    """Write ``content`` as JSON to ``path`` atomically (module docstring); creates the folder if needed."""
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    text = json.dumps(content, indent=indent, sort_keys=sort_keys)  # serialise first: a bad value writes nothing
+    replace_atomically(path, lambda f: f.write(text))
 
 
 def backup_name(path: str) -> str:

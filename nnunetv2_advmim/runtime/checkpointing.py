@@ -20,13 +20,13 @@
 import os
 import pickle
 import random
-import tempfile
 import zipfile
 from typing import Any, Dict, List
 
 import numpy as np
 import torch
 
+from nnunetv2_advmim.runtime.atomic import replace_atomically
 from nnunetv2_advmim.runtime.distributed import all_gather
 from nnunetv2_advmim.wrappers import unwrap_model
 
@@ -80,33 +80,6 @@ def _remove_stale_temporaries(filename: str) -> None:
             pass
 
 
-def _current_umask() -> int:
-    """The process umask, read without changing it where Linux allows (os.umask can only set it)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except OSError:
-        pass
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return umask
-
-
-def _fsync_dir(folder: str) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return  # e.g. Windows: directories cannot be opened
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def atomic_save(obj: Any, filename: str) -> None:
     """``torch.save(obj, filename)`` that never leaves a partial ``filename`` (module docstring).
 
@@ -118,21 +91,8 @@ def atomic_save(obj: Any, filename: str) -> None:
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"Cannot write checkpoint {filename}: folder {folder} does not exist.")
     _remove_stale_temporaries(filename)
-    fd, tmp = tempfile.mkstemp(prefix=f"{_tmp_prefix(filename)}{os.getpid()}.", dir=folder)
-    try:
-        os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp creates 0600; give the file the mode open() would
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, filename)
-    except BaseException:
-        try:
-            os.remove(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(folder)
+    replace_atomically(filename, lambda f: torch.save(obj, f), binary=True,
+                       prefix=f"{_tmp_prefix(filename)}{os.getpid()}.", suffix="")
 
 
 # --------------------------------------------------------------------------------------------- loading
