@@ -430,17 +430,17 @@ class nnUNetTrainerAnatoMask_HardToEasy(OneChoice, nnUNetTrainerAnatoMask):
 
 
 class nnUNetTrainerMIM_Hybrid(OneChoice, nnUNetTrainerMIM):
-    """Random-block MIM of the hybrid CNN-Transformer U-Net (AdvMIM's primary network) from CNN plans."""
+    """Random-block MIM of the hybrid CNN-Transformer U-Net (AdvMIM's S) from CNN plans."""
     choice = {"hybrid": True}
 
 
 class nnUNetTrainerAnatoMask_Hybrid(OneChoice, nnUNetTrainerAnatoMask):
-    """AnatoMask pretraining of the hybrid CNN-Transformer U-Net (AdvMIM's primary network) from CNN plans."""
+    """AnatoMask pretraining of the hybrid CNN-Transformer U-Net (AdvMIM's S) from CNN plans."""
     choice = {"hybrid": True}
 
 
 class nnUNetTrainerMPSAMS_Hybrid(OneChoice, nnUNetTrainerMPSAMS):
-    """MPS-AMS pretraining of the hybrid CNN-Transformer U-Net (AdvMIM's primary network) from CNN plans."""
+    """MPS-AMS pretraining of the hybrid CNN-Transformer U-Net (AdvMIM's S) from CNN plans."""
     choice = {"hybrid": True}
 
 

@@ -183,6 +183,16 @@ def check_budget_splits(budget: dict, preprocessed_folder: str, fold: int) -> No
                            f"{BUDGET_FILE} to train without a budget.")
 
 
+def budget_fold(budget: dict, preprocessed_folder: str, fold) -> int:
+    """``fold`` as the index of one of the budget's folds; an error naming the file if the budget has no such fold."""
+    fold = int(fold)
+    if fold >= len(budget["folds"]):
+        raise ValueError(f"fold {fold} does not exist in {os.path.join(preprocessed_folder, BUDGET_FILE)} "
+                         f"({len(budget['folds'])} folds); use a fold in 0..{len(budget['folds']) - 1} or re-run "
+                         f"nnUNetv2_advmim_label_budget with --folds.")
+    return fold
+
+
 def check_label_budget_at_start(preprocessed_folder: str, fold, trainer_name: str = "this trainer") -> None:
     """What a trainer of this package checks before training under a label budget: fold ``all`` is refused
     (:func:`refuse_fold_all_under_budget`) and, for a numbered fold, ``splits_final.json`` must exist and match
@@ -191,11 +201,7 @@ def check_label_budget_at_start(preprocessed_folder: str, fold, trainer_name: st
     budget = load_budget(preprocessed_folder)
     if budget is None:
         return
-    fold = int(fold)
-    if fold >= len(budget["folds"]):
-        raise ValueError(f"fold {fold} does not exist in {os.path.join(preprocessed_folder, BUDGET_FILE)} "
-                         f"({len(budget['folds'])} folds); use a fold in 0..{len(budget['folds']) - 1} or re-run "
-                         f"nnUNetv2_advmim_label_budget with --folds.")
+    fold = budget_fold(budget, preprocessed_folder, fold)
     check_budget_splits(budget, preprocessed_folder, fold)
 
 
@@ -235,11 +241,7 @@ def budget_unlabeled_cases(budget: dict, preprocessed_folder: str, fold, include
     """
     if fold == "all":  # no validation: every non-labeled case is unlabeled training data
         return sorted({c for f in budget["folds"] for c in f["unlabeled"] + f["val"]})
-    fold = int(fold)
-    if fold >= len(budget["folds"]):
-        raise ValueError(f"fold {fold} does not exist in {os.path.join(preprocessed_folder, BUDGET_FILE)} "
-                         f"({len(budget['folds'])} folds); use a fold in 0..{len(budget['folds']) - 1} or re-run "
-                         f"nnUNetv2_advmim_label_budget with --folds.")
+    fold = budget_fold(budget, preprocessed_folder, fold)
     check_budget_splits(budget, preprocessed_folder, fold)
     cases = list(budget["folds"][fold]["unlabeled"])
     if include_validation:
