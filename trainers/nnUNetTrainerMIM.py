@@ -10,8 +10,8 @@ Every trainer trains the plans' downstream network (maskable subclass, outputs =
 supervision; ``nnunetv2_advmim.architectures.from_plans.build_pretraining_network``) on every training image plus the
 unlabeled pool (random crops, no labels read), with the block-normalised MSE on masked blocks
 (``nnunetv2_advmim.methods.mim.masked_reconstruction_loss``), AdamW (lr 1e-4, weight decay 1e-5), 20-epoch warm-up
-then cosine, nnU-Net's gradient clipping (``runtime.precision.NNUNET_GRAD_CLIP``). ``_Hybrid`` variants train the hybrid CNN-Transformer U-Net converted from
-the same plans (the network AdvMIM uses as its primary branch); a plan that already names
+then cosine, nnU-Net's gradient clipping (``runtime.precision.NNUNET_GRAD_CLIP``). ``_Hybrid`` variants train the
+hybrid CNN-Transformer U-Net converted from the same plans (AdvMIM's S); a plan that already names
 ``HybridTransformerUNet`` (``-p nnUNetPlans_hybrid``) gives the same with the plain trainer names.
 
 Validation: reconstruction loss on the fold's held-out images, always with *random* masks at ratio 0.6 drawn
