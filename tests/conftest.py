@@ -5,7 +5,9 @@ so ``pytest -m "not e2e"`` is the fast loop over ``tests/unit/``. Everything run
 session-scoped (planning costs seconds) and must be treated as read-only by tests; a test that changes a dataset
 makes its own (``helpers.copy_planned``).
 """
+import json
 import os
+import pickle
 import textwrap
 
 import pytest
@@ -59,6 +61,51 @@ def planned_2d(nnunet_env):
                            shape=(64, 64), seed=2)
     _plan(902, "2d", nnunet_env)
     return Planned(902, "Tiny2D", "2d", nnunet_env)
+
+
+class AdvDataset(Planned):
+    """A planned dataset (conftest.Planned) with its label budget."""
+
+    def __init__(self, dataset_id, name, configuration, env):
+        super().__init__(dataset_id, name, configuration, env)
+        with open(os.path.join(self.preprocessed, "label_budget.json")) as f:
+            self.budget = json.load(f)
+
+
+def _make_advmim_dataset(env, dataset_id, name, configuration, **kw):
+    make_synthetic_dataset(env["nnUNet_raw"], dataset_id, name, n_train=6, n_unlabeled=4, n_test=2, **kw)
+    run_cmd(["nnUNetv2_plan_and_preprocess", "-d", str(dataset_id), "-c", configuration, "-np", "2"], env=env)
+    run_cmd(["nnUNetv2_advmim_label_budget", "-d", str(dataset_id), "-n", "2", "--folds", "2"], env=env)
+    run_cmd(["nnUNetv2_advmim_preprocess_unlabeled", "-d", str(dataset_id), "-c", configuration, "-np", "2"], env=env)
+    ds = AdvDataset(dataset_id, name, configuration, env)
+    _remove_labels_of_unlabeled_cases(ds)
+    return ds
+
+
+def _remove_labels_of_unlabeled_cases(ds):
+    """Delete every label-derived file of the budget-unlabeled cases of fold 0 (segmentation and the
+    class_locations in the properties): any read of their labels by training would now fail."""
+    folder = os.path.join(ds.preprocessed, f"nnUNetPlans_{ds.configuration}")
+    for case in ds.budget["folds"][0]["unlabeled"]:
+        os.remove(os.path.join(folder, f"{case}_seg.b2nd"))
+        with open(os.path.join(folder, f"{case}.pkl"), "rb") as f:
+            props = pickle.load(f)
+        props.pop("class_locations", None)
+        with open(os.path.join(folder, f"{case}.pkl"), "wb") as f:
+            pickle.dump(props, f)
+
+
+@pytest.fixture(scope="session")
+def advmim_3d(nnunet_env):
+    """Dataset 950 (3D) of the AdvMIM tests: 6 labeled, 4 unlabeled, label budget of 2 cases in 2 folds."""
+    return _make_advmim_dataset(nnunet_env, 950, "AdvMIM3D", "3d_fullres", dim=3, shape=(24, 32, 32), spacing=(2.0, 1.0, 1.0),
+                 seed=5)
+
+
+@pytest.fixture(scope="session")
+def advmim_2d(nnunet_env):
+    """Dataset 951 (2D) of the AdvMIM tests, made as ``advmim_3d``; shared read-only by the AdvMIM test modules."""
+    return _make_advmim_dataset(nnunet_env, 951, "AdvMIM2D", "2d", dim=2, shape=(64, 64), seed=6)
 
 
 @pytest.fixture

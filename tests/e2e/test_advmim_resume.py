@@ -7,7 +7,7 @@ starts from the checkpoint of epoch 1 and must redo that step exactly. Pseudo-la
 epoch over a window of one case, so the cursor and the locations matter. Seeded (``nnUNet_advmim_seed``) with
 augmentation in the training process (``nnUNet_n_proc_DA=0``), on the CPU with one thread. The variant also turns
 cuDNN benchmarking on before training starts, as ``nnUNetv2_train`` does on a GPU machine, and checks that the
-trainer switches it off again. Uses ``advmim_2d`` of ``test_advmim_trainer`` (read only).
+trainer switches it off again. Uses the session dataset ``advmim_2d`` (conftest; read only).
 """
 import os
 import shutil
@@ -21,7 +21,6 @@ import torch
 
 from helpers import run_cmd
 from nnunetv2_advmim.runtime.checkpointing import safe_load
-from test_advmim_trainer import advmim_2d  # noqa: F401  (the session-scoped dataset fixture)
 
 RESUME_TRAINERS = '''
 import os
@@ -101,7 +100,7 @@ def _same_tree(a, b, path=""):
 
 
 @pytest.fixture
-def resume_env(advmim_2d, ext_trainers):  # noqa: F811
+def resume_env(advmim_2d, ext_trainers):
     folder, write = ext_trainers
     write("advmim_resume_trainers", RESUME_TRAINERS)
     env = dict(advmim_2d.env, nnUNet_extTrainer=folder, nnUNet_n_proc_DA="0", nnUNet_advmim_seed="0")

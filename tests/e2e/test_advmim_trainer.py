@@ -1,20 +1,19 @@
 """nnUNetTrainerAdvMIM: optimizer separation, label-free unlabeled path, checkpoint round trip (in process, 2D) and
 stock ``nnUNetv2_train`` / ``--c`` / ``nnUNetv2_predict`` end to end (3D and 2D, subprocesses).
 
-Own datasets 950 (3D) and 951 (2D): 6 labeled training cases, 4 ``imagesUnlabeled``; label budget 2 labeled cases
-with 2 folds (fold 0: 2 labeled, 2 budget-unlabeled, 2 validation cases) and preprocessed unlabeled images.
+Datasets 950 (3D) and 951 (2D), the session fixtures ``advmim_3d`` and ``advmim_2d`` of conftest: 6 labeled training
+cases, 4 ``imagesUnlabeled``; label budget 2 labeled cases with 2 folds (fold 0: 2 labeled, 2 budget-unlabeled, 2
+validation cases) and preprocessed unlabeled images.
 """
 import copy
 import json
 import os
-import pickle
 
 import numpy as np
 import pytest
 import torch
 
-from helpers import Planned, run_cmd
-from nnunetv2_advmim.data.synthetic import make_synthetic_dataset
+from helpers import run_cmd
 from nnunetv2_advmim.wrappers import unwrap_model
 
 SHORT_VARIANT = '''
@@ -27,49 +26,6 @@ class {name}(OneChoice, {base}):
     choice = {{"num_epochs": int(os.environ.get("ADVMIM_TEST_EPOCHS", "1")), "num_iterations_per_epoch": 2,
               "num_val_iterations_per_epoch": 1}}
 '''
-
-
-class AdvDataset(Planned):
-    """A planned dataset (conftest.Planned) with its label budget."""
-
-    def __init__(self, dataset_id, name, configuration, env):
-        super().__init__(dataset_id, name, configuration, env)
-        with open(os.path.join(self.preprocessed, "label_budget.json")) as f:
-            self.budget = json.load(f)
-
-
-def _make(env, dataset_id, name, configuration, **kw):
-    make_synthetic_dataset(env["nnUNet_raw"], dataset_id, name, n_train=6, n_unlabeled=4, n_test=2, **kw)
-    run_cmd(["nnUNetv2_plan_and_preprocess", "-d", str(dataset_id), "-c", configuration, "-np", "2"], env=env)
-    run_cmd(["nnUNetv2_advmim_label_budget", "-d", str(dataset_id), "-n", "2", "--folds", "2"], env=env)
-    run_cmd(["nnUNetv2_advmim_preprocess_unlabeled", "-d", str(dataset_id), "-c", configuration, "-np", "2"], env=env)
-    ds = AdvDataset(dataset_id, name, configuration, env)
-    _remove_labels_of_unlabeled_cases(ds)
-    return ds
-
-
-def _remove_labels_of_unlabeled_cases(ds):
-    """Delete every label-derived file of the budget-unlabeled cases of fold 0 (segmentation and the
-    class_locations in the properties): any read of their labels by training would now fail."""
-    folder = os.path.join(ds.preprocessed, f"nnUNetPlans_{ds.configuration}")
-    for case in ds.budget["folds"][0]["unlabeled"]:
-        os.remove(os.path.join(folder, f"{case}_seg.b2nd"))
-        with open(os.path.join(folder, f"{case}.pkl"), "rb") as f:
-            props = pickle.load(f)
-        props.pop("class_locations", None)
-        with open(os.path.join(folder, f"{case}.pkl"), "wb") as f:
-            pickle.dump(props, f)
-
-
-@pytest.fixture(scope="session")
-def advmim_3d(nnunet_env):
-    return _make(nnunet_env, 950, "AdvMIM3D", "3d_fullres", dim=3, shape=(24, 32, 32), spacing=(2.0, 1.0, 1.0),
-                 seed=5)
-
-
-@pytest.fixture(scope="session")
-def advmim_2d(nnunet_env):
-    return _make(nnunet_env, 951, "AdvMIM2D", "2d", dim=2, shape=(64, 64), seed=6)
 
 
 # ----------------------------------------------------------------------------------------------- in process
