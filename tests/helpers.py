@@ -170,3 +170,51 @@ def write_fake_acdc(folder, patients, testing=("patient101",), shape=(4, 24, 24)
             with open(os.path.join(d, "Info.cfg"), "w") as f:
                 f.write(f"ED: 1\nES: {es}\nGroup: NOR\nHeight: 170.0\nNbFrame: 20\nWeight: 70.0\n")
     return str(folder), frames
+
+
+def train_cmd(ds, trainer, *extra):
+    """``nnUNetv2_train`` of fold 0 of a planned dataset on the CPU."""
+    return ["nnUNetv2_train", str(ds.id), ds.configuration, "0", "-tr", trainer, "-device", "cpu", *extra]
+
+
+def model_fold(ds, trainer):
+    return os.path.join(ds.results, f"{trainer}__nnUNetPlans__{ds.configuration}", "fold_0")
+
+
+def assert_same_tree(a, b, path="") -> None:
+    """Exact equality of nested dicts/lists of tensors and plain values (NaN equals NaN)."""
+    import torch
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a.cpu(), b.cpu()), path
+    elif isinstance(a, dict):
+        assert set(a) == set(b), (path, set(a) ^ set(b))
+        for k in a:
+            assert_same_tree(a[k], b[k], f"{path}/{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same_tree(x, y, f"{path}[{i}]")
+    else:
+        assert a == b or (a != a and b != b), (path, a, b)
+
+
+def sigkill_when_paused(cmd, env, pause_file, log_file, timeout, what):
+    """Start ``cmd`` in its own process group, wait until the training writes ``pause_file`` (it then sleeps), and
+    SIGKILL the group there; returns the exit status. ``what``: the point it should reach, for the error."""
+    import signal
+    import time
+    with open(log_file, "w") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.time() + timeout
+            while not os.path.exists(pause_file):
+                assert proc.poll() is None, open(log_file).read()[-4000:]
+                assert time.time() < deadline, f"training never reached {what}"
+                time.sleep(0.05)
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(30)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(30)
+    return proc.returncode

@@ -12,14 +12,11 @@ trainer switches it off again. Uses the session dataset ``advmim_2d`` (conftest;
 import os
 import shutil
 import signal
-import subprocess
-import time
 
 import numpy as np
 import pytest
-import torch
 
-from helpers import run_cmd
+from helpers import assert_same_tree, model_fold, run_cmd, sigkill_when_paused, train_cmd
 from nnunetv2_advmim.runtime.checkpointing import safe_load
 
 RESUME_TRAINERS = '''
@@ -76,29 +73,6 @@ class nnUNetTrainerAdvMIM_resumeref(nnUNetTrainerAdvMIM_resume):
 LOSS_KEYS = ("train_losses", "val_losses", "mean_fg_dice", "ema_fg_dice")
 
 
-def _cmd(ds, trainer, *extra):
-    return ["nnUNetv2_train", str(ds.id), ds.configuration, "0", "-tr", trainer, "-device", "cpu", *extra]
-
-
-def _fold(ds, trainer):
-    return os.path.join(ds.results, f"{trainer}__nnUNetPlans__{ds.configuration}", "fold_0")
-
-
-def _same_tree(a, b, path=""):
-    if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a.cpu(), b.cpu()), path
-    elif isinstance(a, dict):
-        assert set(a) == set(b), (path, set(a) ^ set(b))
-        for k in a:
-            _same_tree(a[k], b[k], f"{path}/{k}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b)):
-            _same_tree(x, y, f"{path}[{i}]")
-    else:
-        assert a == b or (a != a and b != b), (path, a, b)
-
-
 @pytest.fixture
 def resume_env(advmim_2d, ext_trainers):
     folder, write = ext_trainers
@@ -106,48 +80,34 @@ def resume_env(advmim_2d, ext_trainers):
     env = dict(advmim_2d.env, nnUNet_extTrainer=folder, nnUNet_n_proc_DA="0", nnUNet_advmim_seed="0")
     env.pop("ADVMIM_TEST_PAUSE", None)
     for t in ("nnUNetTrainerAdvMIM_resume", "nnUNetTrainerAdvMIM_resumeref"):
-        shutil.rmtree(os.path.dirname(_fold(advmim_2d, t)), ignore_errors=True)
+        shutil.rmtree(os.path.dirname(model_fold(advmim_2d, t)), ignore_errors=True)
     return advmim_2d, env
 
 
 def test_killed_advmim_run_resumes_exactly(resume_env, tmp_path):
     ds, env = resume_env
-    fold = _fold(ds, "nnUNetTrainerAdvMIM_resume")
+    fold = model_fold(ds, "nnUNetTrainerAdvMIM_resume")
     pause = str(tmp_path / "paused")
-    log = open(tmp_path / "killed_run.txt", "w")
-    proc = subprocess.Popen(_cmd(ds, "nnUNetTrainerAdvMIM_resume"), env=dict(env, ADVMIM_TEST_PAUSE=pause),
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.time() + 600
-        while not os.path.exists(pause):
-            assert proc.poll() is None, open(tmp_path / "killed_run.txt").read()[-4000:]
-            assert time.time() < deadline, "training never reached epoch 2"
-            time.sleep(0.1)
-        os.killpg(proc.pid, signal.SIGKILL)  # the process group of the run started above
-        proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(30)
-        log.close()
-    assert proc.returncode == -signal.SIGKILL
+    returncode = sigkill_when_paused(train_cmd(ds, "nnUNetTrainerAdvMIM_resume"), dict(env, ADVMIM_TEST_PAUSE=pause),
+                                     pause, str(tmp_path / "killed_run.txt"), 600, "epoch 2")
+    assert returncode == -signal.SIGKILL
     assert not os.path.exists(os.path.join(fold, "checkpoint_final.pth"))
     saved = safe_load(os.path.join(fold, "checkpoint_latest.pth"))
     assert saved["current_epoch"] == 2
     assert saved["advmim"]["pseudo_sampling"]["locations"]  # refreshed in epoch 1 and saved
 
-    out = run_cmd(_cmd(ds, "nnUNetTrainerAdvMIM_resume", "--c"), env=env).stdout
+    out = run_cmd(train_cmd(ds, "nnUNetTrainerAdvMIM_resume", "--c"), env=env).stdout
     assert "Epoch 0\n" not in out and "Epoch 2\n" in out and "Epoch 3\n" in out  # resumed, not restarted
 
-    run_cmd(_cmd(ds, "nnUNetTrainerAdvMIM_resumeref"), env=env)
+    run_cmd(train_cmd(ds, "nnUNetTrainerAdvMIM_resumeref"), env=env)
     final = safe_load(os.path.join(fold, "checkpoint_final.pth"))
-    ref = safe_load(os.path.join(_fold(ds, "nnUNetTrainerAdvMIM_resumeref"), "checkpoint_final.pth"))
+    ref = safe_load(os.path.join(model_fold(ds, "nnUNetTrainerAdvMIM_resumeref"), "checkpoint_final.pth"))
     assert final["current_epoch"] == ref["current_epoch"] == 4
     for key in ("weights", "optimizers", "discriminators", "disc_optimizers", "pseudo_sampling"):
-        _same_tree(final["advmim"][key], ref["advmim"][key], key)
+        assert_same_tree(final["advmim"][key], ref["advmim"][key], key)
     assert set(final["advmim"]["discriminators"]) == {"hybrid", "cnn"}
     for key in ("network_weights", "optimizer_state", "rng_states", "nonfinite_guard"):
-        _same_tree(final[key], ref[key], key)
+        assert_same_tree(final[key], ref[key], key)
     logged = [k for k in ref["logging"] if k in LOSS_KEYS or k.startswith("advmim_")]
     assert len(logged) > 10 and "advmim_hybrid_disc_loss" in logged
     for key in logged:

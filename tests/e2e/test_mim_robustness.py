@@ -12,13 +12,12 @@ Uses conftest's ``planned_2d`` (dataset 902, read only); own trainer names keep 
 import os
 import shutil
 import signal
-import subprocess
-import time
 
 import numpy as np
 import pytest
 import torch
 
+from helpers import assert_same_tree, model_fold, run_cmd, sigkill_when_paused, train_cmd
 from nnunetv2_advmim.runtime.checkpointing import UnsafeCheckpointError, safe_load
 
 KILL_TRAINERS = '''
@@ -101,76 +100,39 @@ def kill_env(planned_2d, ext_trainers):
     return planned_2d, env
 
 
-def _cmd(planned, trainer, *extra):
-    return ["nnUNetv2_train", str(planned.id), planned.configuration, "0", "-tr", trainer, "-device", "cpu", *extra]
-
-
-def _fold(planned, trainer):
-    return os.path.join(planned.results, f"{trainer}__nnUNetPlans__{planned.configuration}", "fold_0")
-
-
-def _same_tree(a, b, path="") -> None:
-    """Exact equality of nested dicts/lists of tensors and plain values."""
-    if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a.cpu(), b.cpu()), path
-    elif isinstance(a, dict):
-        assert set(a) == set(b), (path, set(a) ^ set(b))
-        for k in a:
-            _same_tree(a[k], b[k], f"{path}/{k}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b)):
-            _same_tree(x, y, f"{path}[{i}]")
-    else:
-        assert a == b or (a != a and b != b), (path, a, b)
-
-
 def test_sigkill_mid_run_then_resume_continues_exactly(kill_env, tmp_path):
-    from helpers import run_cmd
     planned, env = kill_env
-    fold = _fold(planned, "nnUNetTrainerAnatoMask_kill")
+    fold = model_fold(planned, "nnUNetTrainerAnatoMask_kill")
     pause = str(tmp_path / "paused")
-    log = open(tmp_path / "killed_run.txt", "w")
-    proc = subprocess.Popen(_cmd(planned, "nnUNetTrainerAnatoMask_kill"), env=dict(env, KILL_TEST_PAUSE=pause),
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.time() + 240
-        while not os.path.exists(pause):
-            assert proc.poll() is None, open(tmp_path / "killed_run.txt").read()[-3000:]
-            assert time.time() < deadline, "training never reached epoch 1"
-            time.sleep(0.05)
-        os.killpg(proc.pid, signal.SIGKILL)  # the process group of the run started above
-        proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(30)
-        log.close()
-    assert proc.returncode == -signal.SIGKILL
+    returncode = sigkill_when_paused(train_cmd(planned, "nnUNetTrainerAnatoMask_kill"),
+                                     dict(env, KILL_TEST_PAUSE=pause), pause, str(tmp_path / "killed_run.txt"), 240,
+                                     "epoch 1")
+    assert returncode == -signal.SIGKILL
     assert not os.path.exists(os.path.join(fold, "checkpoint_final.pth"))
     saved = safe_load(os.path.join(fold, "checkpoint_latest.pth"))
     assert saved["current_epoch"] == 1 and saved["mim_state"]["teacher"]["step"] == 2
     shutil.copy(os.path.join(fold, "checkpoint_latest.pth"), tmp_path / "latest_at_kill.pth")
 
     dump = str(tmp_path / "after_load.pth")
-    out = run_cmd(_cmd(planned, "nnUNetTrainerAnatoMask_kill", "--c"), env=dict(env, KILL_TEST_DUMP=dump)).stdout
+    out = run_cmd(train_cmd(planned, "nnUNetTrainerAnatoMask_kill", "--c"),
+                  env=dict(env, KILL_TEST_DUMP=dump)).stdout
     assert "Epoch 0\n" not in out and "Epoch 1\n" in out and "Epoch 2\n" in out  # resumed, not restarted
     after = safe_load(dump)
     assert after["current_epoch"] == saved["current_epoch"]
     for key in ("network_weights", "optimizer_state", "rng_states", "mim_state", "nonfinite_guard"):
-        _same_tree(saved[key], after[key], key)
+        assert_same_tree(saved[key], after[key], key)
 
     # the interrupted + resumed run ends exactly where an uninterrupted run with the same seed ends
-    run_cmd(_cmd(planned, "nnUNetTrainerAnatoMask_killref"), env=env)
+    run_cmd(train_cmd(planned, "nnUNetTrainerAnatoMask_killref"), env=env)
     final = safe_load(os.path.join(fold, "checkpoint_final.pth"))
-    ref = safe_load(os.path.join(_fold(planned, "nnUNetTrainerAnatoMask_killref"), "checkpoint_final.pth"))
+    ref = safe_load(os.path.join(model_fold(planned, "nnUNetTrainerAnatoMask_killref"), "checkpoint_final.pth"))
     assert final["current_epoch"] == ref["current_epoch"] == 3
     assert final["mim_state"]["teacher"]["step"] == 6
     np.testing.assert_array_equal(final["logging"]["train_losses"], ref["logging"]["train_losses"])
     np.testing.assert_array_equal(final["logging"]["val_losses"], ref["logging"]["val_losses"])
     final["mim_state"].pop("method"), ref["mim_state"].pop("method")  # the trainer names differ
     for key in ("network_weights", "optimizer_state", "mim_state", "rng_states"):
-        _same_tree(final[key], ref[key], key)
+        assert_same_tree(final[key], ref[key], key)
 
 
 # ------------------------------------------------------------------------------------------ in-process
