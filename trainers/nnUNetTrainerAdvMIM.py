@@ -19,34 +19,27 @@ Every setting is a class attribute; variants change some with ``OneChoice`` (``t
 in this one module so each class exists once (nnU-Net imports this file under its bare name).
 """
 import contextlib
-from typing import List
-
-import numpy as np
 import torch
-from batchgenerators.utilities.file_and_folder_operations import join
 from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
-from nnunetv2.utilities.collate_outputs import collate_outputs
 from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from nnunetv2_advmim.architectures.ensemble import AdvMIMEnsemble
 from nnunetv2_advmim.data.label_budget import check_label_budget_at_start
 from nnunetv2_advmim.data.semisup_loader import get_semisup_dataloaders
-from nnunetv2_advmim.evaluation.progress import (advmim_log_keys, advmim_plot_groups, hard_tp_fp_fn, pack_terms,
-                                                 plot_advmim_progress, pseudo_dice, step_keys)
-from nnunetv2_advmim.methods.advmim import BRANCHES, AdvMIMWeights, advmim_step, full_resolution
+from nnunetv2_advmim.evaluation.progress import pack_terms
+from nnunetv2_advmim.methods.advmim import BRANCHES, AdvMIMWeights, advmim_step
 from nnunetv2_advmim.methods.masking import network_masks, rank_seed
 from nnunetv2_advmim.methods.schedules import sigmoid_rampup
 from nnunetv2_advmim.runtime.checkpointing import restore_pending_rng_states
-from nnunetv2_advmim.runtime.distributed import all_gather
-from nnunetv2_advmim.runtime.numerics import (NonFiniteGuard, discriminator_collapsed, enable_determinism,
-                                             keep_cudnn_deterministic, seed_from_env)
+from nnunetv2_advmim.runtime.numerics import (NonFiniteGuard, enable_determinism, keep_cudnn_deterministic,
+                                             seed_from_env)
 from nnunetv2_advmim.runtime.precision import NNUNET_GRAD_CLIP, guarded_step, scaled_backward
 from nnunetv2_advmim.runtime.safety import refuse_finished_run
 from nnunetv2_advmim.runtime.weights import route_pretrained_weights
 from nnunetv2_advmim.trainers.advmim_checkpoints import AdvMIMCheckpoints
 from nnunetv2_advmim.trainers.advmim_networks import AdvMIMNetworks
+from nnunetv2_advmim.trainers.advmim_progress import AdvMIMProgress
 from nnunetv2_advmim.trainers.one_choice import OneChoice
 from nnunetv2_advmim.wrappers import unwrap_model
 
@@ -64,7 +57,7 @@ def _no_sync(net):
     return net.no_sync() if isinstance(net, DDP) else contextlib.nullcontext()
 
 
-class nnUNetTrainerAdvMIM(AdvMIMNetworks, AdvMIMCheckpoints, nnUNetTrainer):
+class nnUNetTrainerAdvMIM(AdvMIMNetworks, AdvMIMCheckpoints, AdvMIMProgress, nnUNetTrainer):
     """AdvMIM: masked domain and cross teaching between S and C; predicts with C. The adversarial loss is off
     (``adversarial``; ``nnUNetTrainerAdvMIM_withAdv`` turns it on).
 
@@ -262,73 +255,6 @@ class nnUNetTrainerAdvMIM(AdvMIMNetworks, AdvMIMCheckpoints, nnUNetTrainer):
                          clip=self.disc_grad_clip)
         return ok
 
-    @staticmethod
-    def step_terms(output: dict) -> dict:
-        """``train_step``'s output as ``{"loss": float, "<branch>_<term>": float, ...}`` (syncs; for tests/debugging)."""
-        return {"loss": float(output["loss"]), **dict(zip(step_keys(), output["advmim_terms"].tolist()))}
-
-    def on_train_epoch_end(self, train_outputs: List[dict]):
-        """nnU-Net's ``train_losses`` and our per-term means, from tensors kept on the device during the epoch
-        (one transfer per epoch). Steps skipped as non-finite are left out of the means."""
-        kept = [o for o in train_outputs if o.get("finite", True)] or train_outputs
-        loss = torch.stack([o["loss"].float() for o in kept]).mean()
-        values = torch.cat([loss[None], torch.stack([o["advmim_terms"] for o in kept]).mean(0)]).cpu().numpy()
-        values = np.mean(np.stack(all_gather(values, self.is_ddp)), 0)
-        self.logger.log("train_losses", float(values[0]), self.current_epoch)
-        for k, v in zip(step_keys(), values[1:]):
-            self.logger.log(f"advmim_{k}", float(v), self.current_epoch)
-        self.logger.log("advmim_lambda_ct", float(np.mean(self._epoch_lambda_ct)) if self._epoch_lambda_ct else 0.0,
-                        self.current_epoch)
-        self._epoch_lambda_ct = []
-        hist = self.logger.local_logger.my_fantastic_logging
-        for b in self.discriminators:
-            if discriminator_collapsed(hist.get(f"advmim_{b}_disc_loss", [])):
-                self.print_to_log_file(f"WARNING: the {b} discriminator's loss has stayed near 0 for many epochs: "
-                                       f"adversarial training has collapsed (D separates original and masked domain "
-                                       f"perfectly, so its generator signal is uninformative). Consider a lower "
-                                       f"disc_lr or lambda_adv, or nnUNetTrainerAdvMIM (no adversarial loss).")
-
-    # ------------------------------------------------------------------ validation and logging
-    def on_validation_epoch_start(self):
-        for m in self.branches.values():
-            m.eval()
-        self.network.eval()
-
-    def validation_step(self, batch: dict) -> dict:
-        data, target = self._to_device(batch["data"]), self._to_device(batch["target"])
-        with self._autocast():
-            outs = {b: net(data) for b, net in self.branches.items()}
-            out = AdvMIMEnsemble.combine(outs["hybrid"], outs["cnn"]) if self.predict_with == "ensemble" \
-                else outs[self.predict_with]
-            loss = self.loss(out, target)
-        t0 = target[0] if isinstance(target, list) else target
-        result = {"loss": loss.detach().cpu().numpy()}
-        for name, o in [("", out)] + [(f"_{b}", outs[b]) for b in BRANCHES]:
-            tp, fp, fn = hard_tp_fp_fn(full_resolution(o), t0, self.label_manager)
-            result.update({f"tp_hard{name}": tp, f"fp_hard{name}": fp, f"fn_hard{name}": fn})
-        return result
-
-    def on_validation_epoch_end(self, val_outputs: List[dict]):
-        super().on_validation_epoch_end(val_outputs)
-        outputs = collate_outputs(val_outputs)
-        for b in BRANCHES:
-            counts = [np.sum(outputs[f"{k}_hard_{b}"], 0) for k in ("tp", "fp", "fn")]
-            tp, fp, fn = np.sum(all_gather(counts, self.is_ddp), 0)
-            self.logger.log(f"advmim_{b}_pseudo_dice", pseudo_dice(tp, fp, fn), self.current_epoch)
-
-    def on_epoch_end(self):
-        log = self.logger.local_logger.my_fantastic_logging
-        self.print_to_log_file("AdvMIM " + ", ".join(
-            f"{k[7:]} {log[k][-1]:.4f}" for k in advmim_log_keys() if log.get(k)))
-        super().on_epoch_end()  # increments current_epoch
-        if self.local_rank == 0:
-            plot_advmim_progress(log, advmim_plot_groups(), join(self.output_folder, "progress_advmim.png"))
-
-    def _register_log_keys(self):
-        for k in advmim_log_keys():
-            self.logger.local_logger.my_fantastic_logging.setdefault(k, [])
-
-
 
 # ---------------------------------------------------------------------------------------------------- variants
 class nnUNetTrainerAdvMIM_withAdv(OneChoice, nnUNetTrainerAdvMIM):
@@ -353,17 +279,6 @@ class nnUNetTrainerAdvMIM_Ensemble(OneChoice, nnUNetTrainerAdvMIM):
     choice = {"predict_with": "ensemble"}
 
 
-class nnUNetTrainerAdvMIM_demo(OneChoice, nnUNetTrainerAdvMIM):
-    """AdvMIM on a short CPU schedule for the demo: 10 epochs x 6 iterations (fewer than ``nnUNetTrainer_demo``:
-    each iteration trains two networks, each on [x_l; x_u] plain and masked; timings in docs/demo.md)."""
-    choice = {"num_epochs": 10, "num_iterations_per_epoch": 6, "num_val_iterations_per_epoch": 2}
-
-
-class nnUNetTrainerCTCT_demo(nnUNetTrainerCTCT):
-    """CTCT on a short CPU schedule for the demo: 10 epochs x 10 iterations."""
-    choice = {"num_epochs": 10, "num_iterations_per_epoch": 10, "num_val_iterations_per_epoch": 2}
-
-
 class nnUNetTrainerAdvMIM_paper(OneChoice, nnUNetTrainerAdvMIM):
     """AdvMIM as the official code trains it, wherever an nnU-Net plan allows; predicts with S (docs/advmim.md lists
     every difference): adversarial loss on both networks with the official discriminator (4x4 kernels, a 4x4
@@ -378,32 +293,3 @@ class nnUNetTrainerAdvMIM_paper(OneChoice, nnUNetTrainerAdvMIM):
               "masked_labeled_ce_only": ("hybrid",), "zero_masked_input": False, "disc_optimizer": "sgd",
               "disc_lr": 0.05, "disc_weight_decay": 1e-4, "disc_grad_clip": 5.0, "disc_kernel_size": 4,
               "disc_head_stride": 2}
-
-
-# the official code's choices one at a time on top of the default (each the name of what it changes)
-class nnUNetTrainerAdvMIM_maskedCEOnly(OneChoice, nnUNetTrainerAdvMIM):
-    """The default with the masked unlabeled term wCE only (no wDice), as the official code."""
-    choice = {"masked_unlabeled_dice": False}
-
-
-class nnUNetTrainerAdvMIM_hybridMaskedCE(OneChoice, nnUNetTrainerAdvMIM):
-    """The default with S's masked labeled term nnU-Net's CE alone (C keeps CE + Dice), as the official code."""
-    choice = {"masked_labeled_ce_only": ("hybrid",)}
-
-
-class nnUNetTrainerAdvMIM_constantCT(OneChoice, nnUNetTrainerAdvMIM):
-    """The default with the cross-teaching weight 0.1 from the first iteration (no ramp-up), as the official code."""
-    choice = {"ct_rampup_fraction": 0.0}
-
-
-class nnUNetTrainerAdvMIM_officialDisc(OneChoice, nnUNetTrainerAdvMIM):
-    """The default with the adversarial loss and the official discriminator (4x4 kernels, 4x4 stride-2 head) on SGD
-    at lr 0.05, momentum 0.9, weight decay 1e-4, poly, clipping 5."""
-    choice = {"adversarial": True, "disc_kernel_size": 4, "disc_head_stride": 2, "disc_optimizer": "sgd",
-              "disc_lr": 0.05, "disc_weight_decay": 1e-4, "disc_grad_clip": 5.0}
-
-
-class nnUNetTrainerAdvMIM_unzeroedInput(OneChoice, nnUNetTrainerAdvMIM):
-    """The default with masked input voxels left as they are (only the stem features become the token), as the
-    official code."""
-    choice = {"zero_masked_input": False}

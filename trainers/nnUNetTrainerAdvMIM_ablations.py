@@ -5,7 +5,7 @@ Installed with the package, so stock nnU-Net and the study find them by name, e.
     nnUNetv2_advmim_study -d 970 -c 2d -p nnUNetPlans_small -n 4 --draws 3 --epochs 50 --iterations 20 \
         -tr nnUNetTrainer nnUNetTrainerAdvMIM nnUNetTrainerAdvMIM_rampups nnUNetTrainerAdvMIM_fgUnlabeled
 
-Every class sets one attribute (docs/advmim.md, "Choices the paper leaves open") and keeps the others at their
+Every class changes one choice (docs/advmim.md, "Choices the paper leaves open") and keeps the others at their
 defaults, so each arm differs from its parent by exactly that choice: ``nnUNetTrainerAdvMIM`` (no adversarial loss)
 for the choices that do not concern the discriminators, ``nnUNetTrainerAdvMIM_withAdv`` (the paper's adversarial
 loss) for those that do. Add ``:hybrid`` or ``:ensemble`` to an arm to predict with S or with both networks from the
@@ -73,3 +73,32 @@ class nnUNetTrainerAdvMIM_noMaskedLabeled(OneChoice, nnUNetTrainerAdvMIM):
     """The masked domain on unlabeled crops only (the masked labeled term weighted 0): tells whether asking for a small
     structure hidden under a mask block on labeled crops keeps it from being learned."""
     choice = {"lambda_masked_labeled": 0.0}
+
+
+# the official code's choices one at a time on top of the default (each the name of what it changes)
+class nnUNetTrainerAdvMIM_maskedCEOnly(OneChoice, nnUNetTrainerAdvMIM):
+    """The default with the masked unlabeled term wCE only (no wDice), as the official code."""
+    choice = {"masked_unlabeled_dice": False}
+
+
+class nnUNetTrainerAdvMIM_hybridMaskedCE(OneChoice, nnUNetTrainerAdvMIM):
+    """The default with S's masked labeled term nnU-Net's CE alone (C keeps CE + Dice), as the official code."""
+    choice = {"masked_labeled_ce_only": ("hybrid",)}
+
+
+class nnUNetTrainerAdvMIM_constantCT(OneChoice, nnUNetTrainerAdvMIM):
+    """The default with the cross-teaching weight 0.1 from the first iteration (no ramp-up), as the official code."""
+    choice = {"ct_rampup_fraction": 0.0}
+
+
+class nnUNetTrainerAdvMIM_officialDisc(OneChoice, nnUNetTrainerAdvMIM):
+    """The default with the adversarial loss and the official discriminator (4x4 kernels, 4x4 stride-2 head) on SGD
+    at lr 0.05, momentum 0.9, weight decay 1e-4, poly, clipping 5."""
+    choice = {"adversarial": True, "disc_kernel_size": 4, "disc_head_stride": 2, "disc_optimizer": "sgd",
+              "disc_lr": 0.05, "disc_weight_decay": 1e-4, "disc_grad_clip": 5.0}
+
+
+class nnUNetTrainerAdvMIM_unzeroedInput(OneChoice, nnUNetTrainerAdvMIM):
+    """The default with masked input voxels left as they are (only the stem features become the token), as the
+    official code."""
+    choice = {"zero_masked_input": False}

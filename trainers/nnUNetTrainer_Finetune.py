@@ -8,15 +8,13 @@ the pretrained file and its own checkpoints are read with ``torch.load(weights_o
 code), checkpoints are written atomically, and training from scratch over a finished run of the same name is
 refused.
 """
-import torch
-
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunetv2_advmim.data.label_budget import check_label_budget_at_start
-from nnunetv2_advmim.runtime.checkpointing import unwrap_model
 from nnunetv2_advmim.runtime.safe_training import SafeCheckpoints
 from nnunetv2_advmim.runtime.safety import refuse_finished_run
 from nnunetv2_advmim.runtime.weights import load_branch_weights, route_pretrained_weights
+from nnunetv2_advmim.wrappers import unwrap_model
 
 
 class nnUNetTrainer_Finetune(SafeCheckpoints, nnUNetTrainer):

@@ -1,8 +1,11 @@
+"""Short CPU schedules for the demo (``nnUNetv2_advmim_demo``) and for trying the trainers on a laptop: stock
+nnU-Net, AdvMIM and CTCT with fewer epochs and iterations, everything else as their full-length parents."""
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunetv2_advmim.data.label_budget import check_label_budget_at_start
 from nnunetv2_advmim.runtime.safe_training import SafeCheckpoints
 from nnunetv2_advmim.runtime.safety import refuse_finished_run
+from nnunetv2_advmim.trainers.nnUNetTrainerAdvMIM import nnUNetTrainerAdvMIM, nnUNetTrainerCTCT
 from nnunetv2_advmim.trainers.one_choice import OneChoice
 
 
@@ -24,3 +27,14 @@ class nnUNetTrainer_demo(SafeCheckpoints, OneChoice, nnUNetTrainer):
 class nnUNetTrainer_demo_finetune(nnUNetTrainer_demo):
     """``nnUNetTrainer_demo`` under its own name, so fine-tuning from pretrained weights
     (``-pretrained_weights``) gets a results folder of its own next to the baseline's."""
+
+
+class nnUNetTrainerAdvMIM_demo(OneChoice, nnUNetTrainerAdvMIM):
+    """AdvMIM on a short CPU schedule for the demo: 10 epochs x 6 iterations (fewer than ``nnUNetTrainer_demo``:
+    each iteration trains two networks, each on [x_l; x_u] plain and masked; timings in docs/demo.md)."""
+    choice = {"num_epochs": 10, "num_iterations_per_epoch": 6, "num_val_iterations_per_epoch": 2}
+
+
+class nnUNetTrainerCTCT_demo(nnUNetTrainerCTCT):
+    """CTCT on a short CPU schedule for the demo: 10 epochs x 10 iterations."""
+    choice = {"num_epochs": 10, "num_iterations_per_epoch": 10, "num_val_iterations_per_epoch": 2}

@@ -9,7 +9,8 @@ variants of stock trainers), with the guarantees our own trainers give.
 """
 from typing import Union
 
-from nnunetv2_advmim.runtime.checkpointing import apply_nnunet_checkpoint, atomic_save, safe_load, unwrap_model
+from nnunetv2_advmim.runtime.checkpointing import apply_nnunet_checkpoint, atomic_save, safe_load
+from nnunetv2_advmim.wrappers import unwrap_model
 
 __all__ = ["stock_checkpoint", "save_stock_checkpoint", "load_stock_checkpoint", "SafeCheckpoints"]
 

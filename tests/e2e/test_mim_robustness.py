@@ -25,7 +25,7 @@ import os
 import time
 import torch
 from nnunetv2_advmim.runtime.checkpointing import atomic_save, rng_states
-from nnunetv2_advmim.methods.ema import unwrap_model
+from nnunetv2_advmim.wrappers import unwrap_model
 from nnunetv2_advmim.trainers.nnUNetTrainerMIM import nnUNetTrainerAnatoMask
 
 
@@ -180,7 +180,7 @@ def test_trainer_load_checkpoint_refuses_pickled_object(planned_2d, tmp_path, on
 
 
 def _snapshot(trainer):
-    from nnunetv2_advmim.methods.ema import unwrap_model
+    from nnunetv2_advmim.wrappers import unwrap_model
     net = {k: v.clone() for k, v in unwrap_model(trainer.network).state_dict().items()}
     teacher = {k: v.clone() for k, v in trainer.teacher.teacher.state_dict().items()}
     return net, teacher, len(trainer.optimizer.state), trainer.teacher.step

@@ -3,7 +3,8 @@ import pytest
 import torch
 from torch import nn
 
-from nnunetv2_advmim.methods.ema import EMATeacher, ema_decay, unwrap_model
+from nnunetv2_advmim.methods.ema import EMATeacher, ema_decay
+from nnunetv2_advmim.wrappers import unwrap_model
 
 
 def test_decay_schedule_endpoints_and_linear_ramp():
