@@ -15,8 +15,10 @@ whose estimated peak fits the GPU and logs why. AMP: ``amp`` = ``auto`` (bf16 wh
 with nnU-Net's GradScaler), ``fp16`` or ``off``; the CPU runs in float32. S and C are compiled with
 ``torch.compile`` when nnU-Net would compile its network (CUDA, ``nnUNet_compile``).
 
-Every setting is a class attribute; variants change some with ``OneChoice`` (``trainers/one_choice.py``). They live
-in this one module so each class exists once (nnU-Net imports this file under its bare name).
+Every setting is a class attribute; variants change some with ``OneChoice`` (``trainers/one_choice.py``): the main
+ones below, the ablation arms in ``nnUNetTrainerAdvMIM_ablations.py``, shorter schedules in
+``nnUNetTrainerAdvMIM_schedules.py`` and the demo's in ``nnUNetTrainer_demo.py``. Validation and progress logging
+are the mixin ``advmim_progress.AdvMIMProgress``.
 """
 import contextlib
 import torch
