@@ -66,6 +66,17 @@ class MaskTokenMixin:
     def _mask_stem(self, features: torch.Tensor, voxel_mask: torch.Tensor) -> torch.Tensor:
         return apply_mask_token(features, voxel_mask, self.mask_token)
 
+    def _stage_skips(self, x: torch.Tensor, voxel_mask: Optional[torch.Tensor]) -> list:
+        """The encoder stages' outputs; with ``voxel_mask``, the first stage's output is the stem's and gets the
+        token at masked positions."""
+        skips = []
+        for i, stage in enumerate(self.encoder.stages):
+            x = stage(x)
+            if i == 0 and voxel_mask is not None:
+                x = self._mask_stem(x, voxel_mask)
+            skips.append(x)
+        return skips
+
 
 class MaskablePlainConvUNet(MaskTokenMixin, PlainConvUNet):
     """``PlainConvUNet`` (same constructor) with ``forward(x, mask=None)``; stem = ``encoder.stages[0]``."""
@@ -78,13 +89,7 @@ class MaskablePlainConvUNet(MaskTokenMixin, PlainConvUNet):
         if mask is None:
             return super().forward(x)
         x, m = self._mask_input(x, mask)
-        skips = []
-        for i, stage in enumerate(self.encoder.stages):
-            x = stage(x)
-            if i == 0:
-                x = self._mask_stem(x, m)
-            skips.append(x)
-        return self.decoder(skips)
+        return self.decoder(self._stage_skips(x, m))
 
 
 class MaskableResidualEncoderUNet(MaskTokenMixin, ResidualEncoderUNet):
@@ -101,16 +106,5 @@ class MaskableResidualEncoderUNet(MaskTokenMixin, ResidualEncoderUNet):
             return super().forward(x)
         x, m = self._mask_input(x, mask)
         if self.encoder.stem is not None:
-            x = self._mask_stem(self.encoder.stem(x), m)
-            skips = []
-            for stage in self.encoder.stages:
-                x = stage(x)
-                skips.append(x)
-        else:  # no stem: the first stage's output is the stem output
-            skips = []
-            for i, stage in enumerate(self.encoder.stages):
-                x = stage(x)
-                if i == 0:
-                    x = self._mask_stem(x, m)
-                skips.append(x)
-        return self.decoder(skips)
+            return self.decoder(self._stage_skips(self._mask_stem(self.encoder.stem(x), m), None))
+        return self.decoder(self._stage_skips(x, m))  # no stem: the first stage's output is the stem output
