@@ -16,7 +16,8 @@ ALLOWED = {
     "_orig_mod": "torch.compile's wrapper exposes the compiled module only as _orig_mod",
     "_best_ema": "nnUNetTrainer keeps its best validation EMA (saved in checkpoints) only as _best_ema",
     "_get_deep_supervision_scales": "nnUNetTrainer's deep-supervision scales, needed to build the same loaders",
-    "_set_batch_size_and_oversample": "nnUNetTrainer's per-rank batch size under DDP, needed to build the same loaders",
+    "_set_batch_size_and_oversample": "nnUNetTrainer's per-rank batch size under DDP, needed to build the same "
+                                      "loaders",
     "_do_i_compile": "nnUNetTrainer's decision whether to torch.compile, reported by the benchmark",
     "_sample_foreground_locations": "nnU-Net's preprocessor samples class locations only through this static method",
     "_finish": "batchgenerators' augmenters stop their workers only through _finish (nnU-Net calls it too)",
