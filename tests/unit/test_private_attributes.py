@@ -25,8 +25,8 @@ ALLOWED = {
 
 
 def private_accesses(source: str, filename: str = "<source>") -> List[Tuple[int, str, str]]:
-    """``(line, attribute, expression)`` for every ``x._name`` (not a dunder) where ``x`` is not ``self``, ``cls``, ``super()``
-    or a class defined in the same source."""
+    """``(line, attribute, expression)`` for every ``x._name`` (not a dunder) where ``x`` is not ``self``, ``cls``,
+    ``super()`` or a class defined in the same source."""
     tree = ast.parse(source, filename)
     own_classes = {n.name for n in ast.walk(tree) if isinstance(n, ast.ClassDef)}
     found = []
