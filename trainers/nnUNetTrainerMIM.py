@@ -88,7 +88,8 @@ class nnUNetTrainerMIM(nnUNetTrainer):
         self._best_val_loss = None
         self.max_nonfinite_steps = 20  # non-finite loss/gradient steps in a row before training stops
         self.nonfinite_guard = None  # built in initialize() (after variants changed max_nonfinite_steps)
-        self._pending_rng_states = None
+        # RNG states of a resumed run: load_checkpoint sets them, the end of on_train_start applies them
+        self.pending_rng_states = None
         for k in MIM_LOG_KEYS:
             self.logger.local_logger.my_fantastic_logging.setdefault(k, [])
         self.deterministic_seed = seed_from_env()

@@ -35,7 +35,7 @@ from contextlib import contextmanager
 
 import torch
 
-from nnunetv2_advmim.commands.study import Study, arm_file_id, split_key
+from nnunetv2_advmim.commands.study import Study, split_key
 from nnunetv2_advmim.data.synthetic import dataset_folder_name, make_synthetic_dataset
 from nnunetv2_advmim.evaluation.compare import compare_runs
 from nnunetv2_advmim.cli import DefaultsHelpFormatter
@@ -121,16 +121,9 @@ def run_demo(workdir, dataset_id=990, dim=2, device=None, arms=ARMS, pretrainer=
     return dict(result, paths=paths)
 
 
-def _run_demo(workdir, dataset_id, dim, device, arms, pretrainer, n_labeled, draws, epochs, iterations,
-              val_iterations, num_processes, overwrite, seed, case_counts):
-    t_start = time.perf_counter()
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    configuration = "3d_fullres" if dim == 3 else "2d"
-    dataset_name = dataset_folder_name(dataset_id, f"SyntheticScarce{dim}D")
-    log_file = os.path.join(workdir, "demo_log.txt")
-    study_folder = os.path.join(workdir, "study")
-    compare_folder = os.path.join(workdir, "comparison")
-    print(f"Working folder: {workdir} (command output goes to {log_file}); device: {device}")
+def _clear_or_continue_study(study_folder, compare_folder, overwrite):
+    """With ``overwrite`` delete the study and comparison of an earlier run (start from scratch); otherwise say that
+    an existing study is continued, since its finished arms are reused rather than trained again."""
     if overwrite:
         for folder in (study_folder, compare_folder):
             if os.path.isdir(folder):
@@ -139,31 +132,38 @@ def _run_demo(workdir, dataset_id, dim, device, arms, pretrainer, n_labeled, dra
         print(f"Continuing the study in {study_folder}: finished arms are not trained again (--overwrite starts "
               f"from scratch)")
 
-    timings = {}
-    raw_folder = os.path.join(os.environ["nnUNet_raw"], dataset_name)
-    t0 = time.perf_counter()
+
+def _make_or_reuse_dataset(raw_folder, dataset_id, dim, case_counts, seed, overwrite):
+    """Make the synthetic dataset of the ``scarce`` preset in ``$nnUNet_raw``, or reuse the one a previous run made
+    (the study's resumption relies on the same images); ``overwrite`` makes it again."""
     if os.path.isdir(raw_folder) and not overwrite:
         print(f"Reusing the synthetic dataset in {raw_folder}")
-    else:
-        n_train, n_unlabeled, n_test = case_counts or (None, None, None)
-        make_synthetic_dataset(os.environ["nnUNet_raw"], dataset_id, dim=dim, n_train=n_train,
-                               n_unlabeled=n_unlabeled, n_test=n_test, seed=seed, overwrite=overwrite,
-                               preset="scarce")
-        print(f"Made the synthetic dataset (preset scarce) in {raw_folder}")
-    timings["synthetic data"] = time.perf_counter() - t0
+        return
+    n_train, n_unlabeled, n_test = case_counts or (None, None, None)
+    make_synthetic_dataset(os.environ["nnUNet_raw"], dataset_id, dim=dim, n_train=n_train, n_unlabeled=n_unlabeled,
+                           n_test=n_test, seed=seed, overwrite=overwrite, preset="scarce")
+    print(f"Made the synthetic dataset (preset scarce) in {raw_folder}")
 
-    timings["verify raw files"] = _run(["nnUNetv2_advmim_verify_raw", "-d", str(dataset_id),
-                                        "-np", str(num_processes)], log_file)
-    timings["plan and preprocess"] = _run(
-        ["nnUNetv2_plan_and_preprocess", "-d", str(dataset_id), "-c", configuration, "-np", str(num_processes)],
-        log_file)
-    timings["small plan"] = _run(["nnUNetv2_advmim_small_plan", "-d", str(dataset_id), "-c", configuration,
-                                  "--output-plans", SMALL_PLANS, "--overwrite"] + SMALL_PLAN_ARGS[dim], log_file)
-    timings["preprocess imagesUnlabeled"] = _run(
-        ["nnUNetv2_advmim_preprocess_unlabeled", "-d", str(dataset_id), "-c", configuration,
-         "-np", str(num_processes)] + (["--overwrite"] if overwrite else []), log_file)
 
-    t0 = time.perf_counter()
+def _verify_plan_and_preprocess(dataset_id, configuration, dim, num_processes, overwrite, log_file):
+    """Stages 2 and 3 as a user types them: verify the raw files, plan and preprocess, derive the small CPU plan and
+    preprocess ``imagesUnlabeled``; returns the seconds each command took, by stage name."""
+    d, np_ = str(dataset_id), str(num_processes)
+    return {
+        "verify raw files": _run(["nnUNetv2_advmim_verify_raw", "-d", d, "-np", np_], log_file),
+        "plan and preprocess": _run(["nnUNetv2_plan_and_preprocess", "-d", d, "-c", configuration, "-np", np_],
+                                    log_file),
+        "small plan": _run(["nnUNetv2_advmim_small_plan", "-d", d, "-c", configuration, "--output-plans",
+                            SMALL_PLANS, "--overwrite"] + SMALL_PLAN_ARGS[dim], log_file),
+        "preprocess imagesUnlabeled": _run(["nnUNetv2_advmim_preprocess_unlabeled", "-d", d, "-c", configuration,
+                                            "-np", np_] + (["--overwrite"] if overwrite else []), log_file),
+    }
+
+
+def _run_study(dataset_id, configuration, device, arms, pretrainer, n_labeled, draws, epochs, iterations,
+               val_iterations, seed, study_folder):
+    """Stage 4: print the equivalent ``nnUNetv2_advmim_study`` command line (so a user can rerun it by hand), run
+    the study in-process and raise naming each failed arm's log; returns ``Study.run()``'s result."""
     print(f"$ nnUNetv2_advmim_study -d {dataset_id} -c {configuration} -p {SMALL_PLANS} -n {n_labeled} "
           f"--draws {draws} --epochs {epochs} --iterations {iterations} --val-iterations {val_iterations} "
           f"-tr {' '.join(arms)}" + (f" --pretrainer {pretrainer} --finetuner {' '.join(FINETUNERS)} "
@@ -175,28 +175,34 @@ def _run_demo(workdir, dataset_id, dim, device, arms, pretrainer, n_labeled, dra
                   finetune_networks=FINETUNE_NETWORKS if pretrainer else (), device=device,
                   output_folder=study_folder)
     result = study.run()
-    timings["study (train, predict, evaluate)"] = time.perf_counter() - t0
     if result["failures"]:
         raise RuntimeError("study arm(s) failed: " + "; ".join(f"{f['arm']} draw {f['draw']}: see {f['log']}"
                                                                for f in result["failures"]))
+    return result
 
-    t0 = time.perf_counter()
-    key = split_key(n_labeled, 0)
+
+def _compare_first_draw(result, n_labeled, study_folder, compare_folder, raw_folder, dataset_name):
+    """Stage 5: per-case comparison of every arm's ``imagesTs`` predictions of draw 0 against ``labelsTs``, made
+    afresh in ``compare_folder`` (it is derived from the study's predictions); returns ``compare_runs()``'s
+    result."""
     first = {r["arm"]: r for r in result["records"] if r["draw"] == 0}
     runs = {arm: {"pred": first[arm]["predictions"], "model": first[arm]["model"]} for arm in first}
     if os.path.isdir(compare_folder):
-        shutil.rmtree(compare_folder)  # derived from the study's predictions
+        shutil.rmtree(compare_folder)
     # the labeled-case count of each model comes from its split, in the study's own preprocessed folder
-    with _env(nnUNet_preprocessed=os.path.join(study_folder, "preprocessed", key)):
-        comparison = compare_runs(runs, compare_folder, reference=os.path.join(raw_folder, "labelsTs"),
-                                  num_processes=1, verbose=False,
-                                  title=f"{dataset_name}/imagesTs, draw 0 of {n_labeled} labeled training cases")
-    timings["compare (draw 0)"] = time.perf_counter() - t0
+    with _env(nnUNet_preprocessed=os.path.join(study_folder, "preprocessed", split_key(n_labeled, 0))):
+        return compare_runs(runs, compare_folder, reference=os.path.join(raw_folder, "labelsTs"), num_processes=1,
+                            verbose=False,
+                            title=f"{dataset_name}/imagesTs, draw 0 of {n_labeled} labeled training cases")
 
+
+def _print_results(timings, total, result, comparison, compare_folder):
+    """Print the time of each stage, the study table (without its figure links) and the comparison of draw 0;
+    returns the study table as printed."""
     print("\nTimings:")
     for k, v in timings.items():
         print(f"  {k:<45s} {v:7.1f} s")
-    print(f"  {'total':<45s} {time.perf_counter() - t_start:7.1f} s")
+    print(f"  {'total':<45s} {total:7.1f} s")
     with open(result["outputs"]["study.md"]) as f:
         table = "".join(line for line in f if not line.startswith("!["))
     print("\n" + table)
@@ -204,6 +210,38 @@ def _run_demo(workdir, dataset_id, dim, device, arms, pretrainer, n_labeled, dra
     print(f"\nComparison of draw 0 (mean ± std over test cases; {compare_folder}):")
     print(comparison["table"])
     print(f"\nFigure: {comparison['png']}")
+    return table
+
+
+def _run_demo(workdir, dataset_id, dim, device, arms, pretrainer, n_labeled, draws, epochs, iterations,
+              val_iterations, num_processes, overwrite, seed, case_counts):
+    """The five stages of the module docstring, timed, with the nnU-Net variables already set by :func:`run_demo`;
+    returns ``{"study", "comparison", "table"}``."""
+    t_start = time.perf_counter()
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    configuration = "3d_fullres" if dim == 3 else "2d"
+    dataset_name = dataset_folder_name(dataset_id, f"SyntheticScarce{dim}D")
+    log_file = os.path.join(workdir, "demo_log.txt")
+    study_folder = os.path.join(workdir, "study")
+    compare_folder = os.path.join(workdir, "comparison")
+    raw_folder = os.path.join(os.environ["nnUNet_raw"], dataset_name)
+    print(f"Working folder: {workdir} (command output goes to {log_file}); device: {device}")
+    _clear_or_continue_study(study_folder, compare_folder, overwrite)
+
+    t0 = time.perf_counter()
+    _make_or_reuse_dataset(raw_folder, dataset_id, dim, case_counts, seed, overwrite)
+    timings = {"synthetic data": time.perf_counter() - t0}
+    timings.update(_verify_plan_and_preprocess(dataset_id, configuration, dim, num_processes, overwrite, log_file))
+
+    t0 = time.perf_counter()
+    result = _run_study(dataset_id, configuration, device, arms, pretrainer, n_labeled, draws, epochs, iterations,
+                        val_iterations, seed, study_folder)
+    timings["study (train, predict, evaluate)"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    comparison = _compare_first_draw(result, n_labeled, study_folder, compare_folder, raw_folder, dataset_name)
+    timings["compare (draw 0)"] = time.perf_counter() - t0
+    table = _print_results(timings, time.perf_counter() - t_start, result, comparison, compare_folder)
     return {"study": result, "comparison": comparison, "table": table}
 
 

@@ -61,6 +61,12 @@ class nnUNetUnlabeledDataLoader(nnUNetDataLoader):
         self.pseudo_locations = {}
         self.oversample_foreground_percent = 0.0
 
+    @property
+    def dataset(self) -> UnlabeledDataset:
+        """The unlabeled pool the crops come from (batchgenerators keeps it as the private ``_data``), for callers
+        such as pseudo-label prediction that need whole images."""
+        return self._data
+
     def _force_fg(self, key: str, sample_idx: int) -> bool:
         """Centre this sample on pseudo-label foreground: the last ``oversample_foreground_percent`` of the batch
         (nnU-Net's rule), for cases whose pseudo-labels are known."""
@@ -179,7 +185,7 @@ class SemiSupervisedLoader:
     @property
     def unlabeled_dataset(self):
         """The unlabeled pool (``UnlabeledDataset``: ``load_data(key)`` gives a preprocessed image, no labels)."""
-        return self.unlabeled_loader._data
+        return self.unlabeled_loader.dataset
 
     def add_pseudo_locations(self, locations: dict, oversample_foreground_percent: float) -> None:
         """Centre ``oversample_foreground_percent`` of the unlabeled crops on pseudo-label foreground: ``locations``

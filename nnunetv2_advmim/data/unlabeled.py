@@ -188,36 +188,28 @@ def _check_raw_inputs(pre_folder: str, raw_folder: str, plans_manager, dataset_j
             f"preprocessed (fix or remove the files and re-run):", problems))
 
 
-def preprocess_unlabeled(dataset_name_or_id, configurations: Optional[Sequence[str]] = None,
-                         plans_name: str = "nnUNetPlans", num_processes: int = 4, overwrite: bool = False,
-                         verbose: bool = True, check_inputs: bool = True) -> Dict[str, Dict[str, List[str]]]:
-    """Preprocess ``imagesUnlabeled`` of a planned dataset for the given configurations.
-
-    ``configurations=None`` means every configuration of the plans whose labeled data are preprocessed.
-    Returns ``{configuration: {"processed": [...], "skipped": [...]}}``. Finished cases are skipped unless
-    ``overwrite``; nothing else in the preprocessed folder is touched. ``check_inputs`` first reads every case
-    to be done and refuses bad inputs before anything is written (:func:`_check_raw_inputs`; costs one extra read).
-    """
-
-    pre_folder = preprocessed_dataset_folder(dataset_name_or_id)
-    dataset_name = os.path.basename(pre_folder)
-    plans_manager, dataset_json = load_plans_and_dataset_json(pre_folder, plans_name)
-    raw_folder = os.path.join(env_folder("nnUNet_raw"), dataset_name)
-    if not os.path.isdir(raw_folder):
-        raise FileNotFoundError(f"The raw dataset {raw_folder} does not exist; imagesUnlabeled is read from there.")
-    cases = list_unlabeled_cases(raw_folder, dataset_json)
-
+def _configurations_to_preprocess(pre_folder: str, plans_manager, plans_name: str,
+                                  configurations: Optional[Sequence[str]]) -> List[str]:
+    """The configurations to preprocess for: the requested ones, or (``None``) every configuration of the plans whose
+    labeled data are preprocessed, since unlabeled data are only useful next to labeled data of the same plan.
+    An error names the command to run when there is none, and the available ones when a request is unknown."""
     available = list(plans_manager.available_configurations)
     if configurations is None:
         configurations = [c for c in available if os.path.isdir(
             os.path.join(pre_folder, plans_manager.get_configuration(c).data_identifier))]
         if not configurations:
             raise FileNotFoundError(f"No configuration of {plans_name} has preprocessed labeled data in {pre_folder}. "
-                                    f"Run `nnUNetv2_preprocess -d {dataset_name} -c CONFIG` first or pass -c.")
+                                    f"Run `nnUNetv2_preprocess -d {os.path.basename(pre_folder)} -c CONFIG` first or "
+                                    f"pass -c.")
     unknown = [c for c in configurations if c not in available]
     if unknown:
         raise ValueError(f"Configuration(s) {unknown} are not in {plans_name}.json; available: {available}")
+    return list(configurations)
 
+
+def _refuse_name_clashes(cases: Dict[str, List[str]], raw_folder: str, dataset_json: dict) -> None:
+    """Refuse unlabeled case names that are also imagesTr case names: the unlabeled pool and the splits address
+    cases by identifier alone, so a shared name would mix a labeled and an unlabeled image."""
     try:
         labeled = set(get_filenames_of_train_images_and_targets(raw_folder, dataset_json))
     except Exception:  # imagesTr unreadable or absent: nothing to clash with
@@ -228,50 +220,98 @@ def preprocess_unlabeled(dataset_name_or_id, configurations: Optional[Sequence[s
                          f"training case names in imagesTr; rename them (e.g. with a prefix 'unl_') so every case "
                          f"identifier is unique.")
 
-    plans_file = os.path.join(pre_folder, plans_name + ".json")
-    if check_inputs:
-        _check_raw_inputs(pre_folder, raw_folder, plans_manager, dataset_json, configurations, cases, plans_file,
-                          overwrite, num_processes)
 
-    report = {}
-    for c in configurations:
-        cm = plans_manager.get_configuration(c)
-        if cm.preprocessor_class is None:
-            raise RuntimeError(f"Preprocessor class '{cm.preprocessor_name}' of configuration {c} was not found in "
-                               f"nnunetv2.preprocessing.")
-        preprocessor = cm.preprocessor_class(verbose=False)
-        out_folder = unlabeled_folder(pre_folder, cm.data_identifier)
-        os.makedirs(out_folder, exist_ok=True)
-        todo, skipped, outdated = [], [], 0
-        for case, files in cases.items():
-            out = os.path.join(out_folder, case)
-            if case_is_done(out, plans_file) and not overwrite:
-                skipped.append(case)
-            else:
-                outdated += case_is_done(out) and not overwrite
-                todo.append((preprocessor, out, files, plans_manager, cm, dataset_json))
-        stale = sorted(set(identifiers_in(out_folder)) - set(cases))
-        if stale and verbose:
-            print(f"Note: {len(stale)} preprocessed case(s) in {out_folder} have no image in imagesUnlabeled any more "
-                  f"(e.g. {stale[:3]}); they stay in the unlabeled pool until you delete their files.")
-        if verbose:
-            print(f"{dataset_name} {c}: {len(todo)} unlabeled case(s) to preprocess into {out_folder}, "
-                  f"{len(skipped)} already done" + (" (use --overwrite to redo them)" if skipped else "")
-                  + (f"; {outdated} redone because {plans_name}.json is newer than them" if outdated else ""))
-        done = []
-        with tqdm(total=len(todo), desc=f"Preprocessing unlabeled ({c})", disable=not verbose or not todo) as bar:
-            if num_processes <= 1 or len(todo) <= 1:
-                for args in todo:
-                    done.append(_preprocess_case_star(args))
+def _sort_out_done_cases(cases: Dict[str, List[str]], out_folder: str, plans_file: str, overwrite: bool):
+    """``(todo, skipped, outdated)`` for one output folder: ``todo`` lists ``(output path without ending, image
+    files)`` of the cases to (re)do, ``skipped`` the finished cases kept, ``outdated`` how many of ``todo`` were
+    finished but with plans older than ``plans_file`` (:func:`case_is_done`). ``overwrite`` redoes every case."""
+    todo, skipped, outdated = [], [], 0
+    for case, files in cases.items():
+        out = os.path.join(out_folder, case)
+        if case_is_done(out, plans_file) and not overwrite:
+            skipped.append(case)
+        else:
+            outdated += case_is_done(out) and not overwrite
+            todo.append((out, files))
+    return todo, skipped, outdated
+
+
+def _announce_configuration(dataset_name: str, configuration: str, plans_name: str, out_folder: str,
+                            cases: Dict[str, List[str]], n_todo: int, skipped: List[str], outdated: int) -> None:
+    """Say what is about to happen for one configuration, and note preprocessed cases whose raw image is gone
+    (they stay in the unlabeled pool, which a user who deleted the image may not expect)."""
+    stale = sorted(set(identifiers_in(out_folder)) - set(cases))
+    if stale:
+        print(f"Note: {len(stale)} preprocessed case(s) in {out_folder} have no image in imagesUnlabeled any more "
+              f"(e.g. {stale[:3]}); they stay in the unlabeled pool until you delete their files.")
+    print(f"{dataset_name} {configuration}: {n_todo} unlabeled case(s) to preprocess into {out_folder}, "
+          f"{len(skipped)} already done" + (" (use --overwrite to redo them)" if skipped else "")
+          + (f"; {outdated} redone because {plans_name}.json is newer than them" if outdated else ""))
+
+
+def _run_case_jobs(jobs: List[tuple], num_processes: int, description: str, verbose: bool) -> List[str]:
+    """Run :func:`preprocess_case` on every argument tuple of ``jobs`` (in this process when there is one job or one
+    process, else in a pool) with a progress bar; returns the names of the cases done, in completion order."""
+    done = []
+    with tqdm(total=len(jobs), desc=description, disable=not verbose or not jobs) as bar:
+        if num_processes <= 1 or len(jobs) <= 1:
+            for args in jobs:
+                done.append(_preprocess_case_star(args))
+                bar.update()
+        else:
+            # spawn, like nnU-Net's own preprocessing (forking a process that holds torch/blosc2 threads is unsafe)
+            with multiprocessing.get_context("spawn").Pool(min(num_processes, len(jobs))) as pool:
+                for name in pool.imap_unordered(_preprocess_case_star, jobs):
+                    done.append(name)
                     bar.update()
-            else:
-                # spawn, like nnU-Net's own preprocessing (forking a process that holds torch/blosc2 threads is unsafe)
-                with multiprocessing.get_context("spawn").Pool(min(num_processes, len(todo))) as pool:
-                    for name in pool.imap_unordered(_preprocess_case_star, todo):
-                        done.append(name)
-                        bar.update()
-        report[c] = {"processed": sorted(done), "skipped": skipped, "folder": out_folder}
-    return report
+    return done
+
+
+def _preprocess_configuration(configuration: str, cases: Dict[str, List[str]], pre_folder: str, plans_manager,
+                              dataset_json: dict, plans_name: str, num_processes: int, overwrite: bool,
+                              verbose: bool) -> Dict[str, object]:
+    """Preprocess the unlabeled cases for one configuration with its own preprocessor into its
+    ``<data_identifier>_unlabeled/`` folder, skipping finished cases; returns that configuration's report entry."""
+    cm = plans_manager.get_configuration(configuration)
+    if cm.preprocessor_class is None:
+        raise RuntimeError(f"Preprocessor class '{cm.preprocessor_name}' of configuration {configuration} was not "
+                           f"found in nnunetv2.preprocessing.")
+    preprocessor = cm.preprocessor_class(verbose=False)
+    out_folder = unlabeled_folder(pre_folder, cm.data_identifier)
+    os.makedirs(out_folder, exist_ok=True)
+    plans_file = os.path.join(pre_folder, plans_name + ".json")
+    todo, skipped, outdated = _sort_out_done_cases(cases, out_folder, plans_file, overwrite)
+    if verbose:
+        _announce_configuration(os.path.basename(pre_folder), configuration, plans_name, out_folder, cases,
+                                len(todo), skipped, outdated)
+    jobs = [(preprocessor, out, files, plans_manager, cm, dataset_json) for out, files in todo]
+    done = _run_case_jobs(jobs, num_processes, f"Preprocessing unlabeled ({configuration})", verbose)
+    return {"processed": sorted(done), "skipped": skipped, "folder": out_folder}
+
+
+def preprocess_unlabeled(dataset_name_or_id, configurations: Optional[Sequence[str]] = None,
+                         plans_name: str = "nnUNetPlans", num_processes: int = 4, overwrite: bool = False,
+                         verbose: bool = True, check_inputs: bool = True) -> Dict[str, Dict[str, List[str]]]:
+    """Preprocess ``imagesUnlabeled`` of a planned dataset for the given configurations.
+
+    ``configurations=None`` means every configuration of the plans whose labeled data are preprocessed.
+    Returns ``{configuration: {"processed": [...], "skipped": [...]}}``. Finished cases are skipped unless
+    ``overwrite``; nothing else in the preprocessed folder is touched. ``check_inputs`` first reads every case
+    to be done and refuses bad inputs before anything is written (:func:`_check_raw_inputs`; costs one extra read).
+    """
+    pre_folder = preprocessed_dataset_folder(dataset_name_or_id)
+    plans_manager, dataset_json = load_plans_and_dataset_json(pre_folder, plans_name)
+    raw_folder = os.path.join(env_folder("nnUNet_raw"), os.path.basename(pre_folder))
+    if not os.path.isdir(raw_folder):
+        raise FileNotFoundError(f"The raw dataset {raw_folder} does not exist; imagesUnlabeled is read from there.")
+    cases = list_unlabeled_cases(raw_folder, dataset_json)
+    configurations = _configurations_to_preprocess(pre_folder, plans_manager, plans_name, configurations)
+    _refuse_name_clashes(cases, raw_folder, dataset_json)
+    if check_inputs:
+        _check_raw_inputs(pre_folder, raw_folder, plans_manager, dataset_json, configurations, cases,
+                          os.path.join(pre_folder, plans_name + ".json"), overwrite, num_processes)
+    return {c: _preprocess_configuration(c, cases, pre_folder, plans_manager, dataset_json, plans_name,
+                                         num_processes, overwrite, verbose) for c in configurations}
 
 
 # --------------------------------------------------------------------------------------------- unlabeled pool

@@ -304,7 +304,7 @@ def run_state(trainer) -> Dict[str, Any]:
 
 def restore_run_state(trainer, checkpoint: dict, source: str) -> None:
     """Restore :func:`run_state` from a loaded checkpoint: the guard's counters, and this rank's RNG states now (for
-    ``--val``) and again after ``on_train_start`` (for ``--c``: ``trainer._pending_rng_states``), plus its
+    ``--val``) and again after ``on_train_start`` (for ``--c``: ``trainer.pending_rng_states``), plus its
     ``per_rank_generators()``. Each rank restores its own entry of ``rank_states``, so ranks keep drawing different
     numbers and each continues exactly. A rank without an entry (a run resumed with more processes than it was
     saved with) keeps its fresh, rank-seeded generators, as does every rank but 0 with a checkpoint of an older
@@ -332,13 +332,13 @@ def restore_run_state(trainer, checkpoint: dict, source: str) -> None:
                                   f"fewer processes): this rank continues with fresh random numbers.")
         return
     set_rng_states(states)
-    trainer._pending_rng_states = states
+    trainer.pending_rng_states = states
 
 
 def restore_pending_rng_states(trainer) -> None:
     """Call at the end of ``on_train_start``: after everything it draws, the next step sees the RNG exactly as the
     saved run did."""
-    pending = getattr(trainer, "_pending_rng_states", None)
+    pending = getattr(trainer, "pending_rng_states", None)
     if pending is not None:
         set_rng_states(pending)
-        trainer._pending_rng_states = None
+        trainer.pending_rng_states = None

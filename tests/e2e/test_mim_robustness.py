@@ -289,4 +289,4 @@ def test_advmim_checkpoint_is_safe_atomic_and_restores_rng(planned_2d, tmp_path,
     other.load_checkpoint(ckpt)
     assert (random.random(), np.random.rand(), torch.rand(2).tolist()) == expected
     assert other.nonfinite_guard.counts == {"loss": 1} and other.nonfinite_guard.skipped == 1
-    assert other._pending_rng_states is not None  # applied again at the end of on_train_start
+    assert other.pending_rng_states is not None  # applied again at the end of on_train_start

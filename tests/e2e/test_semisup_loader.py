@@ -51,7 +51,7 @@ def test_semisup_loader_3d_budget_and_unlabeled_images(planned_3d, monkeypatch):
     train_loader, val_loader = get_semisup_dataloaders(trainer, unlabeled_batch_size=3)
     try:
         assert isinstance(train_loader, SemiSupervisedLoader)
-        assert sorted(train_loader.unlabeled_loader._data.identifiers) == sorted(pool)
+        assert sorted(train_loader.unlabeled_loader.dataset.identifiers) == sorted(pool)
         assert sorted(train_loader.labeled_loader._data.identifiers) == budget["labeled"]
         assert train_loader.num_processes_labeled == 1 and train_loader.num_processes_unlabeled == 1
         copy = pickle.loads(pickle.dumps(train_loader))  # what worker processes receive must pickle

@@ -225,7 +225,7 @@ def test_run_state_restores_global_rngs_and_own_generators(tmp_path):
     t2 = _FakeTrainer(99)
     torch.manual_seed(99)
     restore_run_state(t2, state, f)
-    assert _draws(t2) == expected and t2._pending_rng_states is state["rank_states"][0]["rng_states"]
+    assert _draws(t2) == expected and t2.pending_rng_states is state["rank_states"][0]["rng_states"]
     # an older checkpoint (rank 0's global states only): the global RNGs continue, the generator stays fresh
     t3 = _FakeTrainer(99)
     restore_run_state(t3, {"rng_states": state["rng_states"]}, f)
@@ -233,5 +233,5 @@ def test_run_state_restores_global_rngs_and_own_generators(tmp_path):
     assert draws[1:] == expected[1:] and draws[0] == torch.rand(3, generator=torch.Generator().manual_seed(99)).tolist()
     t4 = _FakeTrainer(99)
     restore_run_state(t4, {}, f)
-    assert not hasattr(t4, "_pending_rng_states")
+    assert not hasattr(t4, "pending_rng_states")
     assert "holds no RNG states for rank 0" in t4.log[0]

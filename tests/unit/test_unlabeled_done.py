@@ -7,7 +7,7 @@ import blosc2
 import numpy as np
 
 from helpers import truncate_file
-from nnunetv2_advmim.data.unlabeled import case_is_done
+from nnunetv2_advmim.data.unlabeled import _sort_out_done_cases, case_is_done
 
 
 def _case(folder, name="unl_000"):
@@ -48,3 +48,17 @@ def test_case_older_than_the_plans_is_not_done(tmp_path):
     plans.write_text("{}")
     os.utime(out + ".pkl", (1, 1))
     assert not case_is_done(out, str(plans))
+
+
+def test_finished_cases_are_skipped_and_outdated_ones_counted(tmp_path):
+    folder = str(tmp_path)
+    plans = tmp_path / "plans.json"
+    plans.write_text("{}")
+    _case(folder, "done")
+    os.utime(_case(folder, "old") + ".pkl", (1, 1))  # finished with plans older than plans.json
+    cases = {"done": ["d_0000.nii.gz"], "old": ["o_0000.nii.gz"], "new": ["n_0000.nii.gz"]}
+    todo, skipped, outdated = _sort_out_done_cases(cases, folder, str(plans), overwrite=False)
+    assert todo == [(os.path.join(folder, "old"), ["o_0000.nii.gz"]), (os.path.join(folder, "new"), ["n_0000.nii.gz"])]
+    assert skipped == ["done"] and outdated == 1
+    todo, skipped, outdated = _sort_out_done_cases(cases, folder, str(plans), overwrite=True)
+    assert [t[0] for t in todo] == [os.path.join(folder, c) for c in cases] and skipped == [] and outdated == 0
