@@ -37,8 +37,8 @@ import numpy as np
 matplotlib.use("agg")  # figures go to files; no display is needed
 import matplotlib.pyplot as plt  # noqa: E402
 
-from nnunetv2_advmim.evaluation.evaluate import (UNITS, _ending_of, _labels_in, add_metric_arguments,
-                                                 detect_file_ending, evaluate_pairs, find_dataset_json,
+from nnunetv2_advmim.evaluation.evaluate import (UNITS, add_metric_arguments, detect_file_ending, evaluate_pairs,
+                                                 file_ending_of, find_dataset_json, foreground_labels_in,
                                                  labels_from_dataset_json, list_cases, parse_tolerance, report_errors,
                                                  write_outputs)
 from nnunetv2_advmim.evaluation.metrics import METRICS
@@ -77,7 +77,7 @@ def labeled_cases(model_folder: str) -> Optional[int]:
     fold = FOLD_RE.match(os.path.basename(model_folder)).group(1)
     if fold == "all":
         gt = os.path.join(dataset_folder, "gt_segmentations")
-        return len([f for f in os.listdir(gt) if _ending_of(f)]) if os.path.isdir(gt) else None
+        return len([f for f in os.listdir(gt) if file_ending_of(f)]) if os.path.isdir(gt) else None
     splits_file = os.path.join(dataset_folder, "splits_final.json")
     if not os.path.isfile(splits_file):
         return None
@@ -267,11 +267,7 @@ def compare_runs(runs: Union[Dict[str, Union[str, dict]], Sequence[str]], output
         if labels is None and dj_labels:
             labels = dj_labels
     if labels is None:  # same label list for all runs: the labels found in the reference files
-
-        found = set()
-        for f in list_cases(ref_folder, file_ending).values():
-            found |= set(_labels_in((f, file_ending)))
-        labels = sorted(v for v in found if v != 0 and v != ignore_label)
+        labels = foreground_labels_in(list(list_cases(ref_folder, file_ending).values()), ignore_label)
     results = {}
     for name, spec in specs.items():
         pairs = _pairs(spec, file_ending)

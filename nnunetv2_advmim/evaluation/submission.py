@@ -29,7 +29,7 @@ import numpy as np
 from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_file_ending
 from nnunetv2.utilities.utils import get_identifiers_from_splitted_dataset_folder
 
-from nnunetv2_advmim.evaluation.evaluate import (_ending_of, detect_file_ending, geometry_mismatch, list_cases,
+from nnunetv2_advmim.evaluation.evaluate import (detect_file_ending, file_ending_of, geometry_mismatch, list_cases,
                                                  report_errors)
 from nnunetv2_advmim.cli import DefaultsHelpFormatter
 
@@ -75,7 +75,7 @@ def export_submission(prediction_folder: str, output_folder: str, images_folder:
     names = {c: output_name(pattern, c) for c in images}
     if len(set(names.values())) != len(names):
         raise ValueError(f"--pattern {pattern!r} gives several cases the same file name; include {{case}} or {{id}}")
-    out_ending = _ending_of(next(iter(names.values())))
+    out_ending = file_ending_of(next(iter(names.values())))
     if out_ending is None:
         raise ValueError(f"--pattern {pattern!r} must end with a file ending nnU-Net can write (e.g. .nii.gz, .mha, "
                          f".nrrd, .png, .tif)")
@@ -98,7 +98,7 @@ def export_submission(prediction_folder: str, output_folder: str, images_folder:
                                   f"to replace them")
     if zip_file and os.path.exists(zip_file) and not overwrite:
         raise FileExistsError(f"{zip_file} exists; pass --overwrite to replace it or choose another --zip")
-    image_ending = _ending_of(next(iter(images.values())))
+    image_ending = file_ending_of(next(iter(images.values())))
     image_rw = determine_reader_writer_from_file_ending(image_ending, next(iter(images.values())), verbose=False)()
     pred_rw = determine_reader_writer_from_file_ending(pred_ending, next(iter(preds.values())), verbose=False)()
     segs = {}
