@@ -149,11 +149,9 @@ def budget_file_problems(preprocessed_folder: Optional[str]) -> List[str]:
     return problems
 
 
-def verify_raw_dataset(raw_folder: str, num_processes: int = 1, max_voxels: Optional[int] = None,
-                       preprocessed_folder: Optional[str] = None) -> Tuple[List[str], List[str], Dict[str, int]]:
-    """``(problems, warnings, {folder: number of cases checked})`` of a raw dataset folder (module docstring);
-    ``preprocessed_folder``: its nnU-Net preprocessed folder, whose budget and split files are checked too."""
-    dataset_json_file = os.path.join(raw_folder, "dataset.json")
+def load_raw_dataset_json(dataset_json_file: str) -> dict:
+    """The ``dataset.json`` of a raw dataset folder, refused with the fix when it is missing, not JSON, or lacks a
+    key every later check needs (``file_ending``, ``channel_names``)."""
     if not os.path.isfile(dataset_json_file):
         raise FileNotFoundError(f"{dataset_json_file} does not exist: not an nnU-Net raw dataset folder. Write the "
                                 f"dataset.json (channel_names, labels, numTraining, file_ending).")
@@ -162,10 +160,16 @@ def verify_raw_dataset(raw_folder: str, num_processes: int = 1, max_voxels: Opti
     except ValueError as e:
         raise ValueError(f"{dataset_json_file} is not valid JSON ({e}); fix the file.") from None
     require_dataset_json_keys(dataset_json, dataset_json_file)
+    return dataset_json
+
+
+def image_pools(raw_folder: str, dataset_json: dict) -> Tuple[Dict[str, Dict[str, List[str]]], List[str], List[str]]:
+    """``({images folder: {case: [channel files]}}, problems, warnings)`` of ``imagesTr``, ``imagesTs`` and
+    ``imagesUnlabeled`` (the folders that exist), with the naming problems found while listing them, a missing
+    ``imagesTr`` and case names ``imagesUnlabeled`` shares with ``imagesTr``."""
     ending = dataset_json["file_ending"]
     n_channels = len(dataset_json.get("channel_names", dataset_json.get("modality")))
-    labels = dataset_label_values(dataset_json)
-    problems, warnings, counts, pools = [], [], {}, {}
+    problems, warnings, pools = [], [], {}
     for images, _ in LABELED_FOLDERS:
         folder = os.path.join(raw_folder, images)
         if os.path.isdir(folder):
@@ -186,48 +190,88 @@ def verify_raw_dataset(raw_folder: str, num_processes: int = 1, max_voxels: Opti
         problems.append(f"{os.path.join(raw_folder, RAW_UNLABELED_FOLDER)}: case name(s) {shared[:10]} are also "
                         f"training cases in imagesTr (every case identifier must be unique, or an unlabeled image "
                         f"would stand in for a labeled case); rename them, e.g. with a prefix 'unl_'.")
-    problems += budget_file_problems(preprocessed_folder)
-    all_cases = {f"{k}/{c}": files for k, cases in pools.items() for c, files in cases.items()}
-    if not all_cases:
-        return problems, warnings, counts
-    example = next(iter(all_cases.values()))[0]
-    reader_class = determine_reader_writer_from_dataset_json(dataset_json, example, verbose=False)
-    expect_2d = None
+    return pools, problems, warnings
+
+
+def expected_dimensionality(pools: Dict[str, Dict[str, List[str]]], reader_class) -> bool:
+    """Whether the dataset is 2D, judged on the first pool with cases in the order ``imagesTr``, ``imagesTs``,
+    ``imagesUnlabeled`` (:func:`dataset_looks_2d`); a pool none of whose sampled cases can be read gives no verdict,
+    and the next one is asked. 3D when no pool gives one (the unreadable files are reported case by case)."""
     for k in ("imagesTr", "imagesTs", RAW_UNLABELED_FOLDER):
-        if expect_2d is None and pools.get(k):
-            expect_2d = dataset_looks_2d(pools[k], reader_class)
+        if pools.get(k):
+            looks_2d = dataset_looks_2d(pools[k], reader_class)
+            if looks_2d is not None:
+                return looks_2d
+    return False
+
+
+def label_files_problems(raw_folder: str, kind: str, cases: Dict[str, List[str]], ending: str, reader_class,
+                         labels: Sequence[int], reported: str) -> Tuple[List[str], List[str]]:
+    """(problems, warnings) of the label files of one images pool (``labelsTr`` for ``imagesTr``, ``labelsTs`` for
+    ``imagesTs``; ``imagesUnlabeled`` has none) checked against their images (:func:`check_label`). Every imagesTr
+    case needs a label; test labels may be missing or partial. A case whose image files are named in ``reported``
+    (its image problems) is skipped: its label cannot be compared with an unreadable image."""
+    label_folder = dict(LABELED_FOLDERS).get(kind)
+    if label_folder is None or not os.path.isdir(os.path.join(raw_folder, label_folder)):
+        if kind == "imagesTr":
+            return [f"{os.path.join(raw_folder, 'labelsTr')} does not exist: every imagesTr case needs its label "
+                    f"file {{case}}{ending} there."], []
+        return [], []
+    problems, warnings = [], []
+    for case, files in cases.items():
+        label_file = os.path.join(raw_folder, label_folder, case + ending)
+        if not os.path.isfile(label_file):
+            if kind == "imagesTr":
+                problems.append(f"{label_file} does not exist: imagesTr case '{case}' has no label. Add it, or "
+                                f"move the case's images to imagesUnlabeled.")
+            continue
+        if any(f in reported for f in files):
+            continue  # its images are already reported
+        p, w = check_label(case, files, label_file, reader_class, labels)
+        problems += p
+        warnings += w
+    return problems, warnings
+
+
+def num_training_warning(dataset_json_file: str, num_training, counts: Dict[str, int]) -> Optional[str]:
+    """A warning when ``dataset.json``'s ``numTraining`` differs from the number of imagesTr cases found (nnU-Net's
+    planning refuses the mismatch); None when they agree or either is unknown."""
+    if num_training is None or "imagesTr" not in counts or int(num_training) == counts["imagesTr"]:
+        return None
+    return (f"{dataset_json_file}: numTraining is {num_training} but imagesTr holds {counts['imagesTr']} "
+            f"case(s); nnU-Net's planning refuses the mismatch: correct numTraining.")
+
+
+def verify_raw_dataset(raw_folder: str, num_processes: int = 1, max_voxels: Optional[int] = None,
+                       preprocessed_folder: Optional[str] = None) -> Tuple[List[str], List[str], Dict[str, int]]:
+    """``(problems, warnings, {folder: number of cases checked})`` of a raw dataset folder (module docstring);
+    ``preprocessed_folder``: its nnU-Net preprocessed folder, whose budget and split files are checked too."""
+    dataset_json_file = os.path.join(raw_folder, "dataset.json")
+    dataset_json = load_raw_dataset_json(dataset_json_file)
+    ending = dataset_json["file_ending"]
+    n_channels = len(dataset_json.get("channel_names", dataset_json.get("modality")))
+    labels = dataset_label_values(dataset_json)
+    pools, problems, warnings = image_pools(raw_folder, dataset_json)
+    problems += budget_file_problems(preprocessed_folder)
+    counts = {}
+    all_files = [files for cases in pools.values() for files in cases.values()]
+    if not all_files:
+        return problems, warnings, counts
+    reader_class = determine_reader_writer_from_dataset_json(dataset_json, all_files[0][0], verbose=False)
+    expect_2d = expected_dimensionality(pools, reader_class)
     reference = reference_orientation(pools["imagesTr"], reader_class) if pools.get("imagesTr") else None
     for kind, cases in pools.items():
         # the label-map and orientation warnings concern imagesUnlabeled (nnU-Net checks the labeled cases)
         unlabeled = kind == RAW_UNLABELED_FOLDER
-        p, w = check_cases(cases, reader_class, n_channels, bool(expect_2d), dataset_json if unlabeled else None,
+        p, w = check_cases(cases, reader_class, n_channels, expect_2d, dataset_json if unlabeled else None,
                            num_processes, max_voxels, reference if unlabeled else None)
-        problems += p
-        warnings += w
         counts[kind] = len(cases)
-        label_folder = dict(LABELED_FOLDERS).get(kind)
-        if label_folder is None or not os.path.isdir(os.path.join(raw_folder, label_folder)):
-            if kind == "imagesTr":
-                problems.append(f"{os.path.join(raw_folder, 'labelsTr')} does not exist: every imagesTr case needs "
-                                f"its label file {{case}}{ending} there.")
-            continue
-        reported = " ".join(p)
-        for case, files in cases.items():
-            label_file = os.path.join(raw_folder, label_folder, case + ending)
-            if not os.path.isfile(label_file):
-                if kind == "imagesTr":  # test labels may be partial
-                    problems.append(f"{label_file} does not exist: imagesTr case '{case}' has no label. Add it, or "
-                                    f"move the case's images to imagesUnlabeled.")
-                continue
-            if any(f in reported for f in files):
-                continue  # its images are already reported
-            p, w = check_label(case, files, label_file, reader_class, labels)
-            problems += p
-            warnings += w
-    n_tr = dataset_json.get("numTraining")
-    if n_tr is not None and "imagesTr" in counts and int(n_tr) != counts["imagesTr"]:
-        warnings.append(f"{dataset_json_file}: numTraining is {n_tr} but imagesTr holds {counts['imagesTr']} "
-                        f"case(s); nnU-Net's planning refuses the mismatch: correct numTraining.")
+        lp, lw = label_files_problems(raw_folder, kind, cases, ending, reader_class, labels, reported=" ".join(p))
+        problems += p + lp
+        warnings += w + lw
+    n_tr_warning = num_training_warning(dataset_json_file, dataset_json.get("numTraining"), counts)
+    if n_tr_warning is not None:
+        warnings.append(n_tr_warning)
     return problems, warnings, counts
 
 

@@ -174,67 +174,84 @@ def looks_like_label_map(data: np.ndarray, label_values: Sequence[int]) -> bool:
     return set(np.unique(data).astype(int).tolist()) <= set(label_values)
 
 
-def check_case(case: str, files: Sequence[str], reader_class, n_channels: int, expect_2d: bool,
-               label_values: Sequence[int] = (), max_voxels: Optional[int] = None,
-               reference: Optional[Tuple[tuple, str]] = None) -> Tuple[List[str], List[str]]:
-    """(problems, warnings) of one case's channel files, read with nnU-Net's reader ``reader_class`` exactly as
-    the preprocessor reads them (module docstring). ``max_voxels``: refuse larger files from their header, without
-    reading them. ``reference``: ``(orientation, file)`` the case's orientation is compared with (a warning if it
-    differs). Every text names the file(s) and the fix."""
-    problems, warnings = [], []
-    if max_voxels is not None:
-        for f in files:
-            n = voxel_count(f)
-            if n is not None and n > max_voxels:
-                problems.append(f"{f}: {n} voxels, more than --max-voxels {max_voxels}; not read. Raise --max-voxels "
-                                f"if the machine has the memory (the check reads each image twice, once as float64), "
-                                f"or crop / downsample the image.")
-        if problems:
-            return problems, warnings
-    non_finite = {}  # file -> (NaN, inf) counts as stored in the file (SimpleITK reads them as 0)
+def _oversized_files_problems(files: Sequence[str], max_voxels: int) -> List[str]:
+    """One problem per file whose header says it holds more than ``max_voxels`` voxels. Checked from the header
+    so that an image too large for the machine's memory is refused before it is read."""
+    problems = []
+    for f in files:
+        n = voxel_count(f)
+        if n is not None and n > max_voxels:
+            problems.append(f"{f}: {n} voxels, more than --max-voxels {max_voxels}; not read. Raise --max-voxels "
+                            f"if the machine has the memory (the check reads each image twice, once as float64), "
+                            f"or crop / downsample the image.")
+    return problems
+
+
+def _nifti_files_problems(case: str, files: Sequence[str]) -> Tuple[List[str], Dict[str, Tuple[int, int]]]:
+    """``(problems, {file: (NaN count, inf count)})`` of the NIfTI files among ``files``, read with nibabel
+    (:func:`check_nifti_file`): the truncated files and the non-finite voxels SimpleITK would hide."""
+    problems, non_finite = [], {}
     for f in files:
         if f.endswith((".nii", ".nii.gz")):
             p, n_nan, n_inf = check_nifti_file(f)
             if p:
                 problems.append(f"{f}: {p}. Copy or export the file again, or remove case '{case}'.")
             non_finite[f] = (n_nan, n_inf)
-    if problems:
-        return problems, warnings
-    try:
-        data, props = reader_class().read_images(list(files))
-    except Exception as e:
-        if len(files) > 1:  # failure path only: read the channel files one by one to say how they differ
-            geometry = _geometry_per_file(files, reader_class)
-            if geometry is not None and len(set(geometry.values())) > 1:
-                shown = "; ".join(f"{os.path.basename(f)}: shape {g[0]}, spacing {g[1]}" for f, g in geometry.items())
-                return [f"{', '.join(files)}: the channel files of case '{case}' differ in shape or spacing "
-                        f"({shown}). Every channel must be on the same voxel grid: resample them to one grid or "
-                        f"remove case '{case}'."], warnings
-        detail = f"{type(e).__name__}: {e}" if str(e) else f"{type(e).__name__} (see the reader's output above)"
-        return [f"{', '.join(files)}: cannot be read by {reader_class.__name__} ({detail.splitlines()[-1][:300]}). "
-                f"Replace the file(s) with readable images or remove case '{case}'."], warnings
-    if data.shape[0] != n_channels:
-        problems.append(f"{', '.join(files)}: {data.shape[0]} channel(s) in the file(s), but dataset.json's "
-                        f"channel_names has {n_channels}. Store one channel per file ({case}_0000, {case}_0001, ...) "
-                        f"matching channel_names.")
-    if reference is not None and orientation_of(props) is not None and reference[0] is not None \
-            and len(orientation_of(props)) == len(reference[0]) \
-            and not np.allclose(orientation_of(props), reference[0], atol=1e-3):
-        warnings.append(f"{files[0]}: direction {orientation_of(props)} differs from that of imagesTr "
-                        f"({reference[1]}: {reference[0]}). nnU-Net works in voxel space, so this image is trained on "
-                        f"as if it were oriented like the training images: reorient it (e.g. to the orientation of "
-                        f"imagesTr) if that is not intended.")
-    is_2d = spacing_is_2d(props["spacing"])
-    if is_2d != expect_2d:
-        got, want = ("2D", "3D") if is_2d else ("3D", "2D")
-        problems.append(f"{', '.join(files)}: a {got} image (shape {tuple(data.shape[1:])}, spacing "
-                        f"{tuple(round(float(s), 4) for s in props['spacing'])}) in a {want} dataset. Export it as a "
-                        f"{want} image like those in imagesTr, or remove case '{case}'.")
+    return problems, non_finite
+
+
+def _unreadable_case_problem(case: str, files: Sequence[str], reader_class, error: Exception) -> str:
+    """The problem text for a case the reader refused. For several channel files it first reads them one by one:
+    channels on different voxel grids are the usual cause, and saying so names the fix."""
+    if len(files) > 1:  # failure path only, so the extra reads cost nothing on good data
+        geometry = _geometry_per_file(files, reader_class)
+        if geometry is not None and len(set(geometry.values())) > 1:
+            shown = "; ".join(f"{os.path.basename(f)}: shape {g[0]}, spacing {g[1]}" for f, g in geometry.items())
+            return (f"{', '.join(files)}: the channel files of case '{case}' differ in shape or spacing "
+                    f"({shown}). Every channel must be on the same voxel grid: resample them to one grid or "
+                    f"remove case '{case}'.")
+    detail = f"{type(error).__name__}: {error}" if str(error) else \
+        f"{type(error).__name__} (see the reader's output above)"
+    return (f"{', '.join(files)}: cannot be read by {reader_class.__name__} ({detail.splitlines()[-1][:300]}). "
+            f"Replace the file(s) with readable images or remove case '{case}'.")
+
+
+def orientation_differs(orientation: Optional[Sequence[float]], reference: Optional[Sequence[float]]) -> bool:
+    """True when two direction-cosine tuples (:func:`orientation_of`) are both known, of one dimensionality, and
+    differ by more than rounding (1e-3); unknown or incomparable orientations never warn."""
+    return orientation is not None and reference is not None and len(orientation) == len(reference) \
+        and not np.allclose(orientation, reference, atol=1e-3)
+
+
+def dimensionality_problem(case: str, files: Sequence[str], shape: Sequence[int], spacing: Sequence[float],
+                           expect_2d: bool) -> Optional[str]:
+    """The problem text for a 2D image in a 3D dataset or the reverse (judged from the reader's spacing, see
+    :func:`spacing_is_2d`), None when the image has the dataset's dimensionality."""
+    is_2d = spacing_is_2d(spacing)
+    if is_2d == expect_2d:
+        return None
+    got, want = ("2D", "3D") if is_2d else ("3D", "2D")
+    return (f"{', '.join(files)}: a {got} image (shape {tuple(shape)}, spacing "
+            f"{tuple(round(float(s), 4) for s in spacing)}) in a {want} dataset. Export it as a "
+            f"{want} image like those in imagesTr, or remove case '{case}'.")
+
+
+def non_finite_counts(channel: np.ndarray, stored: Tuple[int, int] = (0, 0)) -> Tuple[int, int]:
+    """``(NaN, inf)`` voxel counts of one channel: the larger of what the reader returned and what the file stores
+    (``stored``, counted with nibabel), since SimpleITK reads NaN/inf in NIfTI files as 0."""
+    return (max(stored[0], int(np.count_nonzero(np.isnan(channel)))),
+            max(stored[1], int(np.count_nonzero(np.isinf(channel)))))
+
+
+def channel_content_checks(files: Sequence[str], data: np.ndarray, non_finite: Dict[str, Tuple[int, int]],
+                           label_values: Sequence[int]) -> Tuple[List[str], List[str]]:
+    """(problems, warnings) of the voxel values of each channel file: NaN/inf voxels are a problem, a channel that
+    looks like a label map (:func:`looks_like_label_map`) a warning. Skipped when the channel count is wrong (the
+    files cannot be matched to the channels then)."""
+    problems, warnings = [], []
     for c, f in enumerate(files if len(files) == data.shape[0] else []):
         channel = data[c]
-        n_nan, n_inf = non_finite.get(f, (0, 0))
-        n_nan = max(n_nan, int(np.count_nonzero(np.isnan(channel))))
-        n_inf = max(n_inf, int(np.count_nonzero(np.isinf(channel))))
+        n_nan, n_inf = non_finite_counts(channel, non_finite.get(f, (0, 0)))
         if n_nan or n_inf:
             problems.append(f"{f}: {n_nan} NaN and {n_inf} inf voxel(s) of {channel.size}. Replace them in the file "
                             f"with a value that makes sense for the image (e.g. its minimum, or the background "
@@ -244,6 +261,45 @@ def check_case(case: str, files: Sequence[str], reader_class, n_channels: int, e
                             f" of dataset.json: is this a segmentation rather than an image? Label files do not "
                             f"belong in imagesUnlabeled (preprocessed anyway).")
     return problems, warnings
+
+
+def check_case(case: str, files: Sequence[str], reader_class, n_channels: int, expect_2d: bool,
+               label_values: Sequence[int] = (), max_voxels: Optional[int] = None,
+               reference: Optional[Tuple[tuple, str]] = None) -> Tuple[List[str], List[str]]:
+    """(problems, warnings) of one case's channel files, read with nnU-Net's reader ``reader_class`` exactly as
+    the preprocessor reads them (module docstring). ``max_voxels``: refuse larger files from their header, without
+    reading them. ``reference``: ``(orientation, file)`` the case's orientation is compared with (a warning if it
+    differs). Every text names the file(s) and the fix.
+
+    The checks run from cheap to expensive and stop at the first stage that finds a problem: size from the
+    header, the NIfTI files with nibabel, then one read with the plan's reader."""
+    if max_voxels is not None:
+        problems = _oversized_files_problems(files, max_voxels)
+        if problems:
+            return problems, []
+    problems, non_finite = _nifti_files_problems(case, files)
+    if problems:
+        return problems, []
+    try:
+        data, props = reader_class().read_images(list(files))
+    except Exception as e:
+        return [_unreadable_case_problem(case, files, reader_class, e)], []
+    warnings = []
+    if data.shape[0] != n_channels:
+        problems.append(f"{', '.join(files)}: {data.shape[0]} channel(s) in the file(s), but dataset.json's "
+                        f"channel_names has {n_channels}. Store one channel per file ({case}_0000, {case}_0001, ...) "
+                        f"matching channel_names.")
+    orientation = orientation_of(props)
+    if reference is not None and orientation_differs(orientation, reference[0]):
+        warnings.append(f"{files[0]}: direction {orientation} differs from that of imagesTr "
+                        f"({reference[1]}: {reference[0]}). nnU-Net works in voxel space, so this image is trained on "
+                        f"as if it were oriented like the training images: reorient it (e.g. to the orientation of "
+                        f"imagesTr) if that is not intended.")
+    wrong_dim = dimensionality_problem(case, files, data.shape[1:], props["spacing"], expect_2d)
+    if wrong_dim is not None:
+        problems.append(wrong_dim)
+    p, w = channel_content_checks(files, data, non_finite, label_values)
+    return problems + p, warnings + w
 
 
 def _geometry_per_file(files: Sequence[str], reader_class) -> Optional[Dict[str, tuple]]:

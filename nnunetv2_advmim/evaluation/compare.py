@@ -29,7 +29,7 @@ import math
 import os
 import re
 import sys
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import matplotlib
 import numpy as np
@@ -37,8 +37,8 @@ import numpy as np
 matplotlib.use("agg")  # figures go to files; no display is needed
 import matplotlib.pyplot as plt  # noqa: E402
 
-from nnunetv2_advmim.evaluation.evaluate import (UNITS, _ending_of, _labels_in, add_metric_arguments,
-                                                 detect_file_ending, evaluate_pairs, find_dataset_json,
+from nnunetv2_advmim.evaluation.evaluate import (UNITS, add_metric_arguments, detect_file_ending, evaluate_pairs,
+                                                 file_ending_of, find_dataset_json, foreground_labels_in,
                                                  labels_from_dataset_json, list_cases, parse_tolerance, report_errors,
                                                  write_outputs)
 from nnunetv2_advmim.evaluation.metrics import METRICS
@@ -46,6 +46,7 @@ from nnunetv2_advmim.cli import DefaultsHelpFormatter
 
 FOLD_RE = re.compile(r"^fold_(\d+|all)$")
 OUTPUT_FILES = ("comparison.md", "comparison.csv", "comparison.png")
+CSV_HEADER = ("run", "label", "label_name", "metric", "mean", "std", "n_values", "n_cases", "n_labeled")
 
 
 def _fold_folders(trainer_folder: str) -> List[str]:
@@ -77,7 +78,7 @@ def labeled_cases(model_folder: str) -> Optional[int]:
     fold = FOLD_RE.match(os.path.basename(model_folder)).group(1)
     if fold == "all":
         gt = os.path.join(dataset_folder, "gt_segmentations")
-        return len([f for f in os.listdir(gt) if _ending_of(f)]) if os.path.isdir(gt) else None
+        return len([f for f in os.listdir(gt) if file_ending_of(f)]) if os.path.isdir(gt) else None
     splits_file = os.path.join(dataset_folder, "splits_final.json")
     if not os.path.isfile(splits_file):
         return None
@@ -224,6 +225,124 @@ def plot_comparison(results: Dict[str, dict], png_file: str, title: Optional[str
     return png_file
 
 
+def _named_runs(runs: Union[Dict[str, Union[str, dict]], Sequence[str]]) -> Dict[str, Union[str, dict]]:
+    """The ``runs`` argument as ``{name: run}``; a list of paths is named by :func:`default_run_name`."""
+    if not isinstance(runs, dict):
+        runs = {default_run_name(p): p for p in runs}
+    if not runs:
+        raise ValueError("no runs to compare")
+    return runs
+
+
+def _prepare_output_folder(output_folder: str, overwrite: bool) -> None:
+    """Create the output folder and refuse to replace an earlier comparison there unless ``overwrite``; checked
+    before any evaluation, so that a long comparison does not end in this error."""
+    os.makedirs(output_folder, exist_ok=True)
+    existing = [f for f in OUTPUT_FILES if os.path.exists(os.path.join(output_folder, f))]
+    if existing and not overwrite:
+        raise FileExistsError(f"{output_folder} already holds {', '.join(existing)}; pass overwrite=True "
+                              f"(--overwrite) or choose another output folder")
+
+
+def resolve_runs(runs: Dict[str, Union[str, dict]], reference: Optional[str]) -> Tuple[Dict[str, dict], str]:
+    """``({name: run spec}, reference folder)``: every run resolved (:func:`resolve_run`) and the one reference
+    folder they share. Runs scored against different references cannot share a table."""
+    specs = {}
+    for name, run in runs.items():
+        path, model = (run.get("pred"), run.get("model")) if isinstance(run, dict) else (run, None)
+        specs[name] = resolve_run(path, reference, model)
+    refs = {s["reference"] for s in specs.values()}
+    if len(refs) > 1:
+        raise ValueError(f"the runs use different references ({', '.join(sorted(refs))}); pass one reference folder")
+    return specs, refs.pop()
+
+
+def comparison_labels(specs: Dict[str, dict], ref_folder: str, file_ending: str,
+                      labels: Optional[Sequence[int]]) -> Tuple[List[int], Dict[int, str], Optional[int]]:
+    """``(labels, label names, ignore label)`` shared by all runs. The names and ignore label come from a
+    ``dataset.json`` (nnUNetv2_predict writes one into prediction folders, training into the trainer folder, a raw
+    dataset holds one above the reference); the labels are ``labels`` if given, else that file's, else those found in
+    the reference files, so that every run is scored on the same list."""
+    names, ignore_label = {}, None
+    dj = find_dataset_json(*(s["pred_folders"][0] for s in specs.values()),
+                           *(os.path.dirname(os.path.dirname(s["pred_folders"][0])) for s in specs.values()
+                             if s["result_folder"]), ref_folder)
+    if dj is not None:
+        dj_labels, names, ignore_label = labels_from_dataset_json(dj)
+        if labels is None and dj_labels:
+            labels = dj_labels
+    if labels is None:
+        labels = foreground_labels_in(list(list_cases(ref_folder, file_ending).values()), ignore_label)
+    return labels, names, ignore_label
+
+
+def metrics_file_name(run_name: str) -> str:
+    """File name of a run's metrics JSON: the run name with every run of characters other than letters, digits,
+    ``_``, ``.`` and ``-`` replaced by ``_`` (a run name may hold spaces or slashes)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", run_name) + "_metrics.json"
+
+
+def _evaluate_runs(specs: Dict[str, dict], file_ending: str, ref_folder: str, output_folder: str, verbose: bool,
+                   **evaluate_kwargs) -> Dict[str, dict]:
+    """``{name: evaluate result}`` of every run (:func:`evaluate_pairs` with ``evaluate_kwargs``), each also written
+    as ``<run>_metrics.json``/``.csv`` into ``output_folder``."""
+    results = {}
+    for name, spec in specs.items():
+        pairs = _pairs(spec, file_ending)
+        if verbose:
+            print(f"evaluating {name}: {len(pairs)} case(s) from {', '.join(spec['pred_folders'])}", flush=True)
+        res = evaluate_pairs(pairs, **evaluate_kwargs)
+        res.update(reference_folder=ref_folder, prediction_folders=spec["pred_folders"], n_labeled=spec["n_labeled"])
+        results[name] = res
+        write_outputs(res, os.path.join(output_folder, metrics_file_name(name)), overwrite=True)
+    return results
+
+
+def same_cases(results: Dict[str, dict]) -> bool:
+    """Whether every run was evaluated on the same cases in the same order (else its means are not comparable)."""
+    return len({tuple(c["case"] for c in r["cases"]) for r in results.values()}) <= 1
+
+
+def tolerance_text(nsd_tolerance) -> str:
+    """The NSD tolerance as shown in the note and title: the number, or ``label: mm`` pairs for a per-label dict."""
+    if isinstance(nsd_tolerance, dict):
+        return ", ".join(f"{k}: {v}" for k, v in nsd_tolerance.items())
+    return f"{nsd_tolerance}"
+
+
+def comparison_note(ref_folder: str, tolerance: str, hd95_definition: str, both_empty: str,
+                    one_empty_distance: str) -> str:
+    """The sentence under the table that says what the numbers are: reference, statistics and conventions."""
+    return (f"Reference: {ref_folder}. Mean ± std over cases (NaN cases left out: both masks empty); NSD "
+            f"tolerance {tolerance} mm; HD95 definition {hd95_definition}; empty-mask conventions both_empty="
+            f"{both_empty}, one_empty_distance={one_empty_distance}.")
+
+
+def comparison_csv_rows(results: Dict[str, dict], n_labeled: Dict[str, Optional[int]]) -> List[list]:
+    """Rows of ``comparison.csv`` in long format (columns :data:`CSV_HEADER`): one per run, label and metric; an
+    unknown labeled-case count is an empty cell."""
+    rows = []
+    for name, r in results.items():
+        for label, label_name in r["labels"].items():
+            for m in METRICS:
+                rows.append([name, label, label_name, m, r["mean"][label][m], r["std"][label][m], r["n"][label][m],
+                             r["num_cases"], "" if n_labeled[name] is None else n_labeled[name]])
+    return rows
+
+
+def _write_table_files(output_folder: str, markdown: str, note: str, csv_rows: List[list]) -> Tuple[str, str]:
+    """Write ``comparison.md`` (table and note) and ``comparison.csv``; returns their paths."""
+    md_file = os.path.join(output_folder, "comparison.md")
+    with open(md_file, "w") as f:
+        f.write(markdown + "\n\n" + note + "\n")
+    csv_file = os.path.join(output_folder, "comparison.csv")
+    with open(csv_file, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(CSV_HEADER)
+        w.writerows(csv_rows)
+    return md_file, csv_file
+
+
 def compare_runs(runs: Union[Dict[str, Union[str, dict]], Sequence[str]], output_folder: str,
                  reference: Optional[str] = None, labels: Optional[Sequence[int]] = None, nsd_tolerance=1.0,
                  num_processes: int = 1, overwrite: bool = False, both_empty: str = "nan",
@@ -237,77 +356,24 @@ def compare_runs(runs: Union[Dict[str, Union[str, dict]], Sequence[str]], output
     default to ``gt_segmentations``). Returns ``{"table": text, "markdown": ..., "png": path, "csv": path,
     "results": {name: evaluate result}, "n_labeled": {name: int | None}}``.
     """
-    if not isinstance(runs, dict):
-        runs = {default_run_name(p): p for p in runs}
-        if len(runs) == 0:
-            raise ValueError("no runs to compare")
-    if not runs:
-        raise ValueError("no runs to compare")
-    os.makedirs(output_folder, exist_ok=True)
-    existing = [f for f in OUTPUT_FILES if os.path.exists(os.path.join(output_folder, f))]
-    if existing and not overwrite:
-        raise FileExistsError(f"{output_folder} already holds {', '.join(existing)}; pass overwrite=True "
-                              f"(--overwrite) or choose another output folder")
-    specs = {}
-    for name, run in runs.items():
-        path, model = (run.get("pred"), run.get("model")) if isinstance(run, dict) else (run, None)
-        specs[name] = resolve_run(path, reference, model)
-    refs = {s["reference"] for s in specs.values()}
-    if len(refs) > 1:
-        raise ValueError(f"the runs use different references ({', '.join(sorted(refs))}); pass one reference folder")
-    ref_folder = refs.pop()
+    runs = _named_runs(runs)
+    _prepare_output_folder(output_folder, overwrite)
+    specs, ref_folder = resolve_runs(runs, reference)
     file_ending = detect_file_ending(ref_folder)
-    names, ignore_label = {}, None
-    # dataset.json: nnUNetv2_predict writes one into prediction folders, training into the trainer folder
-    dj = find_dataset_json(*(s["pred_folders"][0] for s in specs.values()),
-                           *(os.path.dirname(os.path.dirname(s["pred_folders"][0])) for s in specs.values()
-                             if s["result_folder"]), ref_folder)
-    if dj is not None:
-        dj_labels, names, ignore_label = labels_from_dataset_json(dj)
-        if labels is None and dj_labels:
-            labels = dj_labels
-    if labels is None:  # same label list for all runs: the labels found in the reference files
-
-        found = set()
-        for f in list_cases(ref_folder, file_ending).values():
-            found |= set(_labels_in((f, file_ending)))
-        labels = sorted(v for v in found if v != 0 and v != ignore_label)
-    results = {}
-    for name, spec in specs.items():
-        pairs = _pairs(spec, file_ending)
-        if verbose:
-            print(f"evaluating {name}: {len(pairs)} case(s) from {', '.join(spec['pred_folders'])}", flush=True)
-        res = evaluate_pairs(pairs, labels, names, nsd_tolerance, ignore_label, both_empty, one_empty_distance,
-                             hd95_definition, num_processes)
-        res.update(reference_folder=ref_folder, prediction_folders=spec["pred_folders"], n_labeled=spec["n_labeled"])
-        results[name] = res
-        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
-        write_outputs(res, os.path.join(output_folder, f"{safe}_metrics.json"), overwrite=True)
+    labels, names, ignore_label = comparison_labels(specs, ref_folder, file_ending, labels)
+    results = _evaluate_runs(specs, file_ending, ref_folder, output_folder, verbose, labels=labels, label_names=names,
+                             nsd_tolerance=nsd_tolerance, ignore_label=ignore_label, both_empty=both_empty,
+                             one_empty_distance=one_empty_distance, hd95_definition=hd95_definition,
+                             num_processes=num_processes)
     n_labeled = {name: spec["n_labeled"] for name, spec in specs.items()}
-    case_sets = {name: tuple(c["case"] for c in r["cases"]) for name, r in results.items()}
-    if len(set(case_sets.values())) > 1 and verbose:
+    if verbose and not same_cases(results):
         print("WARNING: the runs were evaluated on different cases (see 'cases evaluated'); compare with care",
               file=sys.stderr)
     header, rows = comparison_rows(results, n_labeled)
-    table = text_table(header, rows)
-    md = markdown_table(header, rows)
-    tol = nsd_tolerance if not isinstance(nsd_tolerance, dict) else ", ".join(f"{k}: {v}" for k, v in
-                                                                             nsd_tolerance.items())
-    note = (f"Reference: {ref_folder}. Mean ± std over cases (NaN cases left out: both masks empty); NSD "
-            f"tolerance {tol} mm; HD95 definition {hd95_definition}; empty-mask conventions both_empty="
-            f"{both_empty}, one_empty_distance={one_empty_distance}.")
-    md_file = os.path.join(output_folder, "comparison.md")
-    with open(md_file, "w") as f:
-        f.write(md + "\n\n" + note + "\n")
-    csv_file = os.path.join(output_folder, "comparison.csv")
-    with open(csv_file, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["run", "label", "label_name", "metric", "mean", "std", "n_values", "n_cases", "n_labeled"])
-        for name, r in results.items():
-            for label, label_name in r["labels"].items():
-                for m in METRICS:
-                    w.writerow([name, label, label_name, m, r["mean"][label][m], r["std"][label][m],
-                                r["n"][label][m], r["num_cases"], "" if n_labeled[name] is None else n_labeled[name]])
+    table, md = text_table(header, rows), markdown_table(header, rows)
+    tol = tolerance_text(nsd_tolerance)
+    note = comparison_note(ref_folder, tol, hd95_definition, both_empty, one_empty_distance)
+    md_file, csv_file = _write_table_files(output_folder, md, note, comparison_csv_rows(results, n_labeled))
     png = plot_comparison(results, os.path.join(output_folder, "comparison.png"),
                           title or f"{len(results)} runs on {os.path.basename(os.path.dirname(ref_folder))}/"
                                    f"{os.path.basename(ref_folder)}, NSD tolerance {tol} mm")

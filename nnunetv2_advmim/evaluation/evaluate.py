@@ -36,7 +36,9 @@ def _supported_endings() -> List[str]:
     return sorted(endings, key=len, reverse=True)  # longest first: '.nii.gz' before '.gz'-like clashes
 
 
-def _ending_of(fname: str) -> Optional[str]:
+def file_ending_of(fname: str) -> Optional[str]:
+    """The ending of ``fname`` that one of nnU-Net's readers supports (the longest match, spelled as in
+    ``fname``), or None for a file no reader takes."""
     low = fname.lower()
     for e in _supported_endings():
         if low.endswith(e):
@@ -50,7 +52,7 @@ def detect_file_ending(folder: str) -> str:
         raise FileNotFoundError(f"{folder} is not a folder")
     counts = {}
     for f in os.listdir(folder):
-        e = _ending_of(f)
+        e = file_ending_of(f)
         if e is not None and os.path.isfile(os.path.join(folder, f)):
             counts[e] = counts.get(e, 0) + 1
     if not counts:
@@ -113,7 +115,7 @@ def geometry_mismatch(shape_a, props_a: dict, shape_b, props_b: dict, atol: floa
 def _evaluate_one(job):
     case, ref_file, pred_file, file_ending, labels, kwargs = job
     ref_rw = reader_for(file_ending, ref_file)
-    pred_rw = ref_rw if _ending_of(pred_file) == file_ending else reader_for(_ending_of(pred_file), pred_file)
+    pred_rw = ref_rw if file_ending_of(pred_file) == file_ending else reader_for(file_ending_of(pred_file), pred_file)
     ref, spacing, ref_props = read_label_map(ref_rw, ref_file)
     pred, _, pred_props = read_label_map(pred_rw, pred_file)
     why = geometry_mismatch(ref.shape, ref_props, pred.shape, pred_props)
@@ -126,10 +128,15 @@ def _evaluate_one(job):
             "shape": list(ref.shape), "metrics": values}
 
 
-def _labels_in(job):
-    rw = reader_for(job[1], job[0])
-    seg, _, _ = read_label_map(rw, job[0])
-    return [int(v) for v in np.unique(seg)]
+def foreground_labels_in(files: Sequence[str], ignore_label: Optional[int] = None) -> List[int]:
+    """The label values found in segmentation files, sorted, without background (0) and ``ignore_label``: the
+    labels to evaluate when neither the caller nor a ``dataset.json`` names them. Read in this process (a
+    read-only pass is not worth starting workers)."""
+    found = set()
+    for f in files:
+        seg, _, _ = read_label_map(reader_for(file_ending_of(f), f), f)
+        found.update(int(v) for v in np.unique(seg))
+    return sorted(v for v in found if v != 0 and v != ignore_label)
 
 
 def _map(fn, jobs, num_processes):
@@ -187,15 +194,14 @@ def evaluate_pairs(pairs: Sequence[Tuple[str, str, str]], labels: Optional[Seque
     """Metrics of ``(case, reference_file, prediction_file)`` triples; returns the result dict (see module doc)."""
     if not pairs:
         raise ValueError("nothing to evaluate: no (reference, prediction) pairs")
-    ref_ending = _ending_of(pairs[0][1])
+    ref_ending = file_ending_of(pairs[0][1])
     if labels is None:
-        found = [_labels_in((r, _ending_of(r))) for _, r, _ in pairs]  # reading only: no worker start-up
-        labels = sorted({v for vals in found for v in vals if v != 0 and v != ignore_label})
+        labels = foreground_labels_in([r for _, r, _ in pairs], ignore_label)
     labels = [int(v) for v in labels]
     label_names = {int(k): v for k, v in (label_names or {}).items()}
     kwargs = dict(nsd_tolerance=nsd_tolerance, ignore_label=ignore_label, both_empty=both_empty,
                   one_empty_distance=one_empty_distance, hd95_definition=hd95_definition)
-    jobs = [(case, r, p, _ending_of(r) or ref_ending, labels, kwargs) for case, r, p in pairs]
+    jobs = [(case, r, p, file_ending_of(r) or ref_ending, labels, kwargs) for case, r, p in pairs]
     cases = _map(_evaluate_one, jobs, num_processes)
     summary = summarize([c["metrics"] for c in cases], labels)
     return {

@@ -23,13 +23,13 @@ import re
 import shutil
 import sys
 import zipfile
-from typing import Dict, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_file_ending
 from nnunetv2.utilities.utils import get_identifiers_from_splitted_dataset_folder
 
-from nnunetv2_advmim.evaluation.evaluate import (_ending_of, detect_file_ending, geometry_mismatch, list_cases,
+from nnunetv2_advmim.evaluation.evaluate import (detect_file_ending, file_ending_of, geometry_mismatch, list_cases,
                                                  report_errors)
 from nnunetv2_advmim.cli import DefaultsHelpFormatter
 
@@ -63,44 +63,55 @@ def output_name(pattern: str, case: str) -> str:
     return name
 
 
-def export_submission(prediction_folder: str, output_folder: str, images_folder: str, pattern: Optional[str] = None,
-                      zip_file: Optional[str] = None, overwrite: bool = False, verbose: bool = True) -> dict:
-    """Check and export predictions (module docstring). Returns ``{"files": [...], "zip": path or None,
-    "left_out": [cases without an image]}``."""
-
-    images = expected_cases(images_folder)
-    pred_ending = detect_file_ending(prediction_folder)
-    preds = list_cases(prediction_folder, pred_ending)
-    pattern = pattern or "{case}" + pred_ending
-    names = {c: output_name(pattern, c) for c in images}
+def submission_names(cases, pattern: str) -> Tuple[Dict[str, str], str]:
+    """``({case: output file name}, output file ending)`` of the expected cases under ``pattern``. Refused before
+    anything is read: a pattern that gives two cases one name (one file would overwrite the other) or whose names
+    end in no ending nnU-Net can write."""
+    names = {c: output_name(pattern, c) for c in cases}
     if len(set(names.values())) != len(names):
         raise ValueError(f"--pattern {pattern!r} gives several cases the same file name; include {{case}} or {{id}}")
-    out_ending = _ending_of(next(iter(names.values())))
+    out_ending = file_ending_of(next(iter(names.values())))
     if out_ending is None:
         raise ValueError(f"--pattern {pattern!r} must end with a file ending nnU-Net can write (e.g. .nii.gz, .mha, "
                          f".nrrd, .png, .tif)")
-    missing = sorted(set(images) - set(preds))
+    return names, out_ending
+
+
+def predictions_left_out(expected, predicted, prediction_folder: str, images_folder: str) -> List[str]:
+    """The predicted cases that are not expected (sorted; left out of the submission). Refuses a submission with
+    an expected case missing: challenges score a missing case as a failure, so it must be predicted first."""
+    missing = sorted(set(expected) - set(predicted))
     if missing:
-        raise FileNotFoundError(f"{len(missing)} of {len(images)} expected case(s) have no prediction in "
+        raise FileNotFoundError(f"{len(missing)} of {len(expected)} expected case(s) have no prediction in "
                                 f"{prediction_folder}: {', '.join(missing)}. Predict them (nnUNetv2_predict -i "
                                 f"{images_folder} ...) before exporting.")
-    left_out = sorted(set(preds) - set(images))
+    return sorted(set(predicted) - set(expected))
 
-    # all checks before anything is written
+
+def _check_targets(output_folder: str, file_names, zip_file: Optional[str], overwrite: bool) -> None:
+    """Refuse to write where the submission would mix with other files (a challenge rejects extra files) or replace
+    an earlier export or zip without ``overwrite``."""
     if os.path.isdir(output_folder):
-        foreign = sorted(set(os.listdir(output_folder)) - set(names.values()))
+        foreign = sorted(set(os.listdir(output_folder)) - set(file_names))
         if foreign:
             raise FileExistsError(f"{output_folder} holds files that are not part of this submission "
                                   f"({', '.join(foreign[:5])}); export into a new or empty folder")
-        clash = [n for n in names.values() if os.path.exists(os.path.join(output_folder, n))]
+        clash = [n for n in file_names if os.path.exists(os.path.join(output_folder, n))]
         if clash and not overwrite:
             raise FileExistsError(f"{output_folder} already holds {len(clash)} exported file(s); pass --overwrite "
                                   f"to replace them")
     if zip_file and os.path.exists(zip_file) and not overwrite:
         raise FileExistsError(f"{zip_file} exists; pass --overwrite to replace it or choose another --zip")
-    image_ending = _ending_of(next(iter(images.values())))
-    image_rw = determine_reader_writer_from_file_ending(image_ending, next(iter(images.values())), verbose=False)()
-    pred_rw = determine_reader_writer_from_file_ending(pred_ending, next(iter(preds.values())), verbose=False)()
+
+
+def _check_geometry(images: Dict[str, str], preds: Dict[str, str], pred_ending: str,
+                    keep_arrays: bool) -> Dict[str, np.ndarray]:
+    """Read every image and its prediction and refuse a prediction that is not in its image's geometry (a challenge
+    scores it against the image's voxel grid). Returns the segmentations (without channel axis) when
+    ``keep_arrays`` (a format change writes them again), else ``{}``."""
+    first_image, first_pred = next(iter(images.values())), next(iter(preds.values()))
+    image_rw = determine_reader_writer_from_file_ending(file_ending_of(first_image), first_image, verbose=False)()
+    pred_rw = determine_reader_writer_from_file_ending(pred_ending, first_pred, verbose=False)()
     segs = {}
     for c, img_file in images.items():
         img, img_props = image_rw.read_images([img_file])
@@ -110,34 +121,66 @@ def export_submission(prediction_folder: str, output_folder: str, images_folder:
             raise ValueError(f"prediction {preds[c]} does not match the geometry of its image {img_file}: {why}. "
                              f"Export predictions with nnUNetv2_predict (it writes them in the image's geometry) or "
                              f"resample them.")
-        if out_ending != pred_ending:
+        if keep_arrays:
             segs[c] = seg[0]
+    return segs
 
+
+def _write_converted(out_rw, seg: np.ndarray, image_file: str, target: str, out_ending: str) -> None:
+    """Write ``seg`` as ``target`` in the writer's format with the geometry of ``image_file``, read by the same
+    writer so that the properties are in the form it expects; the smallest integer type that holds the labels."""
+    try:
+        _, props = out_rw.read_images([image_file])
+    except Exception as e:
+        raise ValueError(f"cannot write {out_ending} files with geometry from {image_file}: the "
+                         f"{type(out_rw).__name__} writer cannot read the image ({e}). Choose an ending of "
+                         f"the same family as the images.") from None
+    out_rw.write_seg(np.asarray(seg, dtype=np.uint8 if seg.max() < 255 else np.uint16), target, props)
+
+
+def _write_submission(images: Dict[str, str], preds: Dict[str, str], names: Dict[str, str], output_folder: str,
+                      out_ending: str, convert: bool, segs: Dict[str, np.ndarray]) -> List[str]:
+    """Write one file per expected case (sorted by case) and return their paths: a byte copy of the prediction
+    unless ``convert`` (another ending), then the segmentation of ``segs`` written by :func:`_write_converted`."""
     os.makedirs(output_folder, exist_ok=True)
-    written = []
-    out_rw = None
+    written, out_rw = [], None
     for c in sorted(images):
         target = os.path.join(output_folder, names[c])
-        if out_ending == pred_ending:
+        if not convert:
             shutil.copyfile(preds[c], target)
         else:
             if out_rw is None:
                 out_rw = determine_reader_writer_from_file_ending(out_ending, None, verbose=False)()
-            try:
-                _, props = out_rw.read_images([images[c]])  # geometry in the writer's own property format
-            except Exception as e:
-                raise ValueError(f"cannot write {out_ending} files with geometry from {images[c]}: the "
-                                 f"{type(out_rw).__name__} writer cannot read the image ({e}). Choose an ending of "
-                                 f"the same family as the images.") from None
-            seg = segs[c]
-            out_rw.write_seg(np.asarray(seg, dtype=np.uint8 if seg.max() < 255 else np.uint16), target, props)
+            _write_converted(out_rw, segs[c], images[c], target, out_ending)
         written.append(target)
+    return written
+
+
+def _zip_files(files: List[str], zip_file: str) -> None:
+    """Zip ``files`` at the archive's root; written to a ``.part`` file and renamed, so that an interrupted export
+    never leaves a zip that looks complete."""
+    tmp = zip_file + ".part"
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        for f in files:
+            z.write(f, arcname=os.path.basename(f))
+    os.replace(tmp, zip_file)
+
+
+def export_submission(prediction_folder: str, output_folder: str, images_folder: str, pattern: Optional[str] = None,
+                      zip_file: Optional[str] = None, overwrite: bool = False, verbose: bool = True) -> dict:
+    """Check and export predictions (module docstring). Returns ``{"files": [...], "zip": path or None,
+    "left_out": [cases without an image]}``. Every check runs before the first file is written."""
+    images = expected_cases(images_folder)
+    pred_ending = detect_file_ending(prediction_folder)
+    preds = list_cases(prediction_folder, pred_ending)
+    names, out_ending = submission_names(images, pattern or "{case}" + pred_ending)
+    left_out = predictions_left_out(images, preds, prediction_folder, images_folder)
+    _check_targets(output_folder, names.values(), zip_file, overwrite)
+    convert = out_ending != pred_ending
+    segs = _check_geometry(images, preds, pred_ending, keep_arrays=convert)
+    written = _write_submission(images, preds, names, output_folder, out_ending, convert, segs)
     if zip_file:
-        tmp = zip_file + ".part"
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as z:
-            for f in written:
-                z.write(f, arcname=os.path.basename(f))
-        os.replace(tmp, zip_file)
+        _zip_files(written, zip_file)
     if verbose:
         print(f"Exported {len(written)} case(s) to {output_folder}" + (f" and {zip_file}" if zip_file else ""))
         if left_out:

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from nnunetv2_advmim.evaluation.evaluate import evaluate_folders, main
+from nnunetv2_advmim.evaluation.evaluate import evaluate_folders, file_ending_of, foreground_labels_in, main
 from nnunetv2_advmim.evaluation.metrics import label_metrics
 from helpers import evaluation_cases_3d, write_evaluation_folders, write_label_map
 
@@ -138,3 +138,17 @@ def test_cli_stops_on_missing_predictions_unless_chill(tmp_path, capsys):
     assert main(argv + ["--chill"]) == 0
     data = json.loads(out.read_text())
     assert data["num_cases"] == 2 and data["missing_predictions"] == ["case_002"]
+
+
+def test_file_ending_of_and_foreground_labels_in(tmp_path):
+    assert file_ending_of("case_1.nii.gz") == ".nii.gz" and file_ending_of("case_1.nii") == ".nii"
+    assert file_ending_of("CASE.NII.GZ") == ".NII.GZ" and file_ending_of("notes.txt") is None
+    a, b = np.zeros((3, 4, 5), np.uint8), np.zeros((3, 4, 5), np.uint8)
+    a[0, 0, :2], a[1, 1, 1] = 1, 3
+    b[2, 2, 2], b[0, 3, 4] = 2, 5
+    files = [str(tmp_path / "a.nii.gz"), str(tmp_path / "b.nrrd")]  # each file read with its own ending's reader
+    write_label_map(a, files[0], SPACING_3D)
+    write_label_map(b, files[1], SPACING_3D)
+    assert foreground_labels_in(files) == [1, 2, 3, 5]
+    assert foreground_labels_in(files, ignore_label=5) == [1, 2, 3]
+    assert foreground_labels_in(files[1:], ignore_label=2) == [5]

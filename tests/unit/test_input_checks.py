@@ -6,7 +6,9 @@ import pytest
 import SimpleITK as sitk
 from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
 
-from nnunetv2_advmim.data.input_checks import check_case, check_nifti_file, looks_like_label_map, spacing_is_2d
+from nnunetv2_advmim.data.input_checks import (channel_content_checks, check_case, check_nifti_file,
+                                               dimensionality_problem, looks_like_label_map, non_finite_counts,
+                                               orientation_differs, spacing_is_2d)
 from nnunetv2_advmim.runtime.safety import OVERWRITE_ENV, FinishedRunError, refuse_finished_run
 from nnunetv2_advmim.data.unlabeled import list_unlabeled_cases
 from helpers import random_image, truncate_file, write_image
@@ -86,6 +88,52 @@ def test_label_map_content_warns_but_real_images_pass(tmp_path):
     for arr, name in ((ct, "ct"), (binary_like, "b")):
         assert _check([write_image(arr, (2, 1, 1), tmp_path / f"{name}_0000.nii.gz")]) == ([], [])
     assert not looks_like_label_map(np.full((3, 3), 2.0), [0, 1, 2])  # constant image: no claim
+
+
+# -------------------------------------------------------------- the steps of check_case on plain values
+def test_orientation_differs_only_for_comparable_known_directions():
+    identity = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+    flipped_x = (-1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+    assert orientation_differs(flipped_x, identity)
+    assert not orientation_differs(identity, identity)
+    assert not orientation_differs((1.0005, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0), identity)  # rounding: 5e-4 < 1e-3
+    assert orientation_differs((1.002, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0), identity)  # 2e-3 > 1e-3
+    assert not orientation_differs((1.0, 0.0, 0.0, 1.0), identity)  # a 2D direction is not comparable with 3D
+    assert not orientation_differs(None, identity) and not orientation_differs(identity, None)
+
+
+def test_dimensionality_problem_names_what_was_found_and_wanted():
+    files = ["/x/a_0000.nii.gz"]
+    assert dimensionality_problem("a", files, (1, 10, 12), (999.0, 0.5, 0.5), expect_2d=True) is None
+    assert dimensionality_problem("a", files, (4, 10, 12), (2.0, 1.0, 1.0), expect_2d=False) is None
+    msg = dimensionality_problem("a", files, (1, 10, 12), (999.0, 0.5, 0.5), expect_2d=False)
+    assert msg == ("/x/a_0000.nii.gz: a 2D image (shape (1, 10, 12), spacing (999.0, 0.5, 0.5)) in a 3D dataset. "
+                   "Export it as a 3D image like those in imagesTr, or remove case 'a'.")
+    msg = dimensionality_problem("a", files, (4, 10, 12), (2.0, 0.12345, 1.0), expect_2d=True)
+    assert "a 3D image (shape (4, 10, 12), spacing (2.0, 0.1235, 1.0)) in a 2D dataset" in msg
+
+
+def test_non_finite_counts_take_the_larger_of_file_and_reader():
+    channel = np.array([[np.nan, 1.0, np.inf], [-np.inf, 0.0, np.nan]])
+    assert non_finite_counts(channel) == (2, 2)
+    assert non_finite_counts(channel, (5, 0)) == (5, 2)  # the file stores more NaN than the reader returned
+    assert non_finite_counts(np.zeros((2, 2)), (3, 4)) == (3, 4)  # SimpleITK read them all as 0
+
+
+def test_channel_content_checks_per_channel_file():
+    image = np.linspace(-3.5, 7.25, 24).reshape(2, 3, 4)
+    seg = np.zeros((2, 3, 4))
+    seg[0, :2, :2] = 1
+    data = np.stack([image, seg])
+    problems, warnings = channel_content_checks(["img_0000.nii.gz", "img_0001.nii.gz"], data,
+                                                {"img_0000.nii.gz": (2, 1)}, [0, 1])
+    assert problems == ["img_0000.nii.gz: 2 NaN and 1 inf voxel(s) of 24. Replace them in the file with a value that "
+                        "makes sense for the image (e.g. its minimum, or the background value) and re-run; they are "
+                        "not replaced silently."]
+    assert len(warnings) == 1 and warnings[0].startswith("img_0001.nii.gz: every voxel is one of the label values "
+                                                         "[0, 1] of dataset.json")
+    # one file holding both channels: files and channels cannot be matched, nothing is claimed
+    assert channel_content_checks(["both_0000.nii.gz"], data, {"both_0000.nii.gz": (2, 1)}, [0, 1]) == ([], [])
 
 
 # ------------------------------------------------------------------------ names, channel files, file endings

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from nnunetv2_advmim.evaluation.submission import export_submission, main
+from nnunetv2_advmim.evaluation.submission import export_submission, main, predictions_left_out, submission_names
 
 SPACING_XYZ = (0.8, 0.8, 2.5)
 ORIGIN = (-10.0, 5.0, 30.0)
@@ -81,3 +81,23 @@ def test_export_refuses_incomplete_or_mismatched(folders):
         export_submission(str(preds), str(tmp / "b"), str(images), pattern="seg.nii.gz", verbose=False)
     with pytest.raises(ValueError, match="unknown field"):
         export_submission(str(preds), str(tmp / "b"), str(images), pattern="{name}.nii.gz", verbose=False)
+
+
+def test_submission_names_from_the_pattern():
+    names, ending = submission_names(["FLARE_0003", "FLARE_0011"], "Pred_{id}.mha")
+    assert names == {"FLARE_0003": "Pred_0003.mha", "FLARE_0011": "Pred_0011.mha"} and ending == ".mha"
+    names, ending = submission_names(["liver_7"], "{case}.NII.GZ")
+    assert names == {"liver_7": "liver_7.NII.GZ"} and ending == ".NII.GZ"  # the ending as the pattern spells it
+    with pytest.raises(ValueError, match="same file name"):
+        submission_names(["a_1", "b_1"], "Pred_{id}.nii.gz")  # both ids are 1
+    with pytest.raises(ValueError, match="must end with a file ending nnU-Net can write"):
+        submission_names(["a_1"], "{case}.txt")
+
+
+def test_predictions_left_out_and_missing_cases():
+    assert predictions_left_out(["a", "b"], ["z", "b", "a", "c"], "/pred", "/img") == ["c", "z"]
+    assert predictions_left_out(["a"], ["a"], "/pred", "/img") == []
+    with pytest.raises(FileNotFoundError) as e:
+        predictions_left_out(["a", "b", "c"], ["b", "x"], "/pred", "/img")
+    assert str(e.value).startswith("2 of 3 expected case(s) have no prediction in /pred: a, c. Predict them "
+                                   "(nnUNetv2_predict -i /img ...)")

@@ -176,3 +176,37 @@ def test_size_guard(tmp_path, monkeypatch, capsys):
     except SystemExit as e:
         assert e.code == 0
     assert "no problems" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------- the steps of verify_raw_dataset on plain values
+def test_num_training_warning_only_on_a_mismatch():
+    assert verify_raw.num_training_warning("/d/dataset.json", 3, {"imagesTr": 3}) is None
+    assert verify_raw.num_training_warning("/d/dataset.json", "3", {"imagesTr": 3}) is None  # JSON may hold a string
+    assert verify_raw.num_training_warning("/d/dataset.json", None, {"imagesTr": 3}) is None
+    assert verify_raw.num_training_warning("/d/dataset.json", 3, {"imagesTs": 2}) is None  # imagesTr not checked
+    assert verify_raw.num_training_warning("/d/dataset.json", 4, {"imagesTr": 3}) == (
+        "/d/dataset.json: numTraining is 4 but imagesTr holds 3 case(s); nnU-Net's planning refuses the mismatch: "
+        "correct numTraining.")
+
+
+class _SpacingReader:
+    """A reader over plain values: file name -> spacing; files missing from the table cannot be read."""
+    spacing = {}
+
+    def read_images(self, files):
+        if files[0] not in self.spacing:
+            raise RuntimeError("unreadable")
+        return None, {"spacing": self.spacing[files[0]]}
+
+
+def test_expected_dimensionality_asks_the_pools_in_order(monkeypatch):
+    monkeypatch.setattr(_SpacingReader, "spacing", {"tr.png": (999.0, 1.0, 1.0), "ts.nii": (2.0, 1.0, 1.0),
+                                                    "u.nii": (2.0, 1.0, 1.0)})
+    pools = {"imagesUnlabeled": {"u": ["u.nii"]}, "imagesTs": {"t": ["ts.nii"]}, "imagesTr": {"a": ["tr.png"]}}
+    assert verify_raw.expected_dimensionality(pools, _SpacingReader) is True  # imagesTr first, whatever the order
+    pools["imagesTr"] = {"a": ["broken"]}  # no readable imagesTr case: imagesTs decides
+    assert verify_raw.expected_dimensionality(pools, _SpacingReader) is False
+    pools["imagesTs"] = {}
+    _SpacingReader.spacing["u.nii"] = (999.0, 0.5, 0.5)
+    assert verify_raw.expected_dimensionality(pools, _SpacingReader) is True  # then imagesUnlabeled
+    assert verify_raw.expected_dimensionality({"imagesTr": {"a": ["broken"]}}, _SpacingReader) is False  # no verdict
