@@ -13,7 +13,7 @@ term in ``frozen(discriminator)`` so D collects no gradients at all.
 """
 import pydoc
 from contextlib import contextmanager
-from typing import Optional, Sequence, Type, Union
+from typing import Sequence, Type, Union
 
 import torch
 from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler

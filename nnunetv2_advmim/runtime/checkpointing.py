@@ -292,14 +292,12 @@ def run_state(trainer) -> Dict[str, Any]:
     states), so under DDP **every rank must call this** (it all-gathers; trainers call it in ``save_checkpoint``
     before returning on ranks other than 0, which every rank runs at the same epochs). Storing the states is the
     only way to an exact per-rank resume: re-deriving them from the seed would mean replaying every draw of the
-    run (augmentation, AnatoMask's and MPS-AMS's selections), whose count is not fixed. ``rng_states`` (rank 0's)
-    stays for older readers."""
+    run (augmentation, AnatoMask's and MPS-AMS's selections), whose count is not fixed."""
     guard = getattr(trainer, "nonfinite_guard", None)
     own = {"rng_states": rng_states(),
            "generators": {k: g.get_state() for k, g in _generators(trainer).items()}}
     gathered = all_gather(own, _rank_and_world(trainer)[1] > 1)
-    return {"rng_states": gathered[0]["rng_states"], "rank_states": gathered,
-            "nonfinite_guard": guard.state_dict() if guard is not None else None}
+    return {"rank_states": gathered, "nonfinite_guard": guard.state_dict() if guard is not None else None}
 
 
 def restore_run_state(trainer, checkpoint: dict, source: str) -> None:
@@ -307,9 +305,8 @@ def restore_run_state(trainer, checkpoint: dict, source: str) -> None:
     ``--val``) and again after ``on_train_start`` (for ``--c``: ``trainer.pending_rng_states``), plus its
     ``per_rank_generators()``. Each rank restores its own entry of ``rank_states``, so ranks keep drawing different
     numbers and each continues exactly. A rank without an entry (a run resumed with more processes than it was
-    saved with) keeps its fresh, rank-seeded generators, as does every rank but 0 with a checkpoint of an older
-    version that stored rank 0's RNG states only (copying rank 0's states to the other ranks would make all ranks
-    draw the same numbers)."""
+    saved with) keeps its fresh, rank-seeded generators (copying another rank's states would make two ranks draw
+    the same numbers)."""
     guard = getattr(trainer, "nonfinite_guard", None)
     if checkpoint.get("nonfinite_guard") is not None and guard is not None:
         guard.load_state_dict(checkpoint["nonfinite_guard"])
@@ -325,11 +322,9 @@ def restore_run_state(trainer, checkpoint: dict, source: str) -> None:
             if name in generators:
                 generators[name].set_state(state.cpu())  # CPU generators; the file may map to CUDA
         states = own["rng_states"]
-    elif per_rank is None and rank == 0 and checkpoint.get("rng_states") is not None:
-        states = checkpoint["rng_states"]  # older checkpoints: rank 0's global RNG states only
     else:
-        trainer.print_to_log_file(f"{source} holds no RNG states for rank {rank} (written by an older version or by "
-                                  f"fewer processes): this rank continues with fresh random numbers.")
+        trainer.print_to_log_file(f"{source} holds no RNG states for rank {rank} (written by fewer processes or "
+                                  f"not by this package): this rank continues with fresh random numbers.")
         return
     set_rng_states(states)
     trainer.pending_rng_states = states

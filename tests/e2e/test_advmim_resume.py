@@ -106,7 +106,7 @@ def test_killed_advmim_run_resumes_exactly(resume_env, tmp_path):
     for key in ("weights", "optimizers", "discriminators", "disc_optimizers", "pseudo_sampling"):
         assert_same_tree(final["advmim"][key], ref["advmim"][key], key)
     assert set(final["advmim"]["discriminators"]) == {"hybrid", "cnn"}
-    for key in ("network_weights", "optimizer_state", "rng_states", "nonfinite_guard"):
+    for key in ("network_weights", "optimizer_state", "rank_states", "nonfinite_guard"):
         assert_same_tree(final[key], ref[key], key)
     logged = [k for k in ref["logging"] if k in LOSS_KEYS or k.startswith("advmim_")]
     assert len(logged) > 10 and "advmim_hybrid_disc_loss" in logged

@@ -24,7 +24,7 @@ KILL_TRAINERS = '''
 import os
 import time
 import torch
-from nnunetv2_advmim.runtime.checkpointing import atomic_save, rng_states
+from nnunetv2_advmim.runtime.checkpointing import atomic_save, run_state
 from nnunetv2_advmim.wrappers import unwrap_model
 from nnunetv2_advmim.trainers.nnUNetTrainerMIM import nnUNetTrainerAnatoMask
 
@@ -74,7 +74,7 @@ class nnUNetTrainerAnatoMask_kill(nnUNetTrainerAnatoMask):
         dump = os.environ.get('KILL_TEST_DUMP')
         if dump:
             atomic_save({'network_weights': unwrap_model(self.network).state_dict(),
-                         'optimizer_state': self.optimizer.state_dict(), 'rng_states': rng_states(),
+                         'optimizer_state': self.optimizer.state_dict(), 'rank_states': run_state(self)['rank_states'],
                          'mim_state': self.mim_state_dict(), 'current_epoch': self.current_epoch,
                          'nonfinite_guard': self.nonfinite_guard.state_dict()}, dump)
 
@@ -119,7 +119,7 @@ def test_sigkill_mid_run_then_resume_continues_exactly(kill_env, tmp_path):
     assert "Epoch 0\n" not in out and "Epoch 1\n" in out and "Epoch 2\n" in out  # resumed, not restarted
     after = safe_load(dump)
     assert after["current_epoch"] == saved["current_epoch"]
-    for key in ("network_weights", "optimizer_state", "rng_states", "mim_state", "nonfinite_guard"):
+    for key in ("network_weights", "optimizer_state", "rank_states", "mim_state", "nonfinite_guard"):
         assert_same_tree(saved[key], after[key], key)
 
     # the interrupted + resumed run ends exactly where an uninterrupted run with the same seed ends
@@ -131,7 +131,7 @@ def test_sigkill_mid_run_then_resume_continues_exactly(kill_env, tmp_path):
     np.testing.assert_array_equal(final["logging"]["train_losses"], ref["logging"]["train_losses"])
     np.testing.assert_array_equal(final["logging"]["val_losses"], ref["logging"]["val_losses"])
     final["mim_state"].pop("method"), ref["mim_state"].pop("method")  # the trainer names differ
-    for key in ("network_weights", "optimizer_state", "mim_state", "rng_states"):
+    for key in ("network_weights", "optimizer_state", "mim_state", "rank_states"):
         assert_same_tree(final[key], ref[key], key)
 
 

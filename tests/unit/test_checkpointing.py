@@ -52,7 +52,7 @@ def _nnunet_like_checkpoint():
         "trainer_name": "nnUNetTrainerMIM",
         "inference_allowed_mirroring_axes": (0, 1),
         "mim_state": {"mask_generator": torch.Generator().get_state(), "best_val_loss": 0.3},
-        "rng_states": rng_states(),
+        "rank_states": [{"rng_states": rng_states(), "generators": {"mask_generator": torch.Generator().get_state()}}],
         "int64": np.int64(7), "bool": np.bool_(True),
     }
 
@@ -220,17 +220,11 @@ def test_run_state_restores_global_rngs_and_own_generators(tmp_path):
     atomic_save(run_state(t), f)
     expected = _draws(t)
     state = safe_load(f)
-    assert len(state["rank_states"]) == 1 and torch.equal(state["rank_states"][0]["rng_states"]["torch"],
-                                                          state["rng_states"]["torch"])
+    assert len(state["rank_states"]) == 1 and set(state) == {"rank_states", "nonfinite_guard"}
     t2 = _FakeTrainer(99)
     torch.manual_seed(99)
     restore_run_state(t2, state, f)
     assert _draws(t2) == expected and t2.pending_rng_states is state["rank_states"][0]["rng_states"]
-    # an older checkpoint (rank 0's global states only): the global RNGs continue, the generator stays fresh
-    t3 = _FakeTrainer(99)
-    restore_run_state(t3, {"rng_states": state["rng_states"]}, f)
-    draws = _draws(t3)
-    assert draws[1:] == expected[1:] and draws[0] == torch.rand(3, generator=torch.Generator().manual_seed(99)).tolist()
     t4 = _FakeTrainer(99)
     restore_run_state(t4, {}, f)
     assert not hasattr(t4, "pending_rng_states")

@@ -16,7 +16,6 @@ functions the trainers call, in processes of their own.
 import os
 import socket
 
-import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
