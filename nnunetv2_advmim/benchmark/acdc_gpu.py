@@ -23,8 +23,8 @@ rewritten after every run, so a session cut short still reports what it measured
 unless ``--compile``: compiling costs minutes per process, which the budget cannot pay (the step benchmark,
 docs/benchmark.md, gives the compiled ratios).
 
-    bash benchmarks/acdc_gpu.sh -d 27 -o acdc_gpu.json                  # GPU
-    bash benchmarks/acdc_gpu.sh -d 27 -o smoke.json --cpu-smoke         # CPU: the commands work, figures mean nothing
+    bash nnunetv2_advmim/benchmark/acdc_gpu.sh -d 27 -o acdc_gpu.json      # GPU
+    bash nnunetv2_advmim/benchmark/acdc_gpu.sh -d 27 -o smoke.json --cpu-smoke  # CPU: the commands work, no figures
 """
 import argparse
 import json
@@ -114,7 +114,7 @@ def trainer_module(name: str) -> str:
 
 def variants_source(trainers) -> str:
     """A module with one ``<trainer>_acdcgpu`` variant per trainer name."""
-    out = ['"""Trainer variants written by benchmarks/acdc_gpu.py (schedule from the environment)."""\n',
+    out = ['"""Trainer variants written by nnunetv2_advmim.benchmark.acdc_gpu (schedule from the environment)."""\n',
            "import os\nimport time\n\nimport torch\n"]
     for t in trainers:
         out.append(f"from {trainer_module(t)} import {t}\n")
@@ -303,7 +303,7 @@ def main(argv=None) -> int:
     import importlib.metadata
 
     import torch
-    report = {"script": "benchmarks/acdc_gpu.py", "command": sys.argv if argv is None else ["acdc_gpu.py"] + argv,
+    report = {"script": "nnunetv2_advmim.benchmark.acdc_gpu", "command": sys.argv if argv is None else ["acdc_gpu.py"] + argv,
               "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "mode": "cpu-smoke" if args.cpu_smoke else args.device,
               "machine": {"device": args.device, "gpu": torch.cuda.get_device_name(0) if args.device == "cuda"
                           and torch.cuda.is_available() else None, "torch": torch.__version__,

@@ -23,9 +23,9 @@ the training log. Reported (``loop.json`` and a summary):
 Every step runs with a time limit (``--step-timeout``) and ``loop.json`` is rewritten after each, so a run that is
 cut short still reports what it measured. Usage (GPU)::
 
-    python benchmarks/training_loop.py --workdir /tmp/loop -o loop.json
-    python benchmarks/training_loop.py --device cpu --synthetic-shape 24 32 32 --epochs 2 --iterations 2 \\
-        --benchmark-rounds 1   # a CPU smoke run: the commands work; the figures mean nothing
+    python -m nnunetv2_advmim.benchmark.training_loop --workdir /tmp/loop -o loop.json
+    python -m nnunetv2_advmim.benchmark.training_loop --device cpu --synthetic-shape 24 32 32 --epochs 2 \\
+        --iterations 2 --benchmark-rounds 1   # a CPU smoke run: the commands work; the figures mean nothing
 """
 import argparse
 import json

@@ -11,7 +11,8 @@ run and on the same images:
 - ``nnunet seq`` / ``ours seq``: the per-case work alone, one case after the other in this process
   (``run_case_save`` with the label vs :func:`nnunetv2_advmim.data.unlabeled.preprocess_case` without).
 
-Usage: ``python benchmarks/preprocess_unlabeled.py [--sizes 48 96] [--cases 16 8] [-np 2] [--repeats 1]``.
+Usage: ``python -m nnunetv2_advmim.benchmark.preprocess_unlabeled [--sizes 48 96] [--cases 16 8] [-np 2]
+[--repeats 1]``.
 Everything is written into a temporary folder that is removed at the end.
 """
 import argparse
