@@ -23,6 +23,69 @@ import tempfile
 import time
 
 
+def planned_bench_dataset(dataset_id: int, size: int, n: int, num_processes: int, seed: int):
+    """A synthetic 3D dataset of ``n`` cubic cases, fingerprinted and planned, whose training images are copied into
+    ``imagesUnlabeled`` too, so that nnU-Net's and our preprocessing work on the same images. Returns the raw folder
+    and the image file names."""
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprints, plan_experiments
+
+    from nnunetv2_advmim.data.synthetic import make_synthetic_dataset
+    raw = make_synthetic_dataset(os.environ["nnUNet_raw"], dataset_id, f"Bench{size}", dim=3, n_train=n,
+                                 n_unlabeled=0, n_test=0, shape=(size,) * 3, seed=seed)
+    images = sorted(os.listdir(os.path.join(raw, "imagesTr")))
+    for f in images:
+        shutil.copy(os.path.join(raw, "imagesTr", f), os.path.join(raw, "imagesUnlabeled", "unl_" + f))
+    extract_fingerprints([dataset_id], num_processes=num_processes, verbose=False, show_progress_bar=False)
+    plan_experiments([dataset_id])
+    return raw, images
+
+
+def preprocessing_runs(dataset_id: int, raw: str, images: list, num_processes: int) -> dict:
+    """The four runs compared (module docstring), by name: nnU-Net's and our preprocessing, each pooled as the
+    commands run it and per case in this process."""
+    from nnunetv2_advmim.data.paths import load_plans_and_dataset_json
+    from nnunetv2_advmim.data.unlabeled import preprocess_case, preprocess_unlabeled, unlabeled_folder
+    pre = os.path.join(os.environ["nnUNet_preprocessed"], os.path.basename(raw))
+    pm, dj = load_plans_and_dataset_json(pre)
+    cm = pm.get_configuration("3d_fullres")
+    pp = cm.preprocessor_class(verbose=False)
+    pp.show_progress_bar = False
+    lab_out = os.path.join(pre, cm.data_identifier)
+    unl_out = unlabeled_folder(pre, cm.data_identifier)
+    cases = [f[:-len("_0000.nii.gz")] for f in images]
+
+    def nnunet_pool():
+        pp.run(dataset_id, "3d_fullres", "nnUNetPlans", num_processes)
+
+    def ours_pool():
+        preprocess_unlabeled(dataset_id, ["3d_fullres"], num_processes=num_processes, overwrite=True, verbose=False)
+
+    def nnunet_seq():
+        shutil.rmtree(lab_out, ignore_errors=True)  # blosc2 refuses to overwrite; nnU-Net's run() does this too
+        os.makedirs(lab_out)
+        for c in cases:
+            pp.run_case_save(os.path.join(lab_out, c), [os.path.join(raw, "imagesTr", c + "_0000.nii.gz")],
+                             os.path.join(raw, "labelsTr", c + ".nii.gz"), pm, cm, dj)
+
+    def ours_seq():
+        os.makedirs(unl_out, exist_ok=True)
+        for c in cases:
+            preprocess_case(pp, os.path.join(unl_out, "unl_" + c),
+                            [os.path.join(raw, "imagesUnlabeled", "unl_" + c + "_0000.nii.gz")], pm, cm, dj)
+
+    return {"nnunet pool": nnunet_pool, "ours pool": ours_pool, "nnunet seq": nnunet_seq, "ours seq": ours_seq}
+
+
+def best_seconds(fn, repeats: int) -> float:
+    """Fewest seconds of ``repeats`` calls: the run least disturbed by other load on the machine."""
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[48, 96], help="cubic image edge lengths")
@@ -34,61 +97,16 @@ def main(argv=None):
         parser.error("--cases needs one number per --sizes entry")
 
     tmp = tempfile.mkdtemp(prefix="bench_unlabeled_")
-    for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+    for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):  # before nnunetv2.paths is imported
         os.environ[k] = os.path.join(tmp, k)
         os.makedirs(os.environ[k])
-    from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprints, plan_experiments
-    from nnunetv2_advmim.data.synthetic import make_synthetic_dataset
-    from nnunetv2_advmim.data.paths import load_plans_and_dataset_json
-    from nnunetv2_advmim.data.unlabeled import preprocess_case, preprocess_unlabeled, unlabeled_folder
-
     rows = []
     try:
         for i, (size, n) in enumerate(zip(args.sizes, args.cases)):
             dataset_id = 980 + i
-            raw = make_synthetic_dataset(os.environ["nnUNet_raw"], dataset_id, f"Bench{size}", dim=3, n_train=n,
-                                         n_unlabeled=0, n_test=0, shape=(size,) * 3, seed=i)
-            images = sorted(os.listdir(os.path.join(raw, "imagesTr")))
-            for f in images:
-                shutil.copy(os.path.join(raw, "imagesTr", f), os.path.join(raw, "imagesUnlabeled", "unl_" + f))
-            extract_fingerprints([dataset_id], num_processes=args.np, verbose=False, show_progress_bar=False)
-            plan_experiments([dataset_id])
-            pre = os.path.join(os.environ["nnUNet_preprocessed"], os.path.basename(raw))
-            pm, dj = load_plans_and_dataset_json(pre)
-            cm = pm.get_configuration("3d_fullres")
-            pp = cm.preprocessor_class(verbose=False)
-            pp.show_progress_bar = False
-            lab_out = os.path.join(pre, cm.data_identifier)
-            unl_out = unlabeled_folder(pre, cm.data_identifier)
-            cases = [f[:-len("_0000.nii.gz")] for f in images]
-
-            def nnunet_pool():
-                pp.run(dataset_id, "3d_fullres", "nnUNetPlans", args.np)
-
-            def ours_pool():
-                preprocess_unlabeled(dataset_id, ["3d_fullres"], num_processes=args.np, overwrite=True, verbose=False)
-
-            def nnunet_seq():
-                shutil.rmtree(lab_out, ignore_errors=True)  # blosc2 refuses to overwrite; nnU-Net's run() does this too
-                os.makedirs(lab_out)
-                for c in cases:
-                    pp.run_case_save(os.path.join(lab_out, c), [os.path.join(raw, "imagesTr", c + "_0000.nii.gz")],
-                                     os.path.join(raw, "labelsTr", c + ".nii.gz"), pm, cm, dj)
-
-            def ours_seq():
-                os.makedirs(unl_out, exist_ok=True)
-                for c in cases:
-                    preprocess_case(pp, os.path.join(unl_out, "unl_" + c),
-                                    [os.path.join(raw, "imagesUnlabeled", "unl_" + c + "_0000.nii.gz")], pm, cm, dj)
-
-            for name, fn in (("nnunet pool", nnunet_pool), ("ours pool", ours_pool), ("nnunet seq", nnunet_seq),
-                             ("ours seq", ours_seq)):
-                times = []
-                for _ in range(args.repeats):
-                    t0 = time.perf_counter()
-                    fn()
-                    times.append(time.perf_counter() - t0)
-                best = min(times)
+            raw, images = planned_bench_dataset(dataset_id, size, n, args.np, seed=i)
+            for name, fn in preprocessing_runs(dataset_id, raw, images, args.np).items():
+                best = best_seconds(fn, args.repeats)
                 rows.append((size, n, name, best, n / best))
                 print(f"{size}^3  {n:3d} cases  {name:12s} {best:7.2f} s  {n / best:6.2f} cases/s", flush=True)
     finally:
