@@ -36,6 +36,7 @@ import sys
 import tempfile
 import time
 
+from nnunetv2_advmim.benchmark.phase_timing import phase_logging_methods
 from nnunetv2_advmim.runtime.atomic import write_json_atomic
 
 STOCK = "nnUNetTrainer"
@@ -66,21 +67,6 @@ class {name}({base}):
         self.num_val_iterations_per_epoch = 1
         if os.environ.get("{threads_env}"):
             torch.set_num_threads(int(os.environ["{threads_env}"]))
-
-    def _sync(self):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-
-    def on_train_epoch_start(self):
-        super().on_train_epoch_start()
-        self._sync()
-        self._acdcgpu_t0 = time.perf_counter()
-
-    def on_train_epoch_end(self, train_outputs):
-        self._sync()
-        self.print_to_log_file(f"ACDCGPU epoch {{self.current_epoch}} train phase "
-                               f"{{time.perf_counter() - self._acdcgpu_t0:.4f}} s, {{len(train_outputs)}} iterations")
-        super().on_train_epoch_end(train_outputs)
 
     def perform_actual_validation(self, save_probabilities: bool = False):
         if os.environ.get("{validate_env}") == "1":
@@ -123,6 +109,7 @@ def variants_source(trainers) -> str:
     for t in trainers:
         out.append(VARIANT_SOURCE.format(name=t + SUFFIX, base=t, epochs_env=ENV_EPOCHS, iterations_env=ENV_ITERATIONS,
                                          validate_env=ENV_VALIDATE, threads_env=ENV_THREADS))
+        out.append(phase_logging_methods("ACDCGPU"))
     return "".join(out)
 
 

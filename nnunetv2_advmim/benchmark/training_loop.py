@@ -38,6 +38,7 @@ import sys
 import tempfile
 import time
 
+from nnunetv2_advmim.benchmark.phase_timing import phase_logging_methods
 from nnunetv2_advmim.runtime.atomic import write_json_atomic
 
 DATASET_ID = 996
@@ -58,22 +59,6 @@ class {name}(nnUNetTrainerAdvMIM):
         self.num_epochs = int(os.environ.get({epochs_env!r}, "{epochs}"))  # --c / --val runs set more epochs
         self.num_iterations_per_epoch = {iterations}
         self.num_val_iterations_per_epoch = {val_iterations}
-
-    def _sync(self):
-        if self.device.type == 'cuda':
-            torch.cuda.synchronize()
-
-    def on_train_epoch_start(self):
-        super().on_train_epoch_start()
-        self._sync()
-        self._loop_t0 = time.perf_counter()
-
-    def on_train_epoch_end(self, train_outputs):
-        self._sync()
-        self.print_to_log_file(f"LOOPCHECK epoch {{self.current_epoch}} train phase "
-                               f"{{time.perf_counter() - self._loop_t0:.4f}} s, {{len(train_outputs)}} iterations, "
-                               f"step mode {{self.step_mode}}")
-        super().on_train_epoch_end(train_outputs)
 '''
 EPOCHS_ENV = "LOOPCHECK_EPOCHS"
 LOOP_LINE = re.compile(r"LOOPCHECK epoch (\d+) train phase ([0-9.]+) s, (\d+) iterations, step mode (\w+)")
@@ -161,7 +146,8 @@ def loop_environment(work: str, args) -> dict:
         os.pathsep) if p])
     with open(os.path.join(trainers, "loopcheck.py"), "w") as f:
         f.write(TRAINER_SOURCE.format(name=TRAINER, epochs=args.epochs, iterations=args.iterations,
-                                      val_iterations=args.val_iterations, epochs_env=EPOCHS_ENV))
+                                      val_iterations=args.val_iterations, epochs_env=EPOCHS_ENV)
+                + phase_logging_methods("LOOPCHECK", ", step mode {self.step_mode}"))
     return env
 
 

@@ -1,6 +1,7 @@
 """The stand-alone measurements live in ``nnunetv2_advmim.benchmark`` and run with ``python -m``: each module answers
 ``--help`` from any folder, the ACDC wrapper script keeps its hard time limit, and the study-noise figures say which
-folder of CSV files is missing and how to pass one."""
+folder of CSV files is missing and how to pass one; the trainer variants both scripts write log training phases in the
+lines each script parses."""
 import os
 import shutil
 import stat
@@ -11,7 +12,10 @@ import time
 import pytest
 
 from helpers import REPO
-from nnunetv2_advmim.benchmark import study_noise
+import torch
+
+from nnunetv2_advmim.benchmark import acdc_gpu, study_noise, training_loop
+from nnunetv2_advmim.benchmark.phase_timing import phase_logging_methods
 
 WRAPPER = os.path.join(REPO, "nnunetv2_advmim", "benchmark", "acdc_gpu.sh")
 MODULES = ("acdc_gpu", "architectures", "preprocess_unlabeled", "study_noise", "training_loop", "mim_steps")
@@ -83,3 +87,35 @@ def test_study_noise_reads_the_clone_or_a_copy_alike(tmp_path, capsys):
     study_noise.main(["--tau", "0", "--results", str(copy)])
     assert capsys.readouterr().out == from_clone
     assert "Run-to-run sd of stock nnU-Net" in from_clone and "\n| 0 | " in from_clone
+
+
+class _LoggingTrainer:
+    """The parts of nnUNetTrainer the generated phase-logging methods call."""
+
+    def __init__(self):
+        self.device, self.current_epoch, self.step_mode, self.lines = torch.device("cpu"), 3, "memory", []
+
+    def on_train_epoch_start(self):
+        pass
+
+    def on_train_epoch_end(self, train_outputs):
+        pass
+
+    def print_to_log_file(self, *args):
+        self.lines.append("2026-12-06 10:00:00: " + " ".join(str(a) for a in args))
+
+
+@pytest.mark.parametrize("tag,note", [("ACDCGPU", ""), ("LOOPCHECK", ", step mode {self.step_mode}")])
+def test_phase_log_lines_are_what_each_script_parses(tag, note):
+    namespace = {"time": time, "torch": torch, "Base": _LoggingTrainer}
+    exec("class Timed(Base):\n" + phase_logging_methods(tag, note), namespace)
+    trainer = namespace["Timed"]()
+    trainer.on_train_epoch_start()
+    time.sleep(0.05)
+    trainer.on_train_epoch_end([{}] * 7)
+    if tag == "ACDCGPU":
+        phases = acdc_gpu.train_phases(trainer.lines)
+    else:
+        phases, mode, _ = training_loop.analyse_training(trainer.lines)
+        assert mode == "memory"
+    assert list(phases) == [3] and phases[3][1] == 7 and 0.05 <= phases[3][0] < 5, trainer.lines
