@@ -82,6 +82,8 @@ setup(
         "nnunetv2_advmim.trainers": "trainers",
         "nnunetv2_advmim.architectures": "architectures",
     },
+    # the ACDC GPU benchmark's hard-limit wrapper runs ``python -m nnunetv2_advmim.benchmark.acdc_gpu``
+    package_data={"nnunetv2_advmim.benchmark": ["acdc_gpu.sh"]},
     # Every package the code imports, with the lowest version it was written against. nnunetv2 is pinned because
     # the trainers override its internals (2.8.1); pip replaces another installed nnunetv2, editable ones included
     # (docs/install.md). torch is not upgraded by this list when an installed version meets it.

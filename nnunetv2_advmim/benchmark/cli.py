@@ -1,5 +1,5 @@
-"""``nnUNetv2_advmim_benchmark``: the command line of :mod:`nnunetv2_advmim.benchmark.measure` (what it measures
-and how to read the figures: ``docs/benchmark.md``)."""
+"""``nnUNetv2_advmim_benchmark``: the command line of :mod:`nnunetv2_advmim.benchmark.measure` and the table it
+prints (what it measures and how to read the figures: ``docs/benchmark.md``)."""
 import argparse
 import atexit
 import datetime
@@ -48,9 +48,11 @@ def prepare_synthetic(workdir: str, configuration: str, shape: Optional[Sequence
     return name
 
 
-
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="nnUNetv2_advmim_benchmark", description="Speed and memory of the AdvMIM step next to its floor and to stock nnU-Net",
+def build_parser() -> argparse.ArgumentParser:
+    """The command's options; kept apart from :func:`main` so that the option list reads as one block."""
+    parser = argparse.ArgumentParser(prog="nnUNetv2_advmim_benchmark",
+                                     description="Speed and memory of the AdvMIM step next to its floor and to "
+                                                 "stock nnU-Net",
                                      formatter_class=RawDescriptionDefaultsHelpFormatter,
                                      epilog="See docs/benchmark.md for how to read the figures.")
     parser.add_argument("-d", default=None, help="dataset ID or name (planned; its unlabeled pool for the data "
@@ -80,6 +82,33 @@ def main(argv=None) -> None:
                         "machine shared with other jobs, 1 avoids stalls of multi-threaded kernels waiting for a "
                         "descheduled thread")
     parser.add_argument("-o", default=None, help="write the result as JSON to this file")
+    return parser
+
+
+def dataset_to_measure(args: argparse.Namespace, parser: argparse.ArgumentParser, t_start: float) -> str:
+    """The dataset name to benchmark: ``-d`` as given, or the synthetic dataset written and planned now. Either way
+    the trainers' log files go to a folder removed at exit, never into the user's own results."""
+    if args.d is not None:
+        if not os.environ.get("nnUNet_preprocessed"):
+            parser.error("nnUNet_preprocessed is not set: point it at your nnU-Net preprocessed folder, or leave "
+                         "out -d to benchmark the built-in synthetic dataset")
+        # trainers write their log files into nnUNet_results/<dataset>/...: keep those out of the user's results
+        tmp_results = tempfile.mkdtemp(prefix="advmim_benchmark_results_")
+        os.environ["nnUNet_results"] = tmp_results
+        atexit.register(shutil.rmtree, tmp_results, True)
+        return args.d
+    workdir = args.workdir
+    if workdir is None:  # a temporary dataset is removed at exit; --workdir keeps it for the next run
+        workdir = tempfile.mkdtemp(prefix="advmim_benchmark_")
+        atexit.register(shutil.rmtree, workdir, True)
+    print(f"No -d: writing and planning the synthetic dataset in {workdir}", flush=True)
+    dataset = prepare_synthetic(workdir, args.c, args.synthetic_shape, num_processes=args.np)
+    print(f"Synthetic dataset ready in {time.perf_counter() - t_start:.0f} s", flush=True)
+    return dataset
+
+
+def main(argv=None) -> None:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.o and os.path.exists(args.o):
         parser.error(f"{args.o} exists; choose another -o (results are never overwritten)")
@@ -88,27 +117,11 @@ def main(argv=None) -> None:
     if args.compile:
         os.environ["nnUNet_compile"] = "1" if args.compile == "on" else "0"
     t_start = time.perf_counter()
-    dataset = args.d
-    if dataset is None:
-        workdir = args.workdir
-        if workdir is None:  # a temporary dataset is removed at exit; --workdir keeps it for the next run
-            workdir = tempfile.mkdtemp(prefix="advmim_benchmark_")
-            atexit.register(shutil.rmtree, workdir, True)
-        print(f"No -d: writing and planning the synthetic dataset in {workdir}", flush=True)
-        dataset = prepare_synthetic(workdir, args.c, args.synthetic_shape, num_processes=args.np)
-        print(f"Synthetic dataset ready in {time.perf_counter() - t_start:.0f} s", flush=True)
-    else:
-        if not os.environ.get("nnUNet_preprocessed"):
-            parser.error("nnUNet_preprocessed is not set: point it at your nnU-Net preprocessed folder, or leave "
-                         "out -d to benchmark the built-in synthetic dataset")
-        # trainers write their log files into nnUNet_results/<dataset>/...: keep those out of the user's results
-        tmp_results = tempfile.mkdtemp(prefix="advmim_benchmark_results_")
-        os.environ["nnUNet_results"] = tmp_results
-        atexit.register(shutil.rmtree, tmp_results, True)
+    dataset = dataset_to_measure(args, parser, t_start)
     if args.threads:
         torch.set_num_threads(args.threads)
     # nnU-Net's modules are imported only now, after the nnUNet_* folders and nnUNet_compile are set
-    from nnunetv2_advmim.benchmark.measure import format_report, run_benchmark
+    from nnunetv2_advmim.benchmark.measure import run_benchmark
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
         result = run_benchmark(dataset, args.c, args.p, device, args.n, args.warmup, args.patch, args.batch,
@@ -124,6 +137,42 @@ def main(argv=None) -> None:
     print(format_report(result))
     if args.o:
         print(f"Wrote {args.o}")
+
+
+def format_report(r: dict) -> str:
+    """The table the command prints: every item's time and peak memory against stock, then the targets."""
+    s, mach = r["settings"], r["machine"]
+    lines = [f"{s['dataset']} {s['configuration']} ({s['plans']}), patch {s['patch_size']}, batch {s['batch_size']} "
+             f"labeled + {s['unlabeled_batch_size']} unlabeled, device {mach['device']} "
+             f"({mach.get('gpu') or mach.get('cpu')}), AMP {s['amp_dtype']}, compiled: stock {s['stock_compiled']}, AdvMIM "
+             f"{s['advmim_compiled']}",
+             f"median of {s['n']} steps after {s['warmup']} warm-up rounds, round-robin; peak memory: {s['memory']}",
+             "", f"{'item':<20}{'median s':>10}{'x stock':>9}{'E':>7}{'peak MiB':>10}{'x stock':>9}"]
+    stock_peak = r["items"]["stock"]["peak_mib"]
+    for k, v in r["items"].items():
+        mode = k[len("advmim_"):] if k.startswith("advmim_") else None
+        e = f"{r['modes'][mode]['E']:.2f}" if mode else ""
+        mem = f"{v['peak_mib']:.0f}" if v["peak_mib"] is not None else "-"
+        mem_ratio = f"{v['peak_mib'] / stock_peak:.2f}" if v["peak_mib"] and stock_peak else "-"
+        lines.append(f"{k:<20}{v['median_s']:>10.4f}{v['median_s'] / r['items']['stock']['median_s']:>9.2f}{e:>7}"
+                     f"{mem:>10}{mem_ratio:>9}")
+    lines.append(f"floor 4 (t_S + t_C) = {r['floor_s']:.4f} s")
+    if "mim" in r:
+        lines.append("MIM steps: " + ", ".join(f"{k} {v['median_s']:.4f} s (x{v['ratio_to_random']:.2f})"
+                                               for k, v in r["mim"].items() if isinstance(v, dict)))
+    if "data" in r:
+        d = r["data"]
+        lines.append(f"data pipeline: skipped ({d['skipped']})" if "skipped" in d else
+                     f"data pipeline: {d['batches_per_s']:.2f} labeled+unlabeled batches/s with {d['workers']} "
+                     f"workers = {d['ratio_to_fastest_step']:.2f}x the fastest AdvMIM step's rate")
+    lines += ["", "targets:"]
+    for t in r["targets"]:
+        verdict = "not measured" if t["passed"] is None else ("PASS" if t["passed"] else "FAIL")
+        if t["passed"] is not None and not t["applies"]:
+            verdict += " (target is for another device; reported only)"
+        value = "-" if t["value"] is None else f"{t['value']:.3f}"
+        lines.append(f"  {t['target']:<56}{value:>8}  {verdict}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

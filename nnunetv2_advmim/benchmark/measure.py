@@ -289,13 +289,9 @@ def _machine(device) -> dict:
     return info
 
 
-def run_benchmark(dataset: str, configuration: str, plans_name: str = "nnUNetPlans", device: str = "cpu",
-                  n: int = 5, warmup: int = 2, patch_size=None, batch_size=None, modes=None, amp: str = "auto",
-                  skip_data: bool = False, skip_mim: bool = False, data_batches: int = 20, fold="0") -> dict:
-    """Every measurement of the module docstring; returns the JSON-able result (see ``docs/benchmark.md``)."""
-
-    dev = torch.device(device)
-    phases, t_phase = {}, time.perf_counter()
+def load_benchmark_plans(dataset: str, configuration: str, plans_name: str, patch_size, batch_size):
+    """(dataset name, its preprocessed folder, the plans with ``--patch`` / ``--batch`` applied, dataset.json). A
+    dataset or plans file that is not there fails with the command that makes it."""
     try:
         name = maybe_convert_to_dataset_name(dataset)
     except RuntimeError:
@@ -309,16 +305,16 @@ def run_benchmark(dataset: str, configuration: str, plans_name: str = "nnUNetPla
         raise FileNotFoundError(f"{plans_file} does not exist: run nnUNetv2_plan_and_preprocess -d {dataset} "
                                 f"-c {configuration} first (or pass -p with the plans identifier)")
     plans = override_plans(load_json(plans_file), configuration, patch_size, batch_size)
-    dataset_json = load_json(join(folder, "dataset.json"))
-    fold = fold if fold == "all" else int(fold)
-    step_modes = _step_modes(modes)
+    return name, folder, plans, load_json(join(folder, "dataset.json"))
 
-    stock = _build(nnUNetTrainer, plans, configuration, dataset_json, dev, fold)
-    adv = _build(nnUNetTrainerAdvMIM_withAdv, plans, configuration, dataset_json, dev, fold)
+
+def step_items(stock, adv, step_modes: Sequence[str], amp: str, dev):
+    """(items, untimed clean-up after S and C, autocast dtype): the timed steps (a)-(c) on fixed random batches. S
+    and C alone run with the dtype the AdvMIM step autocasts to, so the floor compares like with like."""
     if hasattr(adv, "amp"):
         adv.amp = amp
     adv.on_train_epoch_start()
-    dtype = adv.autocast_dtype() if hasattr(adv, "autocast_dtype") else amp_dtype(amp, dev)  # (b) uses the step's AMP
+    dtype = adv.autocast_dtype() if hasattr(adv, "autocast_dtype") else amp_dtype(amp, dev)
     b_stock, b_adv = random_batch(stock, dev, 0, unlabeled=False), random_batch(adv, dev, 1)
     S, C = adv.branches["hybrid"], adv.branches["cnn"]
 
@@ -335,10 +331,13 @@ def run_benchmark(dataset: str, configuration: str, plans_name: str = "nnUNetPla
     for m in step_modes:
         items[f"advmim_{m or 'step'}"] = adv_step(m)
     free_grads = {"S": lambda: S.zero_grad(set_to_none=True), "C": lambda: C.zero_grad(set_to_none=True)}
-    phases["build"], t_phase = time.perf_counter() - t_phase, time.perf_counter()
-    timed = run_round_robin(items, n, warmup, dev, after=free_grads)
-    phases["steps"], t_phase = time.perf_counter() - t_phase, time.perf_counter()
+    return items, free_grads, dtype
 
+
+def add_memory(timed: Dict[str, dict], stock, adv, step_modes: Sequence[str]) -> None:
+    """Replace each item's ``step_bytes`` by MiB figures: resident (what its trainer keeps between steps: networks,
+    optimizer states; every AdvMIM mode keeps both branches and discriminators), step and peak = resident + step."""
+    S, C = adv.branches["hybrid"], adv.branches["cnn"]
     adv_modules = list(adv.branches.values()) + list(getattr(adv, "discriminators", {}).values())
     adv_opts = list(adv.branch_optimizers.values()) + list((getattr(adv, "disc_optimizers", None) or {}).values())
     resident = {"stock": resident_bytes([stock.network], [stock.optimizer]),
@@ -351,16 +350,93 @@ def run_benchmark(dataset: str, configuration: str, plans_name: str = "nnUNetPla
         v["peak_mib"] = None if v["step_bytes"] is None else (resident[k] + v["step_bytes"]) / MIB
         del v["step_bytes"]
 
+
+def mode_rows(timed: Dict[str, dict], step_modes: Sequence[str]) -> Dict[str, dict]:
+    """Per AdvMIM step mode: median seconds, E against the floor 4 (t_S + t_C), and its time and peak memory
+    relative to the stock step."""
     t_s, t_c, t_stock = timed["S"]["median_s"], timed["C"]["median_s"], timed["stock"]["median_s"]
-    floor = 4 * (t_s + t_c)
-    mode_rows = {}
+    rows = {}
     for m in step_modes:
         v = timed[f"advmim_{m or 'step'}"]
-        mode_rows[m or "step"] = {
+        rows[m or "step"] = {
             "median_s": v["median_s"], "E": efficiency(t_s, t_c, v["median_s"]),
             "ratio_to_stock": v["median_s"] / t_stock,
             "memory_ratio_to_stock": (v["peak_mib"] / timed["stock"]["peak_mib"])
             if v["peak_mib"] is not None and timed["stock"]["peak_mib"] else None}
+    return rows
+
+
+def mim_timings(name: str, folder: str, plans: dict, plans_name: str, overridden: bool, configuration: str, fold,
+                n: int, warmup: int, device: str) -> dict:
+    """(d): median step seconds of the MIM strategies from mim_steps' own interleaved run on real pretraining
+    batches. step_times reads its plans from a file, so plans changed by ``--patch`` / ``--batch`` go to a
+    temporary plans file next to the real one, removed afterwards."""
+    tmp_plans, n_proc_da = None, os.environ.get("nnUNet_n_proc_DA")  # step_times sets it to 0 if unset
+    try:
+        use = plans_name
+        if overridden:
+            use = f"{plans_name}__advmim_benchmark_{os.getpid()}"
+            tmp_plans = join(folder, use + ".json")
+            if os.path.exists(tmp_plans):
+                raise FileExistsError(f"{tmp_plans} exists; remove it (left by an interrupted benchmark)")
+            write_json_atomic(tmp_plans, dict(plans, plans_name=use), indent=None)
+        mim = step_times(name, configuration, str(fold), n_steps=n, plans=use, device=device, warmup=warmup, n_val=1)
+    finally:
+        if tmp_plans and os.path.exists(tmp_plans):
+            os.remove(tmp_plans)
+        if n_proc_da is None:
+            os.environ.pop("nnUNet_n_proc_DA", None)
+    med = {s: float(np.median(v)) for s, v in mim["times"].items()}
+    short = dict(zip(STRATEGIES, ("random", "anatomask", "mpsams")))
+    out = {short[s]: {"median_s": med[s], "ratio_to_random": med[s] / med[STRATEGIES[0]]} for s in STRATEGIES}
+    out["note"] = "mim_benchmark.step_times: interleaved among the MIM strategies, real batches"
+    return out
+
+
+def data_timing(adv, data_batches: int, rows: Dict[str, dict]) -> dict:
+    """(e) with its rate relative to the fastest AdvMIM step's; a fold the loader cannot serve (e.g. no unlabeled
+    pool) is reported as skipped rather than ending the benchmark."""
+    fastest = min(rows.values(), key=lambda r: r["median_s"])["median_s"]
+    try:
+        data = data_pipeline_rate(adv, data_batches)
+    except (RuntimeError, FileNotFoundError) as e:
+        return {"skipped": str(e)}
+    data["ratio_to_fastest_step"] = data["batches_per_s"] * fastest
+    return data
+
+
+def target_figures(rows: Dict[str, dict], result: dict, device_type: str) -> Dict[str, Optional[float]]:
+    """The measured figure of every :data:`TARGETS` key. E and memory come from the ``fast`` and ``memory`` modes,
+    or from the fastest / leanest mode measured when ``--modes`` left those out."""
+    fast = rows.get("fast") or min(rows.values(), key=lambda r: r["median_s"])
+    mem = rows.get("memory") or min(rows.values(), key=lambda r: r["memory_ratio_to_stock"] or 1e9)
+    return {"E_fast_gpu": fast["E"] if device_type == "cuda" else None,
+            "E_fast_cpu": fast["E"] if device_type == "cpu" else None,
+            "memory_mode_vs_stock": mem["memory_ratio_to_stock"],
+            "data_vs_step": result.get("data", {}).get("ratio_to_fastest_step"),
+            "anatomask_vs_random": result["mim"]["anatomask"]["ratio_to_random"] if "mim" in result else None}
+
+
+def run_benchmark(dataset: str, configuration: str, plans_name: str = "nnUNetPlans", device: str = "cpu",
+                  n: int = 5, warmup: int = 2, patch_size=None, batch_size=None, modes=None, amp: str = "auto",
+                  skip_data: bool = False, skip_mim: bool = False, data_batches: int = 20, fold="0") -> dict:
+    """Every measurement of the module docstring; returns the JSON-able result (see ``docs/benchmark.md``)."""
+
+    dev = torch.device(device)
+    phases, t_phase = {}, time.perf_counter()
+    name, folder, plans, dataset_json = load_benchmark_plans(dataset, configuration, plans_name, patch_size,
+                                                             batch_size)
+    fold = fold if fold == "all" else int(fold)
+    step_modes = _step_modes(modes)
+
+    stock = _build(nnUNetTrainer, plans, configuration, dataset_json, dev, fold)
+    adv = _build(nnUNetTrainerAdvMIM_withAdv, plans, configuration, dataset_json, dev, fold)
+    items, free_grads, dtype = step_items(stock, adv, step_modes, amp, dev)
+    phases["build"], t_phase = time.perf_counter() - t_phase, time.perf_counter()
+    timed = run_round_robin(items, n, warmup, dev, after=free_grads)
+    phases["steps"], t_phase = time.perf_counter() - t_phase, time.perf_counter()
+    add_memory(timed, stock, adv, step_modes)
+    rows = mode_rows(timed, step_modes)
 
     result = {"settings": {"dataset": name, "configuration": configuration, "plans": plans_name, "fold": fold,
                            "patch_size": list(adv.configuration_manager.patch_size), "batch_size": adv.batch_size,
@@ -373,87 +449,15 @@ def run_benchmark(dataset: str, configuration: str, plans_name: str = "nnUNetPla
                            "memory": "CUDA max_memory_allocated" if dev.type == "cuda" else
                            "CPU VmHWM reset per step (in-process) + resident tensors",
                            "steps": "random tensors on the device"},
-              "machine": _machine(dev), "items": timed, "floor_s": floor, "modes": mode_rows}
-
-    # (d) MIM steps: mim_benchmark's own interleaved run on real pretraining batches
+              "machine": _machine(dev), "items": timed,
+              "floor_s": 4 * (timed["S"]["median_s"] + timed["C"]["median_s"]), "modes": rows}
     if not skip_mim:
-        tmp_plans, n_proc_da = None, os.environ.get("nnUNet_n_proc_DA")  # step_times sets it to 0 if unset
-        try:
-            use = plans_name
-            if patch_size is not None or batch_size is not None:  # step_times reads plans from a file
-                use = f"{plans_name}__advmim_benchmark_{os.getpid()}"
-                tmp_plans = join(folder, use + ".json")
-                if os.path.exists(tmp_plans):
-                    raise FileExistsError(f"{tmp_plans} exists; remove it (left by an interrupted benchmark)")
-                write_json_atomic(tmp_plans, dict(plans, plans_name=use), indent=None)
-            mim = step_times(name, configuration, str(fold), n_steps=n, plans=use, device=device, warmup=warmup,
-                             n_val=1)
-        finally:
-            if tmp_plans and os.path.exists(tmp_plans):
-                os.remove(tmp_plans)
-            if n_proc_da is None:
-                os.environ.pop("nnUNet_n_proc_DA", None)
-        med = {s: float(np.median(v)) for s, v in mim["times"].items()}
-        short = dict(zip(STRATEGIES, ("random", "anatomask", "mpsams")))
-        result["mim"] = {short[s]: {"median_s": med[s], "ratio_to_random": med[s] / med[STRATEGIES[0]]}
-                         for s in STRATEGIES}
-        result["mim"]["note"] = "mim_benchmark.step_times: interleaved among the MIM strategies, real batches"
+        result["mim"] = mim_timings(name, folder, plans, plans_name, patch_size is not None or batch_size is not None,
+                                    configuration, fold, n, warmup, device)
         phases["mim"], t_phase = time.perf_counter() - t_phase, time.perf_counter()
-
-    # (e) data pipeline, after the steps so worker processes do not compete with them
-    if not skip_data:
-        fastest = min(mode_rows.values(), key=lambda r: r["median_s"])["median_s"]
-        try:
-            data = data_pipeline_rate(adv, data_batches)
-            data["ratio_to_fastest_step"] = data["batches_per_s"] * fastest
-            result["data"] = data
-        except (RuntimeError, FileNotFoundError) as e:  # e.g. no unlabeled pool for this fold
-            result["data"] = {"skipped": str(e)}
+    if not skip_data:  # after the steps, so worker processes do not compete with them
+        result["data"] = data_timing(adv, data_batches, rows)
         phases["data"] = time.perf_counter() - t_phase
     result["phases_s"] = phases
-
-    fast = mode_rows.get("fast") or min(mode_rows.values(), key=lambda r: r["median_s"])
-    mem = mode_rows.get("memory") or min(mode_rows.values(), key=lambda r: r["memory_ratio_to_stock"] or 1e9)
-    figures = {"E_fast_gpu": fast["E"] if dev.type == "cuda" else None,
-               "E_fast_cpu": fast["E"] if dev.type == "cpu" else None,
-               "memory_mode_vs_stock": mem["memory_ratio_to_stock"],
-               "data_vs_step": result.get("data", {}).get("ratio_to_fastest_step"),
-               "anatomask_vs_random": result["mim"]["anatomask"]["ratio_to_random"] if "mim" in result else None}
-    result["targets"] = evaluate_targets(figures, dev.type)
+    result["targets"] = evaluate_targets(target_figures(rows, result, dev.type), dev.type)
     return result
-
-
-# ---------------------------------------------------------------------------------------------- report
-def format_report(r: dict) -> str:
-    s, mach = r["settings"], r["machine"]
-    lines = [f"{s['dataset']} {s['configuration']} ({s['plans']}), patch {s['patch_size']}, batch {s['batch_size']} "
-             f"labeled + {s['unlabeled_batch_size']} unlabeled, device {mach['device']} "
-             f"({mach.get('gpu') or mach.get('cpu')}), AMP {s['amp_dtype']}, compiled: stock {s['stock_compiled']}, AdvMIM "
-             f"{s['advmim_compiled']}",
-             f"median of {s['n']} steps after {s['warmup']} warm-up rounds, round-robin; peak memory: {s['memory']}",
-             "", f"{'item':<20}{'median s':>10}{'x stock':>9}{'E':>7}{'peak MiB':>10}{'x stock':>9}"]
-    stock_peak = r["items"]["stock"]["peak_mib"]
-    for k, v in r["items"].items():
-        mode = k[len("advmim_"):] if k.startswith("advmim_") else None
-        e = f"{r['modes'][mode]['E']:.2f}" if mode else ""
-        mem = f"{v['peak_mib']:.0f}" if v["peak_mib"] is not None else "-"
-        mem_ratio = f"{v['peak_mib'] / stock_peak:.2f}" if v["peak_mib"] and stock_peak else "-"
-        lines.append(f"{k:<20}{v['median_s']:>10.4f}{v['median_s'] / r['items']['stock']['median_s']:>9.2f}{e:>7}"
-                     f"{mem:>10}{mem_ratio:>9}")
-    lines.append(f"floor 4 (t_S + t_C) = {r['floor_s']:.4f} s")
-    if "mim" in r:
-        lines.append("MIM steps: " + ", ".join(f"{k} {v['median_s']:.4f} s (x{v['ratio_to_random']:.2f})"
-                                               for k, v in r["mim"].items() if isinstance(v, dict)))
-    if "data" in r:
-        d = r["data"]
-        lines.append(f"data pipeline: skipped ({d['skipped']})" if "skipped" in d else
-                     f"data pipeline: {d['batches_per_s']:.2f} labeled+unlabeled batches/s with {d['workers']} "
-                     f"workers = {d['ratio_to_fastest_step']:.2f}x the fastest AdvMIM step's rate")
-    lines += ["", "targets:"]
-    for t in r["targets"]:
-        verdict = "not measured" if t["passed"] is None else ("PASS" if t["passed"] else "FAIL")
-        if t["passed"] is not None and not t["applies"]:
-            verdict += " (target is for another device; reported only)"
-        value = "-" if t["value"] is None else f"{t['value']:.3f}"
-        lines.append(f"  {t['target']:<56}{value:>8}  {verdict}")
-    return "\n".join(lines)

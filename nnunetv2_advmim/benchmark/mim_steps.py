@@ -40,19 +40,10 @@ from nnunetv2_advmim.cli import DefaultsHelpFormatter
 STRATEGIES = ("nnUNetTrainerMIM", "nnUNetTrainerAnatoMask", "nnUNetTrainerMPSAMS")
 
 
-def step_times(dataset: str, configuration: str, fold="0", n_steps: int = 20, plans: str = "nnUNetPlans",
-               device: str = "cpu", warmup: int = 2, seed: int = 0, stock: bool = False, n_val: int = 4,
-               lr: float = 1e-3) -> dict:
-    """Seconds per ``train_step`` of each strategy in :data:`STRATEGIES`, interleaved on the same batches.
-
-    ``stock=True`` also times the stock ``nnUNetTrainer`` (segmentation step with deep supervision) on labeled
-    batches of the same patch size from its own loader, as the reference for fine-tuning / supervised cost."""
-    os.environ.setdefault("nnUNet_n_proc_DA", "0")
-    name = maybe_convert_to_dataset_name(dataset)
-    plans_dict = load_json(join(nnUNet_preprocessed, name, plans + ".json"))
-    dataset_json = load_json(join(nnUNet_preprocessed, name, "dataset.json"))
-    fold = fold if fold == "all" else int(fold)
-    seed_everything(seed)
+def strategy_trainers(plans_dict: dict, dataset_json: dict, configuration: str, fold, device: str, n_steps: int,
+                      warmup: int, lr: float) -> dict:
+    """One initialized trainer per strategy in :data:`STRATEGIES`, all starting from the same network weights so that
+    their step times and losses differ by the strategy alone."""
     trainers = {}
     for s in STRATEGIES:
         plans_s = dict(plans_dict, continue_training=False)  # nnU-Net 2.8.1 pops this key in __init__
@@ -69,18 +60,13 @@ def step_times(dataset: str, configuration: str, fold="0", n_steps: int = 20, pl
     for t in trainers.values():
         t.network.load_state_dict(ref)
         t.network.train()
-    loader, val_loader = get_pretraining_dataloaders(trainers[STRATEGIES[0]])
-    batches = [next(loader) for _ in range(n_steps + warmup)]
-    val_batches = [next(val_loader) for _ in range(n_val)]
-    stock_batches = None
-    if stock:
-        t = nnUNetTrainer(dict(plans_dict, continue_training=False), configuration, fold, dataset_json,
-                          torch.device(device))
-        t.initialize()
-        t.network.train()
-        stock_loader, _ = t.get_dataloaders()
-        stock_batches = [next(stock_loader) for _ in range(n_steps + warmup)]
-        trainers["nnUNetTrainer"] = t
+    return trainers
+
+
+def interleaved_steps(trainers: dict, batches: list, stock_batches, warmup: int, device: str):
+    """(seconds per step after ``warmup``, loss of every step) per trainer. Each batch goes through every trainer
+    before the next one, so a change of load on the machine hits all of them alike; the stock trainer gets the
+    labeled batch of the same index."""
     times = {s: [] for s in trainers}
     losses = {s: [] for s in trainers}
     for i, b in enumerate(batches):
@@ -95,6 +81,36 @@ def step_times(dataset: str, configuration: str, fold="0", n_steps: int = 20, pl
             if i >= warmup:
                 times[s].append(time.perf_counter() - t0)
             losses[s].append(float(out["loss"]))
+    return times, losses
+
+
+def step_times(dataset: str, configuration: str, fold="0", n_steps: int = 20, plans: str = "nnUNetPlans",
+               device: str = "cpu", warmup: int = 2, seed: int = 0, stock: bool = False, n_val: int = 4,
+               lr: float = 1e-3) -> dict:
+    """Seconds per ``train_step`` of each strategy in :data:`STRATEGIES`, interleaved on the same batches.
+
+    ``stock=True`` also times the stock ``nnUNetTrainer`` (segmentation step with deep supervision) on labeled
+    batches of the same patch size from its own loader, as the reference for fine-tuning / supervised cost."""
+    os.environ.setdefault("nnUNet_n_proc_DA", "0")
+    name = maybe_convert_to_dataset_name(dataset)
+    plans_dict = load_json(join(nnUNet_preprocessed, name, plans + ".json"))
+    dataset_json = load_json(join(nnUNet_preprocessed, name, "dataset.json"))
+    fold = fold if fold == "all" else int(fold)
+    seed_everything(seed)
+    trainers = strategy_trainers(plans_dict, dataset_json, configuration, fold, device, n_steps, warmup, lr)
+    loader, val_loader = get_pretraining_dataloaders(trainers[STRATEGIES[0]])
+    batches = [next(loader) for _ in range(n_steps + warmup)]
+    val_batches = [next(val_loader) for _ in range(n_val)]
+    stock_batches = None
+    if stock:
+        t = nnUNetTrainer(dict(plans_dict, continue_training=False), configuration, fold, dataset_json,
+                          torch.device(device))
+        t.initialize()
+        t.network.train()
+        stock_loader, _ = t.get_dataloaders()
+        stock_batches = [next(stock_loader) for _ in range(n_steps + warmup)]
+        trainers["nnUNetTrainer"] = t
+    times, losses = interleaved_steps(trainers, batches, stock_batches, warmup, device)
     val = {}
     with torch.no_grad():
         for s in STRATEGIES:

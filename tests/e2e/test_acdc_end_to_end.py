@@ -1,7 +1,8 @@
 """ACDC end to end on a miniature ACDC folder (11 patients, 2 frames each, 4 slices of 24x24 at 1.5x1.5x10 mm):
 ``nnUNetv2_advmim_convert_acdc``, ``nnUNetv2_advmim_verify_raw``, stock planning of 2d and 3d_fullres, both
 protocols of ``nnUNetv2_advmim_label_budget``, short stock and AdvMIM trainings through ``nnUNetv2_train``, a
-short ``nnUNetv2_advmim_study`` on both protocols, and the CPU smoke mode of ``benchmarks/acdc_gpu.sh``.
+short ``nnUNetv2_advmim_study`` on both protocols, and the CPU smoke mode of
+``nnunetv2_advmim/benchmark/acdc_gpu.sh``.
 
 The folder holds the papers' 7 labeled patients, 2 more training patients, 1 validation and 1 test patient; the
 other 89 patients of the split are missing, so it is converted with ``--allow-missing-patients`` (tests/unit/
@@ -107,7 +108,8 @@ def test_gpu_script_cpu_smoke(nnunet_env, fake_acdc, tmp_path):
     with open(os.path.join(pre, "splits_final.json")) as f:
         split_before = json.load(f)
     out = tmp_path / "smoke.json"
-    proc = run_cmd(["bash", os.path.join(REPO, "benchmarks", "acdc_gpu.sh"), "-d", "928", "-o", str(out),
+    script = os.path.join(REPO, "nnunetv2_advmim", "benchmark", "acdc_gpu.sh")
+    proc = run_cmd(["bash", script, "-d", "928", "-o", str(out),
                     "--cpu-smoke", "--workdir", str(tmp_path / "work"), "--arms", "nnUNetTrainer",
                     "nnUNetTrainerAdvMIM", "--dice-arms", "nnUNetTrainerAdvMIM"], env=env, timeout=1700)
     report = json.loads(out.read_text())

@@ -1,20 +1,15 @@
-"""benchmarks/acdc_gpu.py: how it reads training logs, plans the Dice runs and writes its trainer variants (pure
+"""nnunetv2_advmim.benchmark.acdc_gpu: how it reads training logs, plans the Dice runs and writes its trainer variants (pure
 functions, no training; tests/e2e/test_acdc_end_to_end.py runs the script's CPU smoke mode)."""
 import ast
-import importlib.util
-import os
 
 import pytest
 
-SCRIPT = os.path.join(os.path.dirname(__file__), "..", "..", "benchmarks", "acdc_gpu.py")
+from nnunetv2_advmim.benchmark import acdc_gpu
 
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("acdc_gpu", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return acdc_gpu
 
 
 def test_seconds_per_iteration_leaves_out_the_first_epoch(script):

@@ -1,18 +1,12 @@
-"""benchmarks/training_loop.py: how it reads a training's output (pure functions, no training)."""
-import importlib.util
-import os
-
+"""nnunetv2_advmim.benchmark.training_loop: how it reads a training's output (pure functions, no training)."""
 import pytest
 
-SCRIPT = os.path.join(os.path.dirname(__file__), "..", "..", "benchmarks", "training_loop.py")
+from nnunetv2_advmim.benchmark import training_loop
 
 
 @pytest.fixture(scope="module")
 def loop():
-    spec = importlib.util.spec_from_file_location("training_loop", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return training_loop
 
 
 def test_phases_recompiles_and_ratios_from_a_training_log(loop):

@@ -23,9 +23,9 @@ the training log. Reported (``loop.json`` and a summary):
 Every step runs with a time limit (``--step-timeout``) and ``loop.json`` is rewritten after each, so a run that is
 cut short still reports what it measured. Usage (GPU)::
 
-    python benchmarks/training_loop.py --workdir /tmp/loop -o loop.json
-    python benchmarks/training_loop.py --device cpu --synthetic-shape 24 32 32 --epochs 2 --iterations 2 \\
-        --benchmark-rounds 1   # a CPU smoke run: the commands work; the figures mean nothing
+    python -m nnunetv2_advmim.benchmark.training_loop --workdir /tmp/loop -o loop.json
+    python -m nnunetv2_advmim.benchmark.training_loop --device cpu --synthetic-shape 24 32 32 --epochs 2 \\
+        --iterations 2 --benchmark-rounds 1   # a CPU smoke run: the commands work; the figures mean nothing
 """
 import argparse
 import json
@@ -38,6 +38,7 @@ import sys
 import tempfile
 import time
 
+from nnunetv2_advmim.benchmark.phase_timing import phase_logging_methods
 from nnunetv2_advmim.runtime.atomic import write_json_atomic
 
 DATASET_ID = 996
@@ -58,22 +59,6 @@ class {name}(nnUNetTrainerAdvMIM):
         self.num_epochs = int(os.environ.get({epochs_env!r}, "{epochs}"))  # --c / --val runs set more epochs
         self.num_iterations_per_epoch = {iterations}
         self.num_val_iterations_per_epoch = {val_iterations}
-
-    def _sync(self):
-        if self.device.type == 'cuda':
-            torch.cuda.synchronize()
-
-    def on_train_epoch_start(self):
-        super().on_train_epoch_start()
-        self._sync()
-        self._loop_t0 = time.perf_counter()
-
-    def on_train_epoch_end(self, train_outputs):
-        self._sync()
-        self.print_to_log_file(f"LOOPCHECK epoch {{self.current_epoch}} train phase "
-                               f"{{time.perf_counter() - self._loop_t0:.4f}} s, {{len(train_outputs)}} iterations, "
-                               f"step mode {{self.step_mode}}")
-        super().on_train_epoch_end(train_outputs)
 '''
 EPOCHS_ENV = "LOOPCHECK_EPOCHS"
 LOOP_LINE = re.compile(r"LOOPCHECK epoch (\d+) train phase ([0-9.]+) s, (\d+) iterations, step mode (\w+)")
@@ -133,7 +118,8 @@ def summarise(phases, recompiles, bench_step_s):
     return out
 
 
-def main(argv=None):
+def build_parser() -> argparse.ArgumentParser:
+    """The script's options."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workdir", default=None, help="work folder (default: a temporary one, removed after)")
     parser.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
@@ -145,10 +131,13 @@ def main(argv=None):
     parser.add_argument("--step-timeout", type=float, default=1200, help="seconds allowed per command")
     parser.add_argument("-np", type=int, default=4, help="processes for planning and preprocessing")
     parser.add_argument("-o", default="loop.json", help="report file (rewritten after every step)")
-    args = parser.parse_args(argv)
+    return parser
 
-    work = os.path.abspath(args.workdir or tempfile.mkdtemp(prefix="advmim_loop_"))
-    logs, trainers = os.path.join(work, "logs"), os.path.join(work, "trainers")
+
+def loop_environment(work: str, args) -> dict:
+    """The commands' environment: nnU-Net's folders inside ``work``, recompiles logged, and the loopcheck trainer
+    written into ``work/trainers``, first on ``nnUNet_extTrainer`` (the user's own entries stay after it)."""
+    trainers = os.path.join(work, "trainers")
     for d in ("raw", "preprocessed", "results", "logs", "trainers"):
         os.makedirs(os.path.join(work, d), exist_ok=True)
     env = dict(os.environ, nnUNet_raw=os.path.join(work, "raw"), nnUNet_preprocessed=os.path.join(work, "preprocessed"),
@@ -157,59 +146,88 @@ def main(argv=None):
         os.pathsep) if p])
     with open(os.path.join(trainers, "loopcheck.py"), "w") as f:
         f.write(TRAINER_SOURCE.format(name=TRAINER, epochs=args.epochs, iterations=args.iterations,
-                                      val_iterations=args.val_iterations, epochs_env=EPOCHS_ENV))
+                                      val_iterations=args.val_iterations, epochs_env=EPOCHS_ENV)
+                + phase_logging_methods("LOOPCHECK", ", step mode {self.step_mode}"))
+    return env
+
+
+def new_report(args, work: str) -> dict:
+    """The report before any command: settings, device and torch version (a failing device query is noted rather
+    than stopping the run, so the report still says what ran)."""
     report = {"settings": vars(args), "workdir": work, "steps": [], "date": time.strftime("%Y-%m-%d %H:%M:%S")}
     try:
         import torch
         report["device_name"] = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
         report["torch"] = torch.__version__
-    except Exception as e:  # the report still says what ran
+    except Exception as e:
         report["device_name"] = f"unknown ({e})"
+    return report
+
+
+def prepare_dataset(step, args) -> None:
+    """Stage 1: the synthetic 3D dataset, its 3d_fullres plan, a 2-case label budget and the unlabeled pool."""
+    d = str(DATASET_ID)
+    shape = [str(s) for s in args.synthetic_shape]
+    step("make_synthetic", ["nnUNetv2_advmim_make_synthetic", "-d", d, "--dim", "3", "--preset", "default",
+                            "--shape", *shape, "--overwrite"])
+    step("plan", ["nnUNetv2_plan_and_preprocess", "-d", d, "-c", "3d_fullres", "-np", str(args.np)])
+    step("label_budget", ["nnUNetv2_advmim_label_budget", "-d", d, "-n", "2"])
+    step("preprocess_unlabeled", ["nnUNetv2_advmim_preprocess_unlabeled", "-d", d, "-c", "3d_fullres",
+                                  "-np", str(args.np)])
+
+
+def train_resume_predict(step, save, args, env: dict, work: str, report: dict):
+    """Stages 2-5: the training, ``--c`` with one more epoch, ``--val`` and ``nnUNetv2_predict`` on ``imagesTs``.
+    Returns the first training's phases, step mode and recompile lines."""
+    train = ["nnUNetv2_train", str(DATASET_ID), "3d_fullres", "0", "-tr", TRAINER, "-device", args.device]
+    phases, mode, recompiles = analyse_training(step("train", train))
+    report["step_mode"] = mode
+    report["loop"] = summarise(phases, recompiles, None)
+    save()
+    one_more = dict(env, **{EPOCHS_ENV: str(args.epochs + 1)})
+    more, _, _ = analyse_training(step("train_continue", train + ["--c"], one_more))
+    report["resume"] = {"epochs_trained": sorted(more), "train_phase_s": {str(e): t for e, (t, _) in more.items()}}
+    save()
+    step("validate", train + ["--val"], one_more)
+    step("predict", ["nnUNetv2_predict", "-i", os.path.join(env["nnUNet_raw"], _dataset_folder(env), "imagesTs"),
+                     "-o", os.path.join(work, "predictions"), "-d", str(DATASET_ID), "-c", "3d_fullres", "-f", "0",
+                     "-tr", TRAINER, "-device", args.device, "--disable_progress_bar"])
+    save()
+    return phases, mode, recompiles
+
+
+def benchmark_step(step, args, work: str, report: dict, mode):
+    """Stage 6: ``nnUNetv2_advmim_benchmark`` on the same plan, in the training's step mode when it knows it. Returns
+    that mode's median step seconds outside the loop (None for a mode the benchmark does not run)."""
+    bench_file = os.path.join(work, "benchmark.json")
+    known = mode in ("fast", "balanced", "memory", "reference")
+    step("benchmark", ["nnUNetv2_advmim_benchmark", "-d", str(DATASET_ID), "-c", "3d_fullres", "-device", args.device,
+                       "-n", str(args.benchmark_rounds), "--skip-data", "--skip-mim", "-o", bench_file]
+         + (["--modes", mode] if known else []))
+    with open(bench_file) as f:
+        bench = json.load(f)
+    report["benchmark_step_s"] = {k: v.get("median_s") for k, v in bench["items"].items()}
+    return bench["items"].get(f"advmim_{mode}", {}).get("median_s") if known else None
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    work = os.path.abspath(args.workdir or tempfile.mkdtemp(prefix="advmim_loop_"))
+    logs = os.path.join(work, "logs")
+    env = loop_environment(work, args)
+    report = new_report(args, work)
 
     def save():
         write_json_atomic(args.o, report, indent=1)
 
-    d = str(DATASET_ID)
-    train = ["nnUNetv2_train", d, "3d_fullres", "0", "-tr", TRAINER, "-device", args.device]
+    def step(name, cmd, step_env=env):
+        return run_step(name, cmd, step_env, logs, args.step_timeout, report)
+
     try:
-        shape = [str(s) for s in args.synthetic_shape]
-        run_step("make_synthetic", ["nnUNetv2_advmim_make_synthetic", "-d", d, "--dim", "3", "--preset", "default",
-                                    "--shape", *shape,
-                                    "--overwrite"], env, logs, args.step_timeout, report)
-        run_step("plan", ["nnUNetv2_plan_and_preprocess", "-d", d, "-c", "3d_fullres", "-np", str(args.np)], env,
-                 logs, args.step_timeout, report)
-        run_step("label_budget", ["nnUNetv2_advmim_label_budget", "-d", d, "-n", "2"], env, logs, args.step_timeout,
-                 report)
-        run_step("preprocess_unlabeled", ["nnUNetv2_advmim_preprocess_unlabeled", "-d", d, "-c", "3d_fullres",
-                                          "-np", str(args.np)], env, logs, args.step_timeout, report)
+        prepare_dataset(step, args)
         save()
-        first = run_step("train", train, env, logs, args.step_timeout, report)
-        phases, mode, recompiles = analyse_training(first)
-        report["step_mode"] = mode
-        report["loop"] = summarise(phases, recompiles, None)
-        save()
-        resumed = run_step("train_continue", train + ["--c"], dict(env, **{EPOCHS_ENV: str(args.epochs + 1)}), logs,
-                           args.step_timeout, report)
-        more, _, _ = analyse_training(resumed)
-        report["resume"] = {"epochs_trained": sorted(more), "train_phase_s": {str(e): t for e, (t, _) in more.items()}}
-        save()
-        run_step("validate", train + ["--val"], dict(env, **{EPOCHS_ENV: str(args.epochs + 1)}), logs,
-                 args.step_timeout, report)
-        pred = os.path.join(work, "predictions")
-        run_step("predict", ["nnUNetv2_predict", "-i", os.path.join(env["nnUNet_raw"], _dataset_folder(env), "imagesTs"),
-                             "-o", pred, "-d", d, "-c", "3d_fullres", "-f", "0", "-tr", TRAINER, "-device",
-                             args.device, "--disable_progress_bar"], env, logs, args.step_timeout, report)
-        save()
-        bench_file = os.path.join(work, "benchmark.json")
-        known = mode in ("fast", "balanced", "memory", "reference")
-        run_step("benchmark", ["nnUNetv2_advmim_benchmark", "-d", d, "-c", "3d_fullres", "-device", args.device,
-                               "-n", str(args.benchmark_rounds), "--skip-data", "--skip-mim", "-o", bench_file]
-                 + (["--modes", mode] if known else []), env, logs, args.step_timeout, report)
-        with open(bench_file) as f:
-            bench = json.load(f)
-        report["benchmark_step_s"] = {k: v.get("median_s") for k, v in bench["items"].items()}
-        step = bench["items"].get(f"advmim_{mode}", {}).get("median_s") if known else None
-        report["loop"] = summarise(phases, recompiles, step)
+        phases, mode, recompiles = train_resume_predict(step, save, args, env, work, report)
+        report["loop"] = summarise(phases, recompiles, benchmark_step(step, args, work, report, mode))
     except RuntimeError as e:
         report["error"] = str(e)
         print(f"STOPPED: {e}", flush=True)

@@ -1,10 +1,12 @@
 """Run-to-run noise of the scarce-preset study and the designs that would resolve 2 Dice points (docs/study.md,
-"Designing a study that resolves 2 points"). Reads only the CSV files in docs/study_results; trains nothing.
+"Designing a study that resolves 2 points"). Reads only the study's CSV files; trains nothing. They live in the
+repository's docs/study_results, which a clone finds by itself; an installed wheel has no docs folder, so pass
+``--results DIR`` (a copy of that folder).
 
 Usage::
 
-    python benchmarks/study_noise.py                 # sigma 2.3 for the design table (the measured, rounded figure)
-    python benchmarks/study_noise.py --target 1.0 --cost-ratio 10 --sigma 2.3 --tau 0 1.5 3
+    python -m nnunetv2_advmim.benchmark.study_noise   # sigma 2.3 for the design table (the measured, rounded figure)
+    python -m nnunetv2_advmim.benchmark.study_noise --target 1.0 --cost-ratio 10 --sigma 2.3 --tau 0 1.5 3
 """
 import argparse
 import csv
@@ -14,30 +16,48 @@ import os
 from nnunetv2_advmim.commands.study import plan_study, run_to_run_sd
 from nnunetv2_advmim.commands.study.design import between_draw_sd, cheapest_design, expected_paired_se
 
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "study_results")
+# docs/study_results of the clone this module sits in (nnunetv2_advmim/benchmark/ -> repository root)
+RESULTS = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "docs",
+                                        "study_results"))
+CSV_FILES = ("scarce2d_1000it_runs.csv", "scarce2d_1000it_reruns_runs.csv", "scarce2d_1000it_noadv_runs.csv",
+             "scarce2d_1000it_reruns.csv")
 
 
-def read_runs(name: str, arms: dict) -> list:
+def check_results(folder: str) -> None:
+    """Fail with the missing folder or file named and the way out, before any figure is printed."""
+    if not os.path.isdir(folder):
+        raise SystemExit(f"ERROR: the study results folder {folder} does not exist. It is docs/study_results of the "
+                         f"repository: run this from a clone, or pass --results DIR with a copy of that folder.")
+    missing = [name for name in CSV_FILES if not os.path.isfile(os.path.join(folder, name))]
+    if missing:
+        raise SystemExit(f"ERROR: {folder} lacks {', '.join(missing)}; pass --results DIR with a complete copy of "
+                         f"the repository's docs/study_results.")
+
+
+def read_runs(folder: str, name: str, arms: dict) -> list:
     """Study records (arm, n, draw, mean foreground Dice) of the arms ``arms`` names (CSV name -> name here)."""
-    with open(os.path.join(RESULTS, name)) as f:
+    with open(os.path.join(folder, name)) as f:
         return [{"arm": arms[r["arm"]], "n": r["n"], "draw": int(r["draw"]), "foreground_mean": {
             "Dice": float(r["Dice_mean"])}} for r in csv.DictReader(f) if r["arm"] in arms and r["n"] != "all"]
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--target", type=float, default=1.0, help="target SE in Dice points (default 1)")
     parser.add_argument("--cost-ratio", type=float, default=10.0, help="arm training / stock training (default 10)")
     parser.add_argument("--sigma", type=float, default=2.3, help="run-to-run sd for the design table (default 2.3)")
     parser.add_argument("--tau", type=float, nargs="+", default=[0.0, 1.5, 3.0], help="between-draw sds")
-    args = parser.parse_args()
+    parser.add_argument("--results", default=RESULTS,
+                        help="folder with the study's CSV files (default: docs/study_results of this clone)")
+    args = parser.parse_args(argv)
+    check_results(args.results)
 
     # stock: the first run per draw (scarce2d_1000it_runs.csv) and the reruns; the default AdvMIM (no adversarial
     # loss, C): its first runs, named _noAdv when they ran (scarce2d_1000it_noadv_runs.csv), and its second runs
-    records = (read_runs("scarce2d_1000it_runs.csv", {"nnUNetTrainer": "stock"})
-               + read_runs("scarce2d_1000it_reruns_runs.csv", {"nnUNetTrainer": "stock",
+    records = (read_runs(args.results, "scarce2d_1000it_runs.csv", {"nnUNetTrainer": "stock"})
+               + read_runs(args.results, "scarce2d_1000it_reruns_runs.csv", {"nnUNetTrainer": "stock",
                                                                 "nnUNetTrainerAdvMIM": "default"})
-               + read_runs("scarce2d_1000it_noadv_runs.csv", {"nnUNetTrainerAdvMIM_noAdv": "default"}))
+               + read_runs(args.results, "scarce2d_1000it_noadv_runs.csv", {"nnUNetTrainerAdvMIM_noAdv": "default"}))
     stock = [r for r in records if r["arm"] == "stock"]
     print("Run-to-run sd of stock nnU-Net, pooled over draws (Dice points):")
     for n in ("2", "4", "8"):
@@ -54,7 +74,7 @@ def main():
 
     sigma4 = 100 * run_to_run_sd([r for r in stock if r["n"] == "4"])
     print(f"\ntau of every arm at 4 labeled cases with 3 draws (sigma {sigma4:.2f}, 4 stock runs per draw):")
-    with open(os.path.join(RESULTS, "scarce2d_1000it_reruns.csv")) as f:
+    with open(os.path.join(args.results, "scarce2d_1000it_reruns.csv")) as f:
         for r in csv.DictReader(f):
             runs = r["runs_per_draw"].split("/")
             if r["n"] != "4" or not r["vs_stock_std"] or "0" in runs:

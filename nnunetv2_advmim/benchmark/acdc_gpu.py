@@ -23,8 +23,8 @@ rewritten after every run, so a session cut short still reports what it measured
 unless ``--compile``: compiling costs minutes per process, which the budget cannot pay (the step benchmark,
 docs/benchmark.md, gives the compiled ratios).
 
-    bash benchmarks/acdc_gpu.sh -d 27 -o acdc_gpu.json                  # GPU
-    bash benchmarks/acdc_gpu.sh -d 27 -o smoke.json --cpu-smoke         # CPU: the commands work, figures mean nothing
+    bash nnunetv2_advmim/benchmark/acdc_gpu.sh -d 27 -o acdc_gpu.json      # GPU
+    bash nnunetv2_advmim/benchmark/acdc_gpu.sh -d 27 -o smoke.json --cpu-smoke  # CPU: the commands work, no figures
 """
 import argparse
 import json
@@ -35,6 +35,9 @@ import subprocess
 import sys
 import tempfile
 import time
+
+from nnunetv2_advmim.benchmark.phase_timing import phase_logging_methods
+from nnunetv2_advmim.runtime.atomic import write_json_atomic
 
 STOCK = "nnUNetTrainer"
 DEFAULT_ARMS = ("nnUNetTrainer", "nnUNetTrainerCTCT", "nnUNetTrainerAdvMIM", "nnUNetTrainerAdvMIM_paper")
@@ -64,21 +67,6 @@ class {name}({base}):
         self.num_val_iterations_per_epoch = 1
         if os.environ.get("{threads_env}"):
             torch.set_num_threads(int(os.environ["{threads_env}"]))
-
-    def _sync(self):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-
-    def on_train_epoch_start(self):
-        super().on_train_epoch_start()
-        self._sync()
-        self._acdcgpu_t0 = time.perf_counter()
-
-    def on_train_epoch_end(self, train_outputs):
-        self._sync()
-        self.print_to_log_file(f"ACDCGPU epoch {{self.current_epoch}} train phase "
-                               f"{{time.perf_counter() - self._acdcgpu_t0:.4f}} s, {{len(train_outputs)}} iterations")
-        super().on_train_epoch_end(train_outputs)
 
     def perform_actual_validation(self, save_probabilities: bool = False):
         if os.environ.get("{validate_env}") == "1":
@@ -114,13 +102,14 @@ def trainer_module(name: str) -> str:
 
 def variants_source(trainers) -> str:
     """A module with one ``<trainer>_acdcgpu`` variant per trainer name."""
-    out = ['"""Trainer variants written by benchmarks/acdc_gpu.py (schedule from the environment)."""\n',
+    out = ['"""Trainer variants written by nnunetv2_advmim.benchmark.acdc_gpu (schedule from the environment)."""\n',
            "import os\nimport time\n\nimport torch\n"]
     for t in trainers:
         out.append(f"from {trainer_module(t)} import {t}\n")
     for t in trainers:
         out.append(VARIANT_SOURCE.format(name=t + SUFFIX, base=t, epochs_env=ENV_EPOCHS, iterations_env=ENV_ITERATIONS,
                                          validate_env=ENV_VALIDATE, threads_env=ENV_THREADS))
+        out.append(phase_logging_methods("ACDCGPU"))
     return "".join(out)
 
 
@@ -226,7 +215,8 @@ def training_log_lines(model_folder: str):
     return lines
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The script's options; :func:`parse_args` applies the budget's default and ``--cpu-smoke``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-d", required=True, help="the converted and planned ACDC dataset (ID or DatasetXXX_Name)")
     parser.add_argument("-c", default="2d", help="configuration (default 2d, the papers' setting)")
@@ -256,6 +246,13 @@ def main(argv=None) -> int:
                              "checks that every command works; its figures mean nothing")
     parser.add_argument("--workdir", default=None, help="work folder (default: a new temporary folder, kept)")
     parser.add_argument("-o", default="acdc_gpu.json", help="output JSON (an existing file is not overwritten)")
+    return parser
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """Options with the budget's default and ``--cpu-smoke``'s tiny schedule applied; an existing ``-o`` is refused
+    before anything runs."""
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.budget_s is None:
         args.budget_s = 3600.0 if args.cpu_smoke else 480.0
@@ -266,63 +263,74 @@ def main(argv=None) -> int:
         args.threads = args.threads or 1
     if os.path.exists(args.o):
         parser.error(f"{args.o} exists; choose another -o")
-    t_start = time.perf_counter()
-    deadline = t_start + args.budget_s
+    return args
 
-    from nnunetv2_advmim.data.label_budget import write_json_atomic
-    from nnunetv2_advmim.data.paths import env_folder, find_dataset_name, load_plans_and_dataset_json
 
-    work = args.workdir or tempfile.mkdtemp(prefix="acdc_gpu_")
-    logs = os.path.join(work, "logs")
-    os.makedirs(logs, exist_ok=True)
-    dataset = find_dataset_name(args.d, env_folder("nnUNet_raw"))
-    source = os.path.join(env_folder("nnUNet_preprocessed"), dataset)
+def plan_if_needed(args, dataset: str, source: str, logs: str, deadline: float):
+    """(status, seconds of planning): a converted raw dataset travels to a lent machine while its preprocessed data
+    need not, so ``-c`` is planned here when ``source`` lacks it; ("ok", None) when it is planned already."""
     plan_status = planned(source, args.p, args.c)
-    plan_s = None
-    if plan_status:  # plan on this machine: a converted raw dataset travels, its preprocessed data need not
-        print(f"{plan_status}: planning {dataset} ({args.c}) first")
-        np_ = str(max(1, min(8, (os.cpu_count() or 2) - 1)))
-        status, plan_s = run(["nnUNetv2_plan_and_preprocess", "-d", str(int(dataset[7:10])), "-c", args.c,
-                              "-np", np_], dict(os.environ), os.path.join(logs, "plan.log"),
-                             max(deadline - time.perf_counter(), 1.0))
-        if status != "ok":
-            print(f"ERROR: planning {status}", file=sys.stderr)
-            return 1
-    plans_manager, dataset_json = load_plans_and_dataset_json(source, args.p)
-    conf = plans_manager.get_configuration(args.c)
-    pre_root = os.path.join(work, "preprocessed")
-    private_preprocessed(source, pre_root, args.protocol, args.p)
-    pretrainer = None if args.pretrainer.lower() == "none" else args.pretrainer
-    # the Dice arms are timed too: their seconds per iteration plan the Dice runs
-    timed = list(dict.fromkeys(args.arms + list(args.dice_arms) + ([pretrainer] if pretrainer else [])))
-    ext = os.path.join(work, "trainers")
-    os.makedirs(ext, exist_ok=True)
-    with open(os.path.join(ext, VARIANTS_MODULE + ".py"), "w") as f:
-        f.write(variants_source(timed))
+    if not plan_status:
+        return "ok", None
+    print(f"{plan_status}: planning {dataset} ({args.c}) first")
+    np_ = str(max(1, min(8, (os.cpu_count() or 2) - 1)))
+    return run(["nnUNetv2_plan_and_preprocess", "-d", str(int(dataset[7:10])), "-c", args.c, "-np", np_],
+               dict(os.environ), os.path.join(logs, "plan.log"), max(deadline - time.perf_counter(), 1.0))
 
+
+def new_report(args, argv, dataset: str, conf, plan_s, work: str) -> dict:
+    """The report before any training: the machine, the versions and the settings the figures depend on."""
     import importlib.metadata
 
     import torch
-    report = {"script": "benchmarks/acdc_gpu.py", "command": sys.argv if argv is None else ["acdc_gpu.py"] + argv,
-              "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "mode": "cpu-smoke" if args.cpu_smoke else args.device,
-              "machine": {"device": args.device, "gpu": torch.cuda.get_device_name(0) if args.device == "cuda"
-                          and torch.cuda.is_available() else None, "torch": torch.__version__,
-                          "nnunetv2": importlib.metadata.version("nnunetv2"), "cpu_count": os.cpu_count()},
-              "settings": {"dataset": dataset, "configuration": args.c, "plans": args.p, "protocol": args.protocol,
-                           "budget_s": args.budget_s, "compile": args.compile, "timing_epochs": args.timing_epochs,
-                           "timing_iterations": args.timing_iterations, "threads": args.threads,
-                           "patch_size": list(conf.patch_size), "batch_size": conf.batch_size,
-                           "planned_here_s": plan_s},
-              "workdir": work, "timing": {}, "dice": {"arms": {}}, "status": "running"}
+    return {"script": "nnunetv2_advmim.benchmark.acdc_gpu",
+            "command": sys.argv if argv is None else ["acdc_gpu.py"] + argv,
+            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "mode": "cpu-smoke" if args.cpu_smoke else args.device,
+            "machine": {"device": args.device, "gpu": torch.cuda.get_device_name(0) if args.device == "cuda"
+                        and torch.cuda.is_available() else None, "torch": torch.__version__,
+                        "nnunetv2": importlib.metadata.version("nnunetv2"), "cpu_count": os.cpu_count()},
+            "settings": {"dataset": dataset, "configuration": args.c, "plans": args.p, "protocol": args.protocol,
+                         "budget_s": args.budget_s, "compile": args.compile, "timing_epochs": args.timing_epochs,
+                         "timing_iterations": args.timing_iterations, "threads": args.threads,
+                         "patch_size": list(conf.patch_size), "batch_size": conf.batch_size,
+                         "planned_here_s": plan_s},
+            "workdir": work, "timing": {}, "dice": {"arms": {}}, "status": "running"}
 
-    def save():
-        report["elapsed_s"] = time.perf_counter() - t_start
-        write_json_atomic(args.o, report)
 
-    def env_for(phase, epochs, iterations, validate):
-        env = dict(os.environ, nnUNet_preprocessed=pre_root, nnUNet_results=os.path.join(work, "results", phase),
-                   nnUNet_extTrainer=ext + (os.pathsep + os.environ["nnUNet_extTrainer"]
-                                            if os.environ.get("nnUNet_extTrainer") else ""))
+class Session:
+    """One run: its work folder (logs, the private preprocessed data, the trainer variants, the models) and its
+    report, rewritten after every training so that a run stopped by the hard limit still says what it measured."""
+
+    def __init__(self, args, dataset: str, work: str, report: dict, t_start: float):
+        self.args, self.dataset, self.work, self.report, self.t_start = args, dataset, work, report, t_start
+        self.deadline = t_start + args.budget_s
+        self.logs = os.path.join(work, "logs")
+        self.pre_root = os.path.join(work, "preprocessed")
+        self.ext = os.path.join(work, "trainers")
+
+    def save(self) -> None:
+        self.report["elapsed_s"] = time.perf_counter() - self.t_start
+        write_json_atomic(self.args.o, self.report)
+
+    def write_variants(self) -> list:
+        """Write the ``_acdcgpu`` variant of every trainer to time and return those trainers: the arms, the Dice
+        arms (their seconds per iteration plan the Dice runs) and the pretrainer."""
+        args = self.args
+        pretrainer = None if args.pretrainer.lower() == "none" else args.pretrainer
+        timed = list(dict.fromkeys(args.arms + list(args.dice_arms) + ([pretrainer] if pretrainer else [])))
+        os.makedirs(self.ext, exist_ok=True)
+        with open(os.path.join(self.ext, VARIANTS_MODULE + ".py"), "w") as f:
+            f.write(variants_source(timed))
+        return timed
+
+    def env_for(self, phase, epochs, iterations, validate) -> dict:
+        """nnU-Net's environment for one training: the private preprocessed data, a results folder per phase, the
+        variants on ``nnUNet_extTrainer`` and the schedule the variants read."""
+        args = self.args
+        env = dict(os.environ, nnUNet_preprocessed=self.pre_root,
+                   nnUNet_results=os.path.join(self.work, "results", phase),
+                   nnUNet_extTrainer=self.ext + (os.pathsep + os.environ["nnUNet_extTrainer"]
+                                                 if os.environ.get("nnUNet_extTrainer") else ""))
         env.update({ENV_EPOCHS: str(epochs), ENV_ITERATIONS: str(iterations), ENV_VALIDATE: "1" if validate else "0"})
         if not args.compile:
             env["nnUNet_compile"] = "false"
@@ -330,37 +338,51 @@ def main(argv=None) -> int:
             env[ENV_THREADS] = str(args.threads)
         return env
 
-    def model_folder(phase, trainer):
-        return os.path.join(work, "results", phase, dataset, f"{trainer}{SUFFIX}__{args.p}__{args.c}", "fold_0")
+    def model_folder(self, phase, trainer) -> str:
+        return os.path.join(self.work, "results", phase, self.dataset,
+                            f"{trainer}{SUFFIX}__{self.args.p}__{self.args.c}", "fold_0")
 
-    def train(phase, trainer, epochs, iterations, validate, timeout):
-        cmd = ["nnUNetv2_train", dataset, args.c, "0", "-tr", trainer + SUFFIX, "-p", args.p, "-device", args.device]
-        log = os.path.join(logs, f"{phase}_{trainer}.log")
-        status, wall = run(cmd, env_for(phase, epochs, iterations, validate), log, timeout)
-        phases = train_phases(training_log_lines(model_folder(phase, trainer)))
+    def train(self, phase, trainer, epochs, iterations, validate, timeout) -> dict:
+        """Train ``trainer``'s variant through ``nnUNetv2_train`` within ``timeout`` seconds; its status, wall time
+        and the training phase seconds its log holds."""
+        args = self.args
+        cmd = ["nnUNetv2_train", self.dataset, args.c, "0", "-tr", trainer + SUFFIX, "-p", args.p,
+               "-device", args.device]
+        log = os.path.join(self.logs, f"{phase}_{trainer}.log")
+        status, wall = run(cmd, self.env_for(phase, epochs, iterations, validate), log, timeout)
+        phases = train_phases(training_log_lines(self.model_folder(phase, trainer)))
         per_it = seconds_per_iteration(phases)
         return {"status": status, "wall_s": wall, "log": log, "train_phase_s": [phases[e][0] for e in sorted(phases)],
                 "iterations_per_epoch": iterations, "s_per_iteration": None if per_it != per_it else per_it}
 
-    # phase 1: timing
-    timing_deadline = t_start + args.timing_share * args.budget_s
+
+def time_arms(session: Session, timed: list) -> None:
+    """Phase 1: each trainer trains the timing schedule within an equal share of what is left of the timing part of
+    the budget; then hours and ``x_stock`` from the seconds per iteration."""
+    args, report = session.args, session.report
+    timing_deadline = session.t_start + args.timing_share * args.budget_s
     for i, trainer in enumerate(timed):
         left = timing_deadline - time.perf_counter()
         share = left / (len(timed) - i)
         if share < 5:
             report["timing"][trainer] = {"status": "skipped: the timing share of the budget is spent"}
             continue
-        report["timing"][trainer] = train("timing", trainer, args.timing_epochs, args.timing_iterations, False, share)
-        save()
+        report["timing"][trainer] = session.train("timing", trainer, args.timing_epochs, args.timing_iterations,
+                                                  False, share)
+        session.save()
     stock = report["timing"].get(STOCK, {}).get("s_per_iteration")
     for trainer, r in report["timing"].items():
         if r.get("s_per_iteration") is not None:
             r["hours"] = hours(r["s_per_iteration"])
             if stock:
                 r["x_stock"] = r["s_per_iteration"] / stock
-    save()
+    session.save()
 
-    # phase 2: Dice at equal iterations
+
+def train_dice(session: Session, labels: dict) -> None:
+    """Phase 2: the Dice arms train the same number of iterations, as many as the rest of the budget allows at their
+    timed seconds per iteration (or ``--dice-iterations``), each validated by nnU-Net's final validation."""
+    args, report = session.args, session.report
     done = [r for r in report["timing"].values() if r.get("status") == "ok"]
     overhead = statistics.median([r["wall_s"] - sum(r["train_phase_s"]) for r in done]) if done else 60.0
     per_it = [report["timing"].get(t, {}).get("s_per_iteration") for t in args.dice_arms]
@@ -368,7 +390,7 @@ def main(argv=None) -> int:
     if args.dice_iterations is not None:
         n_dice = args.dice_iterations
     else:
-        n_dice = plan_dice_iterations(deadline - time.perf_counter() - 10, per_it, overhead, overhead,
+        n_dice = plan_dice_iterations(session.deadline - time.perf_counter() - 10, per_it, overhead, overhead,
                                       args.dice_epoch_iterations, args.max_dice_iterations)
     report["dice"].update({"iterations": n_dice, "startup_s_estimate": overhead,
                            "validation": "nnU-Net's final validation: the protocol's validation patients' frames"})
@@ -380,25 +402,54 @@ def main(argv=None) -> int:
     else:
         epochs = max(1, n_dice // args.dice_epoch_iterations)
         for i, trainer in enumerate(args.dice_arms):
-            left = deadline - time.perf_counter()
-            r = train("dice", trainer, epochs, args.dice_epoch_iterations, True, max(left / (len(args.dice_arms) - i),
-                                                                                       1.0))
-            summary = os.path.join(model_folder("dice", trainer), "validation", "summary.json")
+            left = session.deadline - time.perf_counter()
+            share = max(left / (len(args.dice_arms) - i), 1.0)
+            r = session.train("dice", trainer, epochs, args.dice_epoch_iterations, True, share)
+            summary = os.path.join(session.model_folder("dice", trainer), "validation", "summary.json")
             if os.path.isfile(summary):
                 with open(summary) as f:
-                    r["val_dice"] = dice_from_summary(json.load(f), dataset_json["labels"])
+                    r["val_dice"] = dice_from_summary(json.load(f), labels)
             report["dice"]["arms"][trainer] = r
-            save()
+            session.save()
         report["dice"]["status"] = "ran"
+
+
+def finish(session: Session) -> int:
+    """The final status (complete, or which arms did not finish), the last save and a summary; exit code 1 when an
+    arm did not finish."""
+    args, report = session.args, session.report
     failed = [t for t, r in list(report["timing"].items()) + list(report["dice"]["arms"].items())
               if r.get("status") != "ok"]
     report["status"] = "complete" if not failed else f"partial: {', '.join(sorted(set(failed)))} did not finish"
-    save()
+    session.save()
     print(json.dumps({t: {k: r.get(k) for k in ("status", "s_per_iteration", "x_stock")}
                       for t, r in report["timing"].items()}, indent=1))
     print(json.dumps({t: r.get("val_dice") for t, r in report["dice"]["arms"].items()}, indent=1))
-    print(f"Wrote {args.o} ({report['status']}); logs and models in {work}")
+    print(f"Wrote {args.o} ({report['status']}); logs and models in {session.work}")
     return 0 if not failed else 1
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    t_start = time.perf_counter()
+    from nnunetv2_advmim.data.paths import env_folder, find_dataset_name, load_plans_and_dataset_json
+
+    work = args.workdir or tempfile.mkdtemp(prefix="acdc_gpu_")
+    os.makedirs(os.path.join(work, "logs"), exist_ok=True)
+    dataset = find_dataset_name(args.d, env_folder("nnUNet_raw"))
+    source = os.path.join(env_folder("nnUNet_preprocessed"), dataset)
+    status, plan_s = plan_if_needed(args, dataset, source, os.path.join(work, "logs"), t_start + args.budget_s)
+    if status != "ok":
+        print(f"ERROR: planning {status}", file=sys.stderr)
+        return 1
+    plans_manager, dataset_json = load_plans_and_dataset_json(source, args.p)
+    conf = plans_manager.get_configuration(args.c)
+    session = Session(args, dataset, work, new_report(args, argv, dataset, conf, plan_s, work), t_start)
+    private_preprocessed(source, session.pre_root, args.protocol, args.p)
+    timed = session.write_variants()
+    time_arms(session, timed)
+    train_dice(session, dataset_json["labels"])
+    return finish(session)
 
 
 if __name__ == "__main__":

@@ -15,8 +15,9 @@ and the peak memory of that step. Every network is measured in its own fresh pro
 
 Usage::
 
-    python benchmarks/architectures.py                       # 3D 48^3 and 2D 96x96 synthetic plans, GPU if any
-    python benchmarks/architectures.py --shape3d 160 160 160 --shape2d 512 512 --device cuda   # realistic plans
+    python -m nnunetv2_advmim.benchmark.architectures     # 3D 48^3 and 2D 96x96 synthetic plans, GPU if any
+    python -m nnunetv2_advmim.benchmark.architectures --shape3d 160 160 160 --shape2d 512 512 --device cuda
+        # realistic plans
 """
 import argparse
 import json
