@@ -245,15 +245,10 @@ class HybridTransformerUNet(MaskTokenMixin, AbstractDynamicNetworkArchitectures)
 
         ``mask``: block mask ``(B, *grid)`` (:mod:`nnunetv2_advmim.methods.masking`) or voxel mask ``(B, 1, *spatial)``.
         """
+        m = None
         if mask is not None:
             x, m = self._mask_input(x, mask)
-        skips = []
-        for i, stage in enumerate(self.encoder.stages):
-            x = stage(x)
-            if i == 0 and mask is not None:
-                x = self._mask_stem(x, m)
-            skips.append(x)
-        return self.decoder(skips)
+        return self.decoder(self._stage_skips(x, m))
 
     def compute_conv_feature_map_size(self, input_size):
         if len(input_size) != convert_conv_op_to_dim(self.encoder.conv_op):
