@@ -32,8 +32,7 @@ from torch import nn
 from nnunetv2_advmim.methods.adversarial import frozen, lsgan_discriminator_loss, lsgan_generator_loss
 from nnunetv2_advmim.methods.losses import (certainty_weighted_ce, certainty_weighted_dice, cross_teaching_dice,
                                             pseudo_labels_and_certainty)
-from nnunetv2_advmim.methods.step_modes import (LABELED, MASKED_LABELED, MASKED_UNLABELED, PARTS,  # noqa: F401
-                                                UNLABELED, forward_parts, passes)
+from nnunetv2_advmim.methods.step_modes import LABELED, MASKED_LABELED, PARTS, UNLABELED, forward_parts, passes
 from nnunetv2_advmim.wrappers import unwrap_model
 
 Logits = Union[torch.Tensor, List[torch.Tensor]]

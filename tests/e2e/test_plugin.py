@@ -63,7 +63,7 @@ def test_opt_out_and_explicit_env_command():
     _, _, proc = lookup(["nnUNetTrainer_demo"], env, check=False)
     assert proc.returncode != 0 and "Could not find requested nnunet trainer" in proc.stdout
     # the explicit route: eval the line nnUNetv2_advmim_env prints
-    code = f"NAMES = ['nnUNetTrainer_demo']\n" + LOOKUP
+    code = "NAMES = ['nnUNetTrainer_demo']\n" + LOOKUP
     proc = run_cmd(["bash", "-c", f'eval "$(nnUNetv2_advmim_env)" && "{sys.executable}" -c "$CODE"'],
                    env=dict(env, CODE=code))
     assert f"FOUND nnUNetTrainer_demo {os.path.join(trainer_folder(), 'nnUNetTrainer_demo.py')}" in proc.stdout

@@ -142,7 +142,7 @@ def test_study_command_end_to_end(nnunet_env, tmp_path, ext_trainers):
     md = open(os.path.join(study, "study.md")).read()
     mean = (first["foreground_mean"]["Dice"] + second["foreground_mean"]["Dice"]) / 2
     ctct = json.load(open(os.path.join(study, "arms", "n2_d0__nnUNetTrainerCTCT_as_cnn.json")))["foreground_mean"]
-    assert f"| 2 | nnUNetTrainer | 1 | 2 | 2 |" in md and f"| {mean:.3f} |" in md, md
+    assert "| 2 | nnUNetTrainer | 1 | 2 | 2 |" in md and f"| {mean:.3f} |" in md, md
     assert f"{100 * (ctct['Dice'] - mean):+.1f}" in md  # CTCT:cnn against the mean of stock's two runs
     # the run-to-run spread of two runs: |a - b| / sqrt(2), in Dice points
     spread = 100 * abs(first["foreground_mean"]["Dice"] - second["foreground_mean"]["Dice"]) / 2 ** 0.5

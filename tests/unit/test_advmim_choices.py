@@ -8,7 +8,8 @@ import torch
 
 from nnunetv2_advmim.env import find_trainer
 from nnunetv2_advmim.methods.adversarial import PatchDiscriminator, discriminator_optimizer
-from nnunetv2_advmim.methods.advmim import MASKED_LABELED, MASKED_UNLABELED, AdvMIMWeights, part_loss
+from nnunetv2_advmim.methods.advmim import AdvMIMWeights, part_loss
+from nnunetv2_advmim.methods.step_modes import MASKED_LABELED, MASKED_UNLABELED
 from nnunetv2_advmim.methods.losses import cross_teaching_dice
 from nnunetv2_advmim.methods.masking import chosen_block_size
 

@@ -8,8 +8,8 @@ from torch import nn
 
 from nnunetv2_advmim.architectures.ensemble import AdvMIMEnsemble
 from nnunetv2_advmim.architectures.from_plans import branch_architecture
-from nnunetv2_advmim.methods.advmim import (LABELED, MASKED_LABELED, MASKED_UNLABELED, UNLABELED, AdvMIMWeights,
-                                            discriminator_loss, part_loss, split_batch)
+from nnunetv2_advmim.methods.advmim import AdvMIMWeights, discriminator_loss, part_loss, split_batch
+from nnunetv2_advmim.methods.step_modes import LABELED, MASKED_LABELED, MASKED_UNLABELED, UNLABELED
 from nnunetv2_advmim.methods.schedules import warmup_poly_lr
 
 

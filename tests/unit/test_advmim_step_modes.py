@@ -129,7 +129,8 @@ def test_ddp_unused_parameter_search_where_a_parameter_misses_its_gradient():
     fast/balanced with the masked domain give every parameter one in their single backward per network; memory
     mode's last pass (masked unlabeled) does not reach the deep-supervision heads; CTCT never reaches the mask
     token."""
-    from nnunetv2_advmim.methods.advmim import MASKED_UNLABELED, AdvMIMWeights, part_loss
+    from nnunetv2_advmim.methods.advmim import AdvMIMWeights, part_loss
+    from nnunetv2_advmim.methods.step_modes import MASKED_UNLABELED
     from nnunetv2_advmim.methods.step_modes import ddp_find_unused_parameters, forward_parts
 
     assert ddp_find_unused_parameters("memory") and ddp_find_unused_parameters("memory", masked_domain=False)

@@ -4,7 +4,8 @@ import math
 import pytest
 import torch
 
-from nnunetv2_advmim.methods.advmim import MASKED_UNLABELED, UNLABELED, AdvMIMWeights, part_loss
+from nnunetv2_advmim.methods.advmim import AdvMIMWeights, part_loss
+from nnunetv2_advmim.methods.step_modes import MASKED_UNLABELED, UNLABELED
 from nnunetv2_advmim.methods.losses import (certainty_weighted_ce, certainty_weighted_dice, cross_teaching_dice,
                                             pseudo_labels_and_certainty)
 from nnunetv2_advmim.methods.schedules import sigmoid_rampup

@@ -14,7 +14,8 @@ from torch import nn
 
 from nnunetv2_advmim.architectures.from_plans import build_branch
 from nnunetv2_advmim.methods.adversarial import PatchDiscriminator
-from nnunetv2_advmim.methods.advmim import (MASKED_UNLABELED, AdvMIMWeights, advmim_generator_step, part_loss)
+from nnunetv2_advmim.methods.advmim import AdvMIMWeights, advmim_generator_step, part_loss
+from nnunetv2_advmim.methods.step_modes import MASKED_UNLABELED
 from nnunetv2_advmim.methods.masking import block_mask
 from nnunetv2_advmim.runtime.weights import load_pretrained_branches, route_pretrained_weights
 

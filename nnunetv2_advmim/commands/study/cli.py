@@ -56,8 +56,8 @@ def _add_planning_options(parser: argparse.ArgumentParser) -> None:
                         help="with --plan-se: standard deviation of the true difference between draws, in Dice "
                              "points (None: estimated from the study; 0 without one)")
     parser.add_argument("--cost-ratio", type=float, default=ADVMIM_COST_RATIO,
-                        help=f"with --plan-se: one training of an arm costs this many trainings of the reference "
-                             f"(about AdvMIM against stock nnU-Net)")
+                        help="with --plan-se: one training of an arm costs this many trainings of the reference "
+                             "(about AdvMIM against stock nnU-Net)")
 
 
 def build_parser() -> argparse.ArgumentParser:

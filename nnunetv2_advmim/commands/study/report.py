@@ -230,11 +230,11 @@ def _write_markdown(study, rows, deltas, used_labels, baseline, failures, filena
              f"component, overall or per label, where that raised Dice), chosen per draw on ARM's predictions of the "
              f"validation cases (`nnUNetv2_determine_postprocessing`); the same training."] if study.postprocess
             else []),
-          *([f"- `runs`: trainings per arm over all draws (`--runs`); a draw with several runs of an arm enters the "
-             f"means, spreads and 'vs' with the mean over its runs. `run-to-run sd`: the pooled standard "
-             f"deviation of mean Dice between runs of the arm on the same draw, in Dice points (empty with one run "
-             f"per draw): one training of the arm can land about this far from the next on the same labeled cases, "
-             f"so a 'vs' of that size from one run per draw is noise."] if several_runs else []),
+          *(["- `runs`: trainings per arm over all draws (`--runs`); a draw with several runs of an arm enters the "
+             "means, spreads and 'vs' with the mean over its runs. `run-to-run sd`: the pooled standard "
+             "deviation of mean Dice between runs of the arm on the same draw, in Dice points (empty with one run "
+             "per draw): one training of the arm can land about this far from the next on the same labeled cases, "
+             "so a 'vs' of that size from one run per draw is noise."] if several_runs else []),
           "", *lines, ""]
     if failures:
         md += ["## Failed arms", ""] + [f"- n={f['n']} draw {f['draw']} {f['arm']}: {f['error']} (log: {f['log']})"
