@@ -106,7 +106,7 @@ setup(
         "matplotlib",  # comparison figure (nnunetv2_advmim.evaluation.compare)
     ],
     extras_require={
-        "test": ["pytest>=7.3", "pytest-timeout"],
+        "test": ["pytest>=7.3", "pytest-timeout", "pyflakes>=3.2"],
     },
     entry_points={
         "console_scripts": [
