@@ -198,6 +198,26 @@ def assert_same_tree(a, b, path="") -> None:
         assert a == b or (a != a and b != b), (path, a, b)
 
 
+def pause_methods(env_var: str, epoch: int) -> str:
+    """Source of two trainer methods (class-body indentation) for a generated test trainer: when ``$env_var`` names
+    a file, the run writes it after the first step of ``epoch`` and sleeps there, for :func:`sigkill_when_paused`.
+    The generated module must import ``os`` and ``time``."""
+    return f"""
+    def on_train_epoch_start(self):
+        super().on_train_epoch_start()
+        self._steps_this_epoch = 0
+
+    def train_step(self, batch):
+        out = super().train_step(batch)
+        self._steps_this_epoch += 1
+        pause = os.environ.get('{env_var}')
+        if pause and self.current_epoch == {epoch} and self._steps_this_epoch == 1:
+            open(pause, 'w').close()
+            time.sleep(300)
+        return out
+"""
+
+
 def sigkill_when_paused(cmd, env, pause_file, log_file, timeout, what):
     """Start ``cmd`` in its own process group, wait until the training writes ``pause_file`` (it then sleeps), and
     SIGKILL the group there; returns the exit status. ``what``: the point it should reach, for the error."""

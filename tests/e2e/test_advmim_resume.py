@@ -16,7 +16,7 @@ import signal
 import numpy as np
 import pytest
 
-from helpers import assert_same_tree, model_fold, run_cmd, sigkill_when_paused, train_cmd
+from helpers import assert_same_tree, model_fold, pause_methods, run_cmd, sigkill_when_paused, train_cmd
 from nnunetv2_advmim.runtime.checkpointing import safe_load
 
 RESUME_TRAINERS = '''
@@ -49,19 +49,7 @@ class nnUNetTrainerAdvMIM_resume(nnUNetTrainerAdvMIM_withAdv):
         if torch.backends.cudnn.benchmark:
             raise RuntimeError("seeded run left cuDNN benchmarking on")
 
-    def on_train_epoch_start(self):
-        super().on_train_epoch_start()
-        self._steps_this_epoch = 0
-
-    def train_step(self, batch):
-        out = super().train_step(batch)
-        self._steps_this_epoch += 1
-        pause = os.environ.get('ADVMIM_TEST_PAUSE')
-        if pause and self.current_epoch == 2 and self._steps_this_epoch == 1:
-            open(pause, 'w').close()
-            time.sleep(300)
-        return out
-
+''' + pause_methods('ADVMIM_TEST_PAUSE', 2) + '''
     def perform_actual_validation(self, save_probabilities: bool = False):
         pass  # prediction of the validation cases is tested elsewhere
 

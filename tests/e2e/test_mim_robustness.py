@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import assert_same_tree, model_fold, run_cmd, sigkill_when_paused, train_cmd
+from helpers import assert_same_tree, model_fold, pause_methods, run_cmd, sigkill_when_paused, train_cmd
 from nnunetv2_advmim.runtime.checkpointing import UnsafeCheckpointError, safe_load
 
 KILL_TRAINERS = '''
@@ -56,19 +56,7 @@ class nnUNetTrainerAnatoMask_kill(nnUNetTrainerAnatoMask):
         self.ema_decay_start, self.ema_decay_end = 0.5, 0.9  # a teacher that visibly moves in 8 steps
         self._steps_this_epoch = 0
 
-    def on_train_epoch_start(self):
-        super().on_train_epoch_start()
-        self._steps_this_epoch = 0
-
-    def train_step(self, batch):
-        out = super().train_step(batch)
-        self._steps_this_epoch += 1
-        pause = os.environ.get('KILL_TEST_PAUSE')
-        if pause and self.current_epoch == 1 and self._steps_this_epoch == 1:
-            open(pause, 'w').close()
-            time.sleep(300)
-        return out
-
+''' + pause_methods('KILL_TEST_PAUSE', 1) + '''
     def on_train_start(self):
         super().on_train_start()
         dump = os.environ.get('KILL_TEST_DUMP')
