@@ -26,20 +26,14 @@ def _hold(path, content=""):
     return fd
 
 
-def test_empty_lock_of_a_starting_study_is_not_taken_over(tmp_path):
-    fd = _hold(tmp_path / "study.lock", "")  # created, name not written yet
+@pytest.mark.parametrize("content,match", [
+    ("", "another folder"),  # an empty lock: a starting study has created it, its name is not written yet
+    (json.dumps({"host": "node-17", "pid": 999999}), "process 999999 on host node-17"),  # a study on another host
+])
+def test_held_lock_is_not_taken_over(tmp_path, content, match):
+    fd = _hold(tmp_path / "study.lock", content)
     try:
-        with pytest.raises(RuntimeError, match="another folder"):
-            with study_lock(str(tmp_path)):
-                pass
-    finally:
-        os.close(fd)
-
-
-def test_lock_of_a_study_on_another_host_is_not_taken_over(tmp_path):
-    fd = _hold(tmp_path / "study.lock", json.dumps({"host": "node-17", "pid": 999999}))
-    try:
-        with pytest.raises(RuntimeError, match="process 999999 on host node-17"):
+        with pytest.raises(RuntimeError, match=match):
             with study_lock(str(tmp_path)):
                 pass
     finally:
