@@ -75,7 +75,7 @@ class AdvMIMPretraining:
         cnn = super().train_step(batch)
         with self.as_hybrid():
             hybrid = super().train_step(batch)
-        return {'loss': (cnn['loss'] + hybrid['loss']) / 2, 'loss_cnn': cnn['loss'], 'loss_hybrid': hybrid['loss']}
+        return self._both_losses(cnn, hybrid)
 
     def on_train_epoch_end(self, train_outputs):
         super().on_train_epoch_end(train_outputs)
@@ -89,11 +89,16 @@ class AdvMIMPretraining:
         cnn = super().validation_step(batch)
         with self.as_hybrid():
             hybrid = super().validation_step(batch)
-        return {'loss': (cnn['loss'] + hybrid['loss']) / 2, 'loss_cnn': cnn['loss'], 'loss_hybrid': hybrid['loss']}
+        return self._both_losses(cnn, hybrid)
 
     def on_validation_epoch_end(self, val_outputs):
         super().on_validation_epoch_end(val_outputs)
         self._print_branch_losses('val', val_outputs)
+
+    @staticmethod
+    def _both_losses(cnn: dict, hybrid: dict) -> dict:
+        """One step's output for both networks: the mean loss (what nnU-Net logs and selects on) and each network's."""
+        return {'loss': (cnn['loss'] + hybrid['loss']) / 2, 'loss_cnn': cnn['loss'], 'loss_hybrid': hybrid['loss']}
 
     def _print_branch_losses(self, stage: str, outputs) -> None:
         collated = collate_outputs(outputs)
